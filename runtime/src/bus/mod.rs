@@ -1,0 +1,241 @@
+//! The orchestrator's routing: one `Bus::send` entry point for every producer (services, Com,
+//! the node itself), a routing table read without locks, and a bounded mailbox per service.
+//!
+//! Routing runs on the sender's task against a snapshot of the table (`arc-swap`): there is
+//! no central router task to become a bottleneck, and a full mailbox back-pressures only the
+//! services that send to it (see [`OnFull`]), never the rest of the node.
+
+mod delivery;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+pub use delivery::{Delivery, ReplyTo, empty_reply};
+pub use route::{OnFull, Route, RouteKind};
+
+use crate::message::{
+    ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, IdGen, Message, NODE_SOURCE, Reply,
+    new_message,
+};
+
+/// Largest payload the bus accepts unless configured otherwise (Azure IoT Hub's D2C limit).
+pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
+
+/// A cheap, cloneable handle on the node's message bus.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    routes: ArcSwap<HashMap<Arc<str>, Route>>,
+    ids: IdGen,
+    max_payload: usize,
+}
+
+impl Bus {
+    /// An empty bus that refuses payloads larger than `max_payload` bytes.
+    pub fn new(max_payload: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                routes: ArcSwap::from_pointee(HashMap::new()),
+                ids: IdGen::new(),
+                max_payload,
+            }),
+        }
+    }
+
+    /// A fresh message id.
+    pub fn next_id(&self) -> String {
+        self.inner.ids.next()
+    }
+
+    /// Adds `name` to the routing table. Fails if the name is taken.
+    pub fn register(&self, name: &str, route: Route) -> Result<(), BusError> {
+        let mut taken = false;
+        self.inner.routes.rcu(|routes| {
+            taken = routes.contains_key(name);
+            let mut next = HashMap::clone(routes);
+            if !taken {
+                next.insert(Arc::from(name), route.clone());
+            }
+            next
+        });
+        if taken {
+            return Err(BusError::new(
+                ErrorCode::Other,
+                format!("a service named `{name}` is already on the bus"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes `name` from the routing table; later sends to it fail with `unknown-destination`.
+    pub fn unregister(&self, name: &str) {
+        self.inner.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.remove(name);
+            next
+        });
+    }
+
+    /// Names of the wasm services on the bus, sorted.
+    pub fn custom_services(&self) -> Vec<String> {
+        let routes = self.inner.routes.load();
+        let mut names: Vec<String> = routes
+            .iter()
+            .filter(|(_, r)| r.kind == RouteKind::Custom)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn route(&self, destination: &str) -> Result<Route, BusError> {
+        if let Some(route) = self.inner.routes.load().get(destination) {
+            return Ok(route.clone());
+        }
+        Err(BusError::new(
+            ErrorCode::UnknownDestination,
+            format!(
+                "no service named `{destination}` on this node (running: {})",
+                self.custom_services().join(", ")
+            ),
+        ))
+    }
+
+    fn check_size(&self, msg: &Message) -> Result<(), BusError> {
+        if msg.payload.len() > self.inner.max_payload {
+            return Err(BusError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "payload of {} bytes for `{}` action `{}` exceeds the node's limit of {} bytes",
+                    msg.payload.len(),
+                    msg.destination,
+                    msg.action,
+                    self.inner.max_payload
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` without waiting for it to be processed; `*` reaches every wasm service but
+    /// the sender. Returns the message id once the message is in the receiver's mailbox.
+    pub async fn send(&self, msg: Message) -> Result<String, BusError> {
+        self.check_size(&msg)?;
+        let id = msg.id.clone();
+        if msg.destination == BROADCAST {
+            self.broadcast(Arc::new(msg)).await;
+            return Ok(id);
+        }
+        let route = self.route(&msg.destination)?;
+        let dest = msg.destination.clone();
+        route
+            .deliver(&dest, Delivery::oneway(Arc::new(msg)))
+            .await?;
+        Ok(id)
+    }
+
+    async fn broadcast(&self, msg: Arc<Message>) {
+        let targets: Vec<(Arc<str>, Route)> = self
+            .inner
+            .routes
+            .load()
+            .iter()
+            .filter(|(name, r)| r.kind == RouteKind::Custom && &***name != msg.source.as_str())
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        for (name, route) in targets {
+            if let Err(e) = route.deliver(&name, Delivery::oneway(msg.clone())).await {
+                tracing::warn!(to = %name, action = %msg.action, error = %e, "broadcast not delivered");
+                self.notify_failure(&msg, &name, &e);
+            }
+        }
+    }
+
+    /// Sends `msg` and waits up to `timeout` for the receiver's reply.
+    pub async fn call(&self, msg: Message, timeout: Duration) -> Result<Reply, BusError> {
+        self.check_size(&msg)?;
+        if msg.destination == BROADCAST {
+            return Err(BusError::new(
+                ErrorCode::UnknownDestination,
+                "a call needs one destination, not `*`",
+            ));
+        }
+        let route = self.route(&msg.destination)?;
+        let (dest, action) = (msg.destination.clone(), msg.action.clone());
+        let (tx, rx) = oneshot::channel();
+        let d = Delivery {
+            msg: Arc::new(msg),
+            reply: ReplyTo::Caller(tx),
+        };
+        let exchange = async {
+            route.deliver(&dest, d).await?;
+            rx.await.unwrap_or_else(|_| {
+                Err(BusError::new(
+                    ErrorCode::Unavailable,
+                    format!("`{dest}` stopped before answering `{action}`"),
+                ))
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "no reply from `{dest}` to `{action}` within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            })
+    }
+
+    /// Tells the sender of `failed` (when it is a wasm service) that `receiver` could not
+    /// handle it, as an `$error` message. Never blocks: if the sender's mailbox is full the
+    /// notice is dropped (the failure is logged by the caller either way).
+    pub fn notify_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
+        if failed.action == ACTION_ERROR || failed.action == ACTION_TIMER {
+            return;
+        }
+        let Some(route) = self
+            .inner
+            .routes
+            .load()
+            .get(failed.source.as_str())
+            .cloned()
+        else {
+            return;
+        };
+        if route.kind != RouteKind::Custom {
+            return;
+        }
+        let payload = serde_json::json!({
+            "message_id": failed.id,
+            "destination": receiver,
+            "action": failed.action,
+            "code": crate::message::code_name(error.code),
+            "message": error.message,
+        });
+        let mut notice = new_message(
+            self.next_id(),
+            NODE_SOURCE,
+            &failed.source,
+            ACTION_ERROR,
+            "application/json",
+            payload.to_string().into_bytes(),
+        );
+        notice.correlation_id = Some(failed.id.clone());
+        let _ = route.tx.try_send(Delivery::oneway(Arc::new(notice)));
+    }
+}
+
+#[cfg(test)]
+mod tests;

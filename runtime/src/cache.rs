@@ -1,0 +1,91 @@
+//! Compiled components on disk, keyed by the component's sha256 and the engine's
+//! compatibility fingerprint, written atomically (temp file, fsync, rename).
+
+#![allow(unsafe_code)]
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where compiled components are kept; `None` compiles every time.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+    fingerprint: String,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (created if missing) for artifacts of `engine`.
+    pub fn new(engine: &Engine, dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+        }
+        Ok(Self {
+            dir,
+            fingerprint: fingerprint(engine),
+        })
+    }
+
+    /// The engine fingerprint artifacts are keyed by.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{digest}-{}.cwasm", self.fingerprint)))
+    }
+
+    /// The compiled form of `bytes` (whose sha256 is `digest`), from the cache when there,
+    /// else compiled and stored. A cache that cannot be read or written only costs time.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<(Component, bool)> {
+        let path = self.path(digest);
+        if let Some(path) = path.as_deref().filter(|p| p.exists()) {
+            // SAFETY: files in the cache directory are written only by `store` below, from
+            // `Component::serialize` of this same engine configuration (the fingerprint is in
+            // the name); the cache directory is the node's own data.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached artifact")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Some(path) = path
+            && let Err(e) = store(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "could not cache compiled component");
+        }
+        Ok((component, false))
+    }
+}
+
+fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let dir = path.parent().context("cache path has no parent")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// A short, stable name for the engine's compilation settings (target, features, tunables)
+/// and this busbar version: artifacts with another fingerprint are never loaded.
+pub fn fingerprint(engine: &Engine) -> String {
+    let mut h = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    format!("{:016x}", h.finish())
+}

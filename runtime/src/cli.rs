@@ -1,0 +1,112 @@
+//! Command-line arguments of the `busbar` binary and what each command does.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::logging::LogFormat;
+use crate::manifest::Manifest;
+
+/// The demo manifest compiled into the binary.
+const DEMO_MANIFEST: &str = include_str!("../demo/manifest.toml");
+/// Where the demo's components are looked for unless `BUSBAR_DEMO_DIR` says otherwise.
+const DEMO_DIR: &str = "guests/target/wasm32-wasip2/release";
+
+/// busbar: WebAssembly services for IoT edge gateways.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until Ctrl-C or SIGTERM (with no manifest: the bundled demo).
+    Run(NodeArgs),
+    /// Check a manifest and load every component it names, then exit.
+    Check(NodeArgs),
+}
+
+/// Where the node's manifest and configuration come from.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Manifest of the services to run (TOML, or JSON when it ends in .json).
+    #[arg(long, short)]
+    pub manifest: Option<PathBuf>,
+    /// Node configuration (TOML).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn load(&self) -> anyhow::Result<(NodeConfig, Manifest)> {
+        let config = match &self.config {
+            Some(p) => NodeConfig::load(p)?,
+            None => NodeConfig::default(),
+        };
+        let manifest = match &self.manifest {
+            Some(p) => Manifest::load(p)?,
+            None => demo_manifest()?,
+        };
+        Ok((config, manifest))
+    }
+}
+
+fn demo_manifest() -> anyhow::Result<Manifest> {
+    let dir =
+        std::env::var_os("BUSBAR_DEMO_DIR").map_or_else(|| PathBuf::from(DEMO_DIR), PathBuf::from);
+    let manifest = Manifest::parse(DEMO_MANIFEST, false, "<bundled demo>", &dir)?;
+    if let Some(missing) = manifest.services.iter().find(|s| !s.component.exists()) {
+        anyhow::bail!(
+            "the bundled demo needs the example components, but {} is missing: build them with \
+             `just build-guests` (or point BUSBAR_DEMO_DIR at them), or pass --manifest",
+            missing.component.display()
+        );
+    }
+    tracing::info!(components = %dir.display(), "running the bundled demo");
+    Ok(manifest)
+}
+
+/// Runs the parsed command line until it is done or `shutdown` fires.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let (config, manifest) = args.load()?;
+            crate::node::run(&config, &manifest, shutdown).await
+        }
+        Command::Check(args) => {
+            let (config, manifest) = args.load()?;
+            check(&config, &manifest)
+        }
+    }
+}
+
+fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
+    let engine = config.engine.build()?;
+    let cache = crate::cache::CompileCache::new(&engine, config.cache_dir())?;
+    let loader = crate::component::Loader::new(engine, cache)?;
+    let mut failures = Vec::new();
+    for s in &manifest.services {
+        match loader.load_blocking(&s.component, s.sha256.as_deref()) {
+            Ok(c) => println!("ok      {:<24} sha256 {}", s.name, c.digest()),
+            Err(e) => {
+                println!("FAILED  {:<24} {e}", s.name);
+                failures.push(s.name.clone());
+            }
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} service(s) failed to load: {}",
+        failures.len(),
+        failures.join(", ")
+    );
+    Ok(())
+}

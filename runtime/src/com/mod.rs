@@ -1,0 +1,81 @@
+//! Com: the node's link towards the IoT hub.
+//!
+//! Com is an internal service named `com` on the bus. Services reach it with `submit-message`
+//! (action `submit`); everything Com takes out of its mailbox is on its way to the hub. A Com
+//! implementation is an actor with one `run(link)` loop: it consumes [`ComLink::inbox`]
+//! (device-to-cloud) and puts what arrives from the hub on the bus through [`ComLink::bus`]
+//! (cloud-to-device). When [`ComLink::cancel`] fires — after every service has stopped — it
+//! drains its inbox, flushes, and returns.
+//!
+//! Today: `console` and `file` write one JSON line per message. The MQTT and Azure IoT Hub
+//! bridge plugs in as another [`ComConfig`] variant with its own `run`.
+
+mod json_lines;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
+
+/// Com's name on the bus.
+pub const COM: &str = "com";
+/// The action `submit-message` sends to Com.
+pub const COM_SUBMIT: &str = "submit";
+/// Messages Com holds before senders wait.
+const INBOX: usize = 1024;
+
+/// Which Com the node runs (`[com]` in the node config).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ComConfig {
+    /// One JSON line per message on standard output.
+    #[default]
+    Console,
+    /// One JSON line per message appended to a file.
+    File {
+        /// The file to append to (created if missing).
+        path: PathBuf,
+    },
+}
+
+/// What a Com implementation works with.
+#[derive(Debug)]
+pub struct ComLink {
+    /// Messages on their way to the hub.
+    pub inbox: mpsc::Receiver<Delivery>,
+    /// The bus, for what arrives from the hub.
+    pub bus: Bus,
+    /// Fires when the node has stopped its services: drain, flush, return.
+    pub cancel: CancellationToken,
+}
+
+/// Registers `com` on the bus and starts the configured Com.
+pub async fn spawn(
+    config: &ComConfig,
+    bus: &Bus,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let out = json_lines::open(config).await?;
+    let (tx, inbox) = mpsc::channel(INBOX);
+    bus.register(
+        COM,
+        Route::new(
+            tx,
+            OnFull::Block(Duration::from_secs(1)),
+            RouteKind::Internal,
+        ),
+    )?;
+    let link = ComLink {
+        inbox,
+        bus: bus.clone(),
+        cancel,
+    };
+    tracker.spawn(json_lines::run(out, link));
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The node's one wasmtime `Engine` and the thread that drives its epochs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Engine settings from the node config (`[engine]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Instances that may exist at once (services, plus one per restart or swap in flight).
+    pub max_instances: u32,
+    /// Largest linear memory any one service may have, in MiB. Also the size of each memory
+    /// slot the pooling allocator reserves: `max_instances × max_memory_mib` is the virtual
+    /// address space reserved for memories.
+    pub max_memory_mib: u32,
+    /// How often wasm checks its deadline and yields, in ms.
+    pub epoch_tick_ms: u64,
+    /// Use the pooling allocator (fast instantiation, reserved address space up front).
+    pub pooling: bool,
+}
+
+impl Default for EngineConfig {
+    /// 128 instances of at most 16 MiB: 2 GiB of reserved (not committed) address space,
+    /// which fits a 1 GiB board with a 39-bit address space.
+    fn default() -> Self {
+        Self {
+            max_instances: 128,
+            max_memory_mib: 16,
+            epoch_tick_ms: 10,
+            pooling: true,
+        }
+    }
+}
+
+/// Size of the fiber stack each instance runs on.
+const ASYNC_STACK: usize = 1 << 20;
+/// Deepest wasm stack allowed within it.
+const WASM_STACK: usize = 512 << 10;
+/// Guard pages after each linear memory.
+const GUARD: u64 = 64 << 10;
+
+impl EngineConfig {
+    fn memory_bytes(&self) -> u64 {
+        u64::from(self.max_memory_mib) << 20
+    }
+
+    /// Builds the engine.
+    pub fn build(&self) -> anyhow::Result<Engine> {
+        anyhow::ensure!(
+            self.max_instances > 0,
+            "engine.max_instances must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_memory_mib > 0,
+            "engine.max_memory_mib must be at least 1"
+        );
+        anyhow::ensure!(
+            self.epoch_tick_ms > 0,
+            "engine.epoch_tick_ms must be at least 1"
+        );
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .async_stack_size(ASYNC_STACK)
+            .max_wasm_stack(WASM_STACK)
+            .memory_reservation(self.memory_bytes())
+            .memory_guard_size(GUARD)
+            .memory_reservation_for_growth(0);
+        if self.pooling {
+            let n = self.max_instances;
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 8)
+                .total_memories(n * 2)
+                .total_tables(n * 8)
+                .total_stacks(n)
+                .max_memory_size(self.memory_bytes() as usize)
+                .max_unused_warm_slots(n.min(16));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasm engine")
+    }
+}
+
+/// Increments the engine's epoch every tick on a thread of its own, so deadlines fire even
+/// when every async worker is busy running wasm. Stops when dropped.
+#[derive(Debug)]
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine` every `tick`.
+    pub fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("busbar-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

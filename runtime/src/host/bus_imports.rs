@@ -1,0 +1,93 @@
+//! The `bus` imports: `submit-message`, `submit-action`, `call`.
+
+use std::time::{Duration, Instant};
+
+use super::HostState;
+use crate::bindings::busbar::service::bus::Host;
+use crate::com::{COM, COM_SUBMIT};
+use crate::message::{BusError, ErrorCode, Reply, WitError, new_message};
+
+impl HostState {
+    fn outgoing(
+        &self,
+        destination: &str,
+        action: &str,
+        content_type: String,
+        payload: Vec<u8>,
+    ) -> crate::message::Message {
+        let mut msg = new_message(
+            self.bus.next_id(),
+            &self.service,
+            destination,
+            action,
+            "",
+            payload,
+        );
+        msg.content_type = content_type;
+        msg
+    }
+
+    async fn send_counted(&mut self, msg: crate::message::Message) -> Result<String, WitError> {
+        let started = Instant::now();
+        let sent = self.bus.send(msg).await;
+        self.credit_wait(started);
+        self.counters.record_sent(sent.is_ok());
+        sent.map_err(|e| {
+            tracing::warn!(error = %e, "send refused");
+            WitError::from(e)
+        })
+    }
+}
+
+impl Host for HostState {
+    async fn submit_message(
+        &mut self,
+        content_type: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Result<String, WitError> {
+        let mut msg = self.outgoing(COM, COM_SUBMIT, content_type, payload);
+        msg.headers = headers;
+        self.send_counted(msg).await
+    }
+
+    async fn submit_action(
+        &mut self,
+        destination: String,
+        action: String,
+        content_type: String,
+        payload: Vec<u8>,
+    ) -> Result<String, WitError> {
+        let msg = self.outgoing(&destination, &action, content_type, payload);
+        self.send_counted(msg).await
+    }
+
+    async fn call(
+        &mut self,
+        destination: String,
+        action: String,
+        content_type: String,
+        payload: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Reply, WitError> {
+        if destination == *self.service {
+            let e = BusError::new(
+                ErrorCode::NotPermitted,
+                format!("`{destination}` cannot call itself: it would wait on its own mailbox"),
+            );
+            return Err(e.into());
+        }
+        let msg = self.outgoing(&destination, &action, content_type, payload);
+        let started = Instant::now();
+        let reply = self
+            .bus
+            .call(msg, Duration::from_millis(u64::from(timeout_ms)))
+            .await;
+        self.credit_wait(started);
+        self.counters.record_sent(reply.is_ok());
+        reply.map_err(|e| {
+            tracing::warn!(%destination, %action, error = %e, "call failed");
+            e.into()
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! What a service instance sees of the node: the state inside its `Store` and the
+//! implementations of the `busbar:service` imports.
+
+mod bus_imports;
+mod config_imports;
+mod log_imports;
+mod stdio;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bus::{Bus, Delivery};
+use crate::service::ServiceCounters;
+
+pub use stdio::GuestOutput;
+pub use timers::Timers;
+
+/// Everything one instance's `Store` holds.
+pub struct HostState {
+    pub(crate) service: Arc<str>,
+    pub(crate) bus: Bus,
+    pub(crate) properties: Arc<BTreeMap<String, String>>,
+    pub(crate) counters: Arc<ServiceCounters>,
+    pub(crate) timers: Timers,
+    /// When the export call in progress must have returned; time the guest spends waiting in
+    /// `call` or on a full mailbox is added back, so only its own work counts.
+    pub(crate) deadline: Instant,
+    pub(crate) limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the node gives a new instance.
+#[derive(Debug, Clone)]
+pub struct HostContext {
+    /// The service's name.
+    pub service: Arc<str>,
+    /// The bus it sends on.
+    pub bus: Bus,
+    /// The service's own mailbox, for timer ticks.
+    pub mailbox: mpsc::Sender<Delivery>,
+    /// Configuration properties, rendered as strings.
+    pub properties: Arc<BTreeMap<String, String>>,
+    /// Counters shared with the node's status.
+    pub counters: Arc<ServiceCounters>,
+    /// Maximum linear memory in bytes.
+    pub memory_bytes: usize,
+}
+
+impl HostState {
+    /// State for a new instance: no filesystem, no network, no environment; stdout and
+    /// stderr go to the log under the service's name.
+    pub fn new(ctx: HostContext) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestOutput::new(ctx.service.clone(), "stdout"))
+            .stderr(GuestOutput::new(ctx.service.clone(), "stderr"))
+            .allow_blocking_current_thread(false)
+            .build();
+        Self {
+            timers: Timers::new(ctx.service.clone(), ctx.bus.clone(), ctx.mailbox),
+            service: ctx.service,
+            bus: ctx.bus,
+            properties: ctx.properties,
+            counters: ctx.counters,
+            deadline: Instant::now(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(ctx.memory_bytes)
+                .trap_on_grow_failure(false)
+                .build(),
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Arms the deadline for the export call about to start.
+    pub(crate) fn arm_deadline(&mut self, budget: Duration) {
+        self.deadline = Instant::now() + budget;
+    }
+
+    /// Gives back to the deadline the time the guest spent waiting on the node since `since`.
+    pub(crate) fn credit_wait(&mut self, since: Instant) {
+        self.deadline += since.elapsed();
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::busbar::service::types::Host for HostState {}

@@ -1,0 +1,31 @@
+//! busbar: a service runtime for IoT edge gateways.
+//!
+//! Every service is a WebAssembly component behind the `busbar:service` WIT contract
+//! (`wit/`). A [`node::Node`] runs many of them:
+//!
+//! - [`engine`] builds the one wasmtime engine (pooling allocator, epoch deadlines);
+//!   [`component`] loads and checks components, [`cache`] keeps compiled ones on disk.
+//! - [`bus`] is the orchestrator's routing: one entry point, a lock-free routing table and a
+//!   bounded mailbox per service.
+//! - [`service`] runs one service: an instance in its own store, fed its mailbox by a
+//!   supervising task that restarts it after faults; [`host`] implements its imports.
+//! - [`com`] is the link towards the IoT hub; [`logger`] turns messages into log lines.
+//! - [`manifest`] says which services run; [`config`] says how the node runs.
+//!
+//! The `busbar` binary ([`cli`]) wraps all of it.
+
+pub mod bindings;
+pub mod bus;
+pub mod cache;
+pub mod cli;
+pub mod com;
+pub mod component;
+pub mod config;
+pub mod engine;
+pub mod host;
+pub mod logger;
+pub mod logging;
+pub mod manifest;
+pub mod message;
+pub mod node;
+pub mod service;

@@ -1,0 +1,205 @@
+//! The manifest: which services a node runs, from which components, with what configuration
+//! and limits. Read from TOML or JSON; the same type will come from the hub.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::OnFull;
+
+/// Names the node keeps for its internal services.
+pub const RESERVED_NAMES: &[&str] = &["com", "logger", "busbar", "orchestrator", "hub"];
+
+/// The services of a node.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The services, in start order.
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
+}
+
+/// One service in a manifest.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Name on the bus: lowercase letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Path of the `.wasm` component, relative to the manifest's folder.
+    pub component: PathBuf,
+    /// Expected sha256 of the component file (hex); checked before it is used.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Whether the node runs it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Configuration the service reads with `get-property`.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Per-service limits; every field has a default.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest linear memory in MiB (default: the engine's `max_memory_mib`).
+    pub memory_mib: Option<u32>,
+    /// Deadline of each export call in ms (time spent waiting on other services not counted).
+    pub deadline_ms: u64,
+    /// Messages the mailbox holds.
+    pub mailbox: usize,
+    /// When the mailbox is full: `block` (senders wait up to `block_ms`) or `refuse`.
+    pub on_full: FullPolicy,
+    /// How long a sender waits for room with `on_full = "block"`, in ms.
+    pub block_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: None,
+            deadline_ms: 1000,
+            mailbox: 64,
+            on_full: FullPolicy::Block,
+            block_ms: 1000,
+        }
+    }
+}
+
+/// What senders experience when a mailbox is full.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Wait for room (backpressure).
+    Block,
+    /// Fail at once with `queue-full`.
+    Refuse,
+}
+
+impl Limits {
+    /// The bus policy these limits describe.
+    pub fn on_full(&self) -> OnFull {
+        match self.on_full {
+            FullPolicy::Block => OnFull::Block(Duration::from_millis(self.block_ms)),
+            FullPolicy::Refuse => OnFull::Refuse,
+        }
+    }
+}
+
+/// A manifest that could not be read or is not valid; names the file and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("manifest {origin}: {problem}")]
+pub struct ManifestError {
+    /// The file (or `<bundled demo>`).
+    pub origin: String,
+    /// What is wrong, naming the field.
+    pub problem: String,
+}
+
+impl Manifest {
+    /// Reads a manifest file: JSON when it ends in `.json`, TOML otherwise. Relative
+    /// component paths are resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            origin: origin.clone(),
+            problem: format!("cannot read it: {e}"),
+        })?;
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, json, &origin, base)
+    }
+
+    /// Parses manifest text (`json` or TOML) from `origin`, resolving paths against `base`.
+    pub fn parse(text: &str, json: bool, origin: &str, base: &Path) -> Result<Self, ManifestError> {
+        let err = |problem: String| ManifestError {
+            origin: origin.to_owned(),
+            problem,
+        };
+        let mut manifest: Manifest = if json {
+            serde_json::from_str(text).map_err(|e| err(e.to_string()))?
+        } else {
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?
+        };
+        manifest.validate().map_err(err)?;
+        for s in &mut manifest.services {
+            if s.component.is_relative() {
+                s.component = base.join(&s.component);
+            }
+        }
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = format!("services[{i}]");
+            check_name(&s.name).map_err(|p| format!("{at}.name: {p}"))?;
+            let at = format!("{at} (`{}`)", s.name);
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!("{at}.name: another service already has this name"));
+            }
+            if s.component.as_os_str().is_empty() {
+                return Err(format!("{at}.component: must name a .wasm file"));
+            }
+            if let Some(d) = &s.sha256
+                && (d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(format!("{at}.sha256: expected 64 hex digits, got `{d}`"));
+            }
+            let l = &s.limits;
+            if l.memory_mib == Some(0) {
+                return Err(format!("{at}.limits.memory_mib: must be at least 1"));
+            }
+            if l.deadline_ms == 0 {
+                return Err(format!("{at}.limits.deadline_ms: must be at least 1"));
+            }
+            if l.mailbox == 0 {
+                return Err(format!("{at}.limits.mailbox: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("`{name}` must be 1 to 64 characters long"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "`{name}` may hold only lowercase letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "`{name}` is reserved for the node's internal services"
+        ));
+    }
+    Ok(())
+}
+
+/// A configuration value as `get-property` returns it: strings as they are, others as JSON.
+pub fn property_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

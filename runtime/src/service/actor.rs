@@ -1,0 +1,249 @@
+//! The task that owns one service: loads its component, starts an instance, feeds it its
+//! mailbox one message at a time, restarts it after a fault, and stops it when told.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Decision, Fault, Instance, RestartPolicy, ServiceCounters, State, Status, Supervisor};
+use crate::bus::{Bus, Delivery};
+use crate::component::{LoadedComponent, Loader};
+use crate::host::HostContext;
+use crate::message::{BusError, ErrorCode, PayloadPreview, WitError};
+
+/// Everything needed to run one service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// The service's name on the bus.
+    pub name: Arc<str>,
+    /// Its component file.
+    pub component: PathBuf,
+    /// The sha256 the manifest expects, if any.
+    pub sha256: Option<String>,
+    /// Configuration properties, rendered as strings.
+    pub properties: Arc<BTreeMap<String, String>>,
+    /// Maximum linear memory in bytes.
+    pub memory_bytes: usize,
+    /// Deadline of each export call.
+    pub deadline: Duration,
+    /// How long queued messages may still be processed at shutdown.
+    pub drain: Duration,
+    /// Restart policy after faults.
+    pub restart: RestartPolicy,
+}
+
+/// Starts the task of one service. Its mailbox must already be registered on the bus, so
+/// messages sent while it loads wait there.
+pub fn spawn(
+    spec: ServiceSpec,
+    loader: Loader,
+    bus: Bus,
+    mailbox: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) -> (watch::Receiver<Status>, Arc<ServiceCounters>) {
+    let (status_tx, status) = watch::channel(Status::new());
+    let counters = Arc::new(ServiceCounters::default());
+    let span = tracing::info_span!("service", name = %spec.name);
+    let actor = Actor {
+        spec,
+        bus,
+        self_tx: mailbox.0,
+        mailbox: mailbox.1,
+        status: status_tx,
+        counters: counters.clone(),
+        cancel,
+    };
+    tracker.spawn(actor.run(loader).instrument(span));
+    (status, counters)
+}
+
+struct Actor {
+    spec: ServiceSpec,
+    bus: Bus,
+    self_tx: mpsc::Sender<Delivery>,
+    mailbox: mpsc::Receiver<Delivery>,
+    status: watch::Sender<Status>,
+    counters: Arc<ServiceCounters>,
+    cancel: CancellationToken,
+}
+
+/// How serving an instance ended.
+enum Ended {
+    Cancelled,
+    Faulted(Fault),
+}
+
+impl Actor {
+    fn set_state(&self, state: State) {
+        self.status.send_modify(|s| s.state = state);
+        tracing::info!(state = ?state, "service state");
+    }
+
+    async fn run(mut self, loader: Loader) {
+        let component = match loader
+            .load(&self.spec.component, self.spec.sha256.as_deref())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(error = %reason, "service cannot be loaded");
+                self.status.send_modify(|s| s.last_fault = Some(reason));
+                return self.fail().await;
+            }
+        };
+        let mut supervisor = Supervisor::new(self.spec.restart);
+        loop {
+            let fault = match self.start_instance(&component).await {
+                Ok(instance) => match self.serve(instance).await {
+                    Ended::Cancelled => return self.set_state(State::Stopped),
+                    Ended::Faulted(f) => f,
+                },
+                Err(f) => f,
+            };
+            if self.cancel.is_cancelled() {
+                return self.set_state(State::Stopped);
+            }
+            self.status
+                .send_modify(|s| s.last_fault = Some(fault.to_string()));
+            match supervisor.on_fault(Instant::now()) {
+                Decision::Restart(wait) => {
+                    tracing::warn!(%fault, backoff_ms = wait.as_millis() as u64, "service faulted; restarting");
+                    self.set_state(State::Restarting);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.cancel.cancelled() => return self.set_state(State::Stopped),
+                    }
+                    self.status.send_modify(|s| s.restarts += 1);
+                }
+                Decision::GiveUp => {
+                    tracing::error!(%fault, "service faulted too often; marked failed");
+                    return self.fail().await;
+                }
+            }
+        }
+    }
+
+    async fn start_instance(&self, component: &LoadedComponent) -> Result<Instance, Fault> {
+        self.set_state(State::Starting);
+        let ctx = HostContext {
+            service: self.spec.name.clone(),
+            bus: self.bus.clone(),
+            mailbox: self.self_tx.clone(),
+            properties: self.spec.properties.clone(),
+            counters: self.counters.clone(),
+            memory_bytes: self.spec.memory_bytes,
+        };
+        let mut instance = Instance::new(component, ctx, self.spec.deadline).await?;
+        instance.start().await?;
+        Ok(instance)
+    }
+
+    async fn serve(&mut self, mut instance: Instance) -> Ended {
+        self.set_state(State::Running);
+        loop {
+            let d = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return self.shut_down(instance).await,
+                d = self.mailbox.recv() => d,
+            };
+            let Some(d) = d else {
+                return self.shut_down(instance).await;
+            };
+            if let Err(fault) = self.handle(&mut instance, d).await {
+                return Ended::Faulted(fault);
+            }
+        }
+    }
+
+    /// Processes one delivery and routes its outcome. A fault leaves the instance unusable.
+    async fn handle(&self, instance: &mut Instance, d: Delivery) -> Result<(), Fault> {
+        d.take_tick();
+        let msg = d.msg.clone();
+        let outcome = instance.process(&msg).await;
+        let (result, fault) = match outcome {
+            Ok(r) => (r.map_err(BusError::from), None),
+            Err(fault) => {
+                let e = BusError::new(
+                    ErrorCode::ServiceFault,
+                    format!(
+                        "`{}` {fault} while handling `{}`",
+                        self.spec.name, msg.action
+                    ),
+                );
+                (Err(e), Some(fault))
+            }
+        };
+        self.counters.record_processed(result.is_ok());
+        if let Err(e) = &result {
+            tracing::warn!(
+                id = %msg.id, from = %msg.source, action = %msg.action,
+                payload = %PayloadPreview(&msg.payload), error = %e,
+                "message not processed"
+            );
+        }
+        if let Some(Err(e)) = d.answer(result) {
+            self.bus.notify_failure(&msg, &self.spec.name, &e);
+        }
+        fault.map_or(Ok(()), Err)
+    }
+
+    /// Processes what is already queued (up to the drain deadline), then calls `stop`.
+    async fn shut_down(&mut self, mut instance: Instance) -> Ended {
+        self.set_state(State::Stopping);
+        let until = Instant::now() + self.spec.drain;
+        let mut drained = 0u32;
+        while Instant::now() < until {
+            let Ok(d) = self.mailbox.try_recv() else {
+                break;
+            };
+            drained += 1;
+            if let Err(fault) = self.handle(&mut instance, d).await {
+                tracing::warn!(%fault, "fault while draining; stop is skipped");
+                return Ended::Cancelled;
+            }
+        }
+        if drained > 0 {
+            tracing::info!(drained, "processed queued messages before stopping");
+        }
+        if let Err(fault) = instance.stop().await {
+            tracing::warn!(%fault, "stop did not complete");
+        }
+        Ended::Cancelled
+    }
+
+    /// Marks the service failed and answers everything sent to it with `unavailable` until
+    /// the node shuts down.
+    async fn fail(&mut self) {
+        self.set_state(State::Failed);
+        let reason = self.status.borrow().last_fault.clone().unwrap_or_default();
+        loop {
+            let d = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                d = self.mailbox.recv() => d,
+            };
+            let Some(d) = d else { return };
+            d.take_tick();
+            let msg = d.msg.clone();
+            let e = BusError::new(
+                ErrorCode::Unavailable,
+                format!("service `{}` has failed: {reason}", self.spec.name),
+            );
+            if let Some(Err(e)) = d.answer(Err(e)) {
+                self.bus.notify_failure(&msg, &self.spec.name, &e);
+            }
+        }
+    }
+}
+
+impl From<Fault> for WitError {
+    fn from(f: Fault) -> Self {
+        BusError::new(ErrorCode::ServiceFault, f.to_string()).into()
+    }
+}

@@ -1,0 +1,150 @@
+//! One live wasm instance of a service: its own `Store`, memory limit and per-call deadline.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::Service;
+use crate::component::LoadedComponent;
+use crate::host::{HostContext, HostState};
+use crate::message::{Message, Reply, WitError};
+
+/// Why an instance can no longer be used. The instance must be dropped after any of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The guest trapped (a panic, an out-of-bounds access, `unreachable`, ...).
+    Trap(String),
+    /// An export call ran past its deadline.
+    Deadline(Duration),
+    /// The guest's `start` returned an error.
+    StartFailed(String),
+    /// Instantiation or the host failed.
+    Host(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Trap(t) => write!(f, "trapped: {t}"),
+            Fault::Deadline(d) => write!(f, "ran past its deadline of {} ms", d.as_millis()),
+            Fault::StartFailed(e) => write!(f, "start failed: {e}"),
+            Fault::Host(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The error an epoch callback raises when a call's deadline has passed.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// A running instance of a service.
+pub struct Instance {
+    store: Store<HostState>,
+    service: Service,
+    budget: Duration,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("service", &self.store.data().service)
+            .finish()
+    }
+}
+
+impl Instance {
+    /// Instantiates `component` in a fresh store. `budget` bounds each export call.
+    pub async fn new(
+        component: &LoadedComponent,
+        ctx: HostContext,
+        budget: Duration,
+    ) -> Result<Self, Fault> {
+        let mut store = Store::new(component.engine(), HostState::new(ctx));
+        store.limiter(|s| &mut s.limits);
+        // Every epoch tick while wasm runs: yield to the scheduler so one busy service cannot
+        // hold a worker thread, and trap once the call's deadline has passed.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                return Err(DeadlineExceeded.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.data_mut().arm_deadline(budget);
+        store.set_epoch_deadline(1);
+        let service = component
+            .pre()
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(e, budget))?;
+        Ok(Self {
+            store,
+            service,
+            budget,
+        })
+    }
+
+    fn arm(&mut self) {
+        self.store.data_mut().arm_deadline(self.budget);
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Calls the `start` export.
+    pub async fn start(&mut self) -> Result<(), Fault> {
+        self.arm();
+        match self.service.call_start(&mut self.store).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fault::StartFailed(e)),
+            Err(e) => Err(classify(e, self.budget)),
+        }
+    }
+
+    /// Calls the `process` export. The outer error is a fault of the instance; the inner one
+    /// is the service's own answer.
+    pub async fn process(
+        &mut self,
+        msg: &Message,
+    ) -> Result<Result<Option<Reply>, WitError>, Fault> {
+        self.arm();
+        self.service
+            .call_process(&mut self.store, msg)
+            .await
+            .map_err(|e| classify(e, self.budget))
+    }
+
+    /// Calls the `state-update` export with the desired state as JSON.
+    pub async fn state_update(&mut self, state: &str) -> Result<(), Fault> {
+        self.arm();
+        self.service
+            .call_state_update(&mut self.store, state)
+            .await
+            .map_err(|e| classify(e, self.budget))
+    }
+
+    /// Calls the `stop` export.
+    pub async fn stop(&mut self) -> Result<(), Fault> {
+        self.arm();
+        self.service
+            .call_stop(&mut self.store)
+            .await
+            .map_err(|e| classify(e, self.budget))
+    }
+}
+
+fn classify(e: wasmtime::Error, budget: Duration) -> Fault {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return Fault::Deadline(budget);
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return Fault::Trap(trap.to_string());
+    }
+    Fault::Host(format!("{e:#}"))
+}

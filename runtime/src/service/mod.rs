@@ -1,0 +1,117 @@
+//! One custom service: its lifecycle state, counters, the wasm instance that runs it, and the
+//! supervising task that feeds it its mailbox and restarts it after a fault.
+
+mod actor;
+mod instance;
+mod supervisor;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use actor::{ServiceSpec, spawn};
+pub use instance::{Fault, Instance};
+pub use supervisor::{Decision, RestartPolicy, Supervisor};
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Reading and compiling its component.
+    Loading,
+    /// Instantiated, `start` running.
+    Starting,
+    /// Processing its mailbox.
+    Running,
+    /// Waiting out the backoff after a fault before starting again.
+    Restarting,
+    /// Finishing queued messages and running `stop`.
+    Stopping,
+    /// Done, cleanly.
+    Stopped,
+    /// Gave up: the component did not load, or it faulted too often. Messages to it fail with
+    /// `unavailable`.
+    Failed,
+}
+
+/// A service's state and the reason for its last fault, as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// The lifecycle state.
+    pub state: State,
+    /// How many times it was restarted after a fault.
+    pub restarts: u32,
+    /// The last fault, in words.
+    pub last_fault: Option<String>,
+}
+
+impl Status {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: State::Loading,
+            restarts: 0,
+            last_fault: None,
+        }
+    }
+}
+
+/// Counters of one service, updated without locks on the hot path.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    processed: AtomicU64,
+    failed: AtomicU64,
+    sent: AtomicU64,
+    refused: AtomicU64,
+    tracked: AtomicU64,
+    thrown: AtomicU64,
+}
+
+/// A copy of a service's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSnapshot {
+    /// Messages `process` handled (successfully or with an error result).
+    pub processed: u64,
+    /// Messages whose processing failed (error result, trap or deadline).
+    pub failed: u64,
+    /// Messages the service sent that the bus accepted.
+    pub sent: u64,
+    /// Messages the service tried to send that the bus refused.
+    pub refused: u64,
+    /// `track` events.
+    pub tracked: u64,
+    /// `throw-error` faults.
+    pub thrown: u64,
+}
+
+impl ServiceCounters {
+    pub(crate) fn record_processed(&self, ok: bool) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_sent(&self, accepted: bool) {
+        let c = if accepted { &self.sent } else { &self.refused };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_tracked(&self) {
+        self.tracked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_thrown(&self) {
+        self.thrown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            processed: get(&self.processed),
+            failed: get(&self.failed),
+            sent: get(&self.sent),
+            refused: get(&self.refused),
+            tracked: get(&self.tracked),
+            thrown: get(&self.thrown),
+        }
+    }
+}
