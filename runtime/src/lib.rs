@@ -9,7 +9,8 @@
 //!   bounded mailbox per service.
 //! - [`service`] runs one service: an instance in its own store, fed its mailbox by a
 //!   supervising task that restarts it after faults; [`host`] implements its imports.
-//! - [`com`] is the link towards the IoT hub; [`logger`] turns messages into log lines.
+//! - [`com`] is the link towards the IoT hub; [`logger`] turns messages into log lines;
+//!   [`orchestrator`] answers questions about the node's services.
 //! - [`manifest`] says which services run; [`config`] says how the node runs.
 //!
 //! The `busbar` binary ([`cli`]) wraps all of it.
@@ -28,4 +29,5 @@ pub mod logging;
 pub mod manifest;
 pub mod message;
 pub mod node;
+pub mod orchestrator;
 pub mod service;

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = busbar::cli::Cli::parse();
+    let json_logs = cli.log_format == busbar::logging::LogFormat::Json;
     busbar::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -23,8 +24,11 @@ fn main() -> ExitCode {
     match runtime.block_on(busbar::cli::run(cli, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            if json_logs {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

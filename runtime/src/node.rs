@@ -2,12 +2,11 @@
 //! started together and stopped in order (services first, then Com, so nothing a service
 //! submits while stopping is lost).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,37 +16,20 @@ use crate::component::Loader;
 use crate::config::NodeConfig;
 use crate::engine::EpochTicker;
 use crate::manifest::{Manifest, property_text};
-use crate::service::{CounterSnapshot, RestartPolicy, ServiceCounters, ServiceSpec, State, Status};
+use crate::orchestrator::{ServiceHandle, ServiceReport, ServiceTable};
+use crate::service::{RestartPolicy, ServiceSpec, State, Status};
 
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
     bus: Bus,
     loader: Loader,
-    services: BTreeMap<String, ServiceHandle>,
+    services: Arc<ServiceTable>,
     service_tasks: TaskTracker,
     service_cancel: CancellationToken,
     internal_tasks: TaskTracker,
     internal_cancel: CancellationToken,
     _ticker: EpochTicker,
-}
-
-#[derive(Debug)]
-struct ServiceHandle {
-    status: watch::Receiver<Status>,
-    counters: Arc<ServiceCounters>,
-}
-
-/// One service as the node reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ServiceReport {
-    /// Its name.
-    pub name: String,
-    /// Its state, restarts and last fault.
-    #[serde(flatten)]
-    pub status: Status,
-    /// Its counters.
-    pub counters: CounterSnapshot,
 }
 
 impl Node {
@@ -65,6 +47,13 @@ impl Node {
         let internal_cancel = CancellationToken::new();
         crate::com::spawn(&config.com, &bus, &internal_tasks, internal_cancel.clone()).await?;
         crate::logger::spawn(&bus, &internal_tasks, internal_cancel.clone())?;
+        let services = Arc::new(ServiceTable::default());
+        crate::orchestrator::spawn(
+            &bus,
+            services.clone(),
+            &internal_tasks,
+            internal_cancel.clone(),
+        )?;
 
         let enabled: Vec<_> = manifest.services.iter().filter(|s| s.enabled).collect();
         anyhow::ensure!(
@@ -74,10 +63,10 @@ impl Node {
             config.engine.max_instances
         );
         let max_mib = config.engine.max_memory_mib;
-        let mut node = Node {
+        let node = Node {
             bus,
             loader,
-            services: BTreeMap::new(),
+            services,
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
             internal_tasks,
@@ -125,7 +114,7 @@ impl Node {
                 node.service_cancel.clone(),
             );
             node.services
-                .insert(s.name.clone(), ServiceHandle { status, counters });
+                .insert(&s.name, ServiceHandle { status, counters });
         }
         Ok(node)
     }
@@ -142,14 +131,7 @@ impl Node {
 
     /// Every service with its state and counters, by name.
     pub fn report(&self) -> Vec<ServiceReport> {
-        self.services
-            .iter()
-            .map(|(name, h)| ServiceReport {
-                name: name.clone(),
-                status: h.status.borrow().clone(),
-                counters: h.counters.snapshot(),
-            })
-            .collect()
+        self.services.report()
     }
 
     /// Waits until service `name` reaches a state for which `done` holds; returns its status.
@@ -162,16 +144,15 @@ impl Node {
             .services
             .get(name)
             .with_context(|| format!("no service named `{name}`"))?
-            .status
-            .clone();
+            .status;
         let status = rx.wait_for(|s| done(s.state)).await?;
         Ok(status.clone())
     }
 
     /// Waits until every service has left the loading and starting states.
     pub async fn settled(&self) -> anyhow::Result<()> {
-        for name in self.services.keys() {
-            self.wait_for(name, |s| !matches!(s, State::Loading | State::Starting))
+        for name in self.services.names() {
+            self.wait_for(&name, |s| !matches!(s, State::Loading | State::Starting))
                 .await?;
         }
         Ok(())

@@ -70,6 +70,9 @@ impl HostState {
             .stdout(GuestOutput::new(ctx.service.clone(), "stdout"))
             .stderr(GuestOutput::new(ctx.service.clone(), "stderr"))
             .allow_blocking_current_thread(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         Self {
             timers: Timers::new(ctx.service.clone(), ctx.bus.clone(), ctx.mailbox),

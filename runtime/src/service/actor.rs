@@ -49,7 +49,7 @@ pub fn spawn(
 ) -> (watch::Receiver<Status>, Arc<ServiceCounters>) {
     let (status_tx, status) = watch::channel(Status::new());
     let counters = Arc::new(ServiceCounters::default());
-    let span = tracing::info_span!("service", name = %spec.name);
+    let span = tracing::info_span!("service", service = %spec.name);
     let actor = Actor {
         spec,
         bus,
@@ -82,7 +82,7 @@ enum Ended {
 impl Actor {
     fn set_state(&self, state: State) {
         self.status.send_modify(|s| s.state = state);
-        tracing::info!(state = ?state, "service state");
+        tracing::info!(%state, "service state");
     }
 
     async fn run(mut self, loader: Loader) {

@@ -32,6 +32,27 @@ pub enum State {
     Failed,
 }
 
+impl State {
+    /// The state's name as reports show it, e.g. `running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Loading => "loading",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A service's state and the reason for its last fault, as the node reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {

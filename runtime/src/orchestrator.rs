@@ -1,0 +1,157 @@
+//! The `orchestrator` internal service and the table of running services it reports on.
+//!
+//! Services (and later the admin API) ask the orchestrator about the node over the bus:
+//!
+//! | action     | reply                                                             |
+//! |------------|-------------------------------------------------------------------|
+//! | `status`   | JSON array: one object per service (name, state, restarts, last fault, counters) |
+//! | `services` | JSON array of the custom services' names                          |
+//! | `ping`     | `pong`                                                            |
+//!
+//! Any other action is answered with `unknown-action`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
+use crate::message::{BusError, ErrorCode, Reply};
+use crate::service::{CounterSnapshot, ServiceCounters, Status};
+
+/// The orchestrator's name on the bus.
+pub const ORCHESTRATOR: &str = "orchestrator";
+
+/// What the node keeps of one spawned service: its status and counters, both written by the
+/// service's own task.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    /// Follows the service's lifecycle.
+    pub status: watch::Receiver<Status>,
+    /// The service's counters.
+    pub counters: Arc<ServiceCounters>,
+}
+
+/// One service as the node reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceReport {
+    /// The service's name.
+    pub name: String,
+    /// State, restarts, last fault.
+    #[serde(flatten)]
+    pub status: Status,
+    /// Counters at the time of the report.
+    pub counters: CounterSnapshot,
+}
+
+/// The services of the node by name. Written when services are added or removed, read by
+/// reports; never touched on the message path.
+#[derive(Debug, Default)]
+pub struct ServiceTable {
+    services: RwLock<BTreeMap<String, ServiceHandle>>,
+}
+
+impl ServiceTable {
+    /// Adds (or replaces) a service.
+    pub fn insert(&self, name: &str, handle: ServiceHandle) {
+        self.write().insert(name.to_owned(), handle);
+    }
+
+    /// The handle of one service.
+    pub fn get(&self, name: &str) -> Option<ServiceHandle> {
+        self.read().get(name).cloned()
+    }
+
+    /// Names of all services, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// How many services the table holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A report of every service, sorted by name.
+    pub fn report(&self) -> Vec<ServiceReport> {
+        self.read()
+            .iter()
+            .map(|(name, h)| ServiceReport {
+                name: name.clone(),
+                status: h.status.borrow().clone(),
+                counters: h.counters.snapshot(),
+            })
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServiceHandle>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServiceHandle>> {
+        self.services.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Registers `orchestrator` on the bus and starts it.
+pub fn spawn(
+    bus: &Bus,
+    table: Arc<ServiceTable>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (tx, mut inbox) = mpsc::channel::<Delivery>(64);
+    bus.register(
+        ORCHESTRATOR,
+        Route::new(tx, OnFull::Refuse, RouteKind::Internal),
+    )?;
+    let bus = bus.clone();
+    tracker.spawn(async move {
+        loop {
+            let d = tokio::select! {
+                d = inbox.recv() => d,
+                () = cancel.cancelled() => None,
+            };
+            let Some(d) = d else { break };
+            let result = answer(&table, &d.msg.action);
+            if let Err(e) = &result {
+                tracing::warn!(from = %d.msg.source, action = %d.msg.action, error = %e, "orchestrator request refused");
+            }
+            let msg = d.msg.clone();
+            if let Some(Err(e)) = d.answer(result.map(Some)) {
+                bus.notify_failure(&msg, ORCHESTRATOR, &e);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn answer(table: &ServiceTable, action: &str) -> Result<Reply, BusError> {
+    let json = |v: serde_json::Value| Reply {
+        content_type: "application/json".into(),
+        payload: v.to_string().into_bytes(),
+    };
+    match action {
+        "status" => Ok(json(
+            serde_json::to_value(table.report()).unwrap_or_default(),
+        )),
+        "services" => Ok(json(
+            serde_json::to_value(table.names()).unwrap_or_default(),
+        )),
+        "ping" => Ok(Reply {
+            content_type: "text/plain".into(),
+            payload: b"pong".to_vec(),
+        }),
+        other => Err(BusError::new(
+            ErrorCode::UnknownAction,
+            format!("`{ORCHESTRATOR}` has no action `{other}` (it knows status, services, ping)"),
+        )),
+    }
+}
