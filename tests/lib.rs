@@ -1,1 +1,194 @@
+//! Helpers for busbar's integration tests: where the guest components and the `busbar` binary
+//! are, an in-process node writing its Com output to a file, and a spawned `busbar` process
+//! whose logs can be awaited.
+//!
+//! Nothing here sleeps for a fixed time to "let things happen": every wait polls for a
+//! condition and gives up after a generous guard timeout with a message saying what it
+//! waited for.
 
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use busbar::config::NodeConfig;
+use busbar::manifest::Manifest;
+use busbar::message::{BusError, Reply, new_message};
+use busbar::node::Node;
+use busbar::service::State;
+use serde_json::Value;
+
+/// How long a wait may take before the test fails: long, because CI machines are slow and
+/// shared. Tests never assert on durations.
+pub const GUARD: Duration = Duration::from_secs(30);
+
+/// The folder holding the guest components (`BUSBAR_GUESTS_DIR`, else the guests' release
+/// build output).
+pub fn guests_dir() -> PathBuf {
+    std::env::var_os("BUSBAR_GUESTS_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target/wasm32-wasip2/release"),
+        PathBuf::from,
+    )
+}
+
+/// Path of guest component `name` (e.g. `echo`, `temperature_sensor`); panics with the fix
+/// when it has not been built.
+pub fn guest(name: &str) -> PathBuf {
+    let path = guests_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`just build-guests`)",
+        path.display()
+    );
+    path
+}
+
+/// The `busbar` binary (`BUSBAR_BIN`, else next to the test executable's folder).
+pub fn busbar_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BUSBAR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/integration-<hash> → target/<profile>/busbar
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join(format!("busbar{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bin busbar`)",
+        path.display()
+    );
+    path
+}
+
+/// One `[[services]]` entry of a test manifest.
+pub fn service(name: &str, component: &str, extra: &str) -> String {
+    format!(
+        "[[services]]\nname = \"{name}\"\ncomponent = {:?}\n{extra}\n",
+        guest(component).display().to_string()
+    )
+}
+
+/// Polls `check` until it returns `Some`, or fails after [`GUARD`] naming `what`.
+pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + GUARD;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "gave up after {GUARD:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node running in this process, with its Com writing JSON lines to a file in a temporary
+/// folder that also holds its compile cache.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The node.
+    pub node: Node,
+    dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts a node running the services of `manifest_toml`.
+    pub async fn start(manifest_toml: &str) -> anyhow::Result<Self> {
+        Self::start_with(manifest_toml, "").await
+    }
+
+    /// Starts a node; `config_toml` is added to the node config (after the Com and cache
+    /// settings the harness sets).
+    pub async fn start_with(manifest_toml: &str, config_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("node.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "node_id = \"test-node\"\ncache_dir = \"cache\"\n{config_toml}\n[com]\nkind = \"file\"\npath = \"com.jsonl\"\n"
+            ),
+        )?;
+        let config = NodeConfig::load(&config_path)?;
+        let manifest = Manifest::parse(manifest_toml, false, "<test manifest>", dir.path())?;
+        let node = Node::start(&config, &manifest).await?;
+        Ok(Self { node, dir })
+    }
+
+    /// The temporary folder of this node.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every JSON line Com has written so far.
+    pub fn com_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("com.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad Com line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Waits until at least `n` Com lines satisfy `pred`, and returns those lines.
+    pub async fn com_wait(
+        &self,
+        n: usize,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        eventually(what, || {
+            let hits: Vec<Value> = self.com_lines().into_iter().filter(|l| pred(l)).collect();
+            (hits.len() >= n).then_some(hits)
+        })
+        .await
+    }
+
+    /// Waits until service `name` is in `state`.
+    pub async fn wait_state(&self, name: &str, state: State) -> busbar::service::Status {
+        tokio::time::timeout(GUARD, self.node.wait_for(name, |s| s == state))
+            .await
+            .unwrap_or_else(|_| panic!("`{name}` did not reach state {state} within {GUARD:?}"))
+            .expect("service exists")
+    }
+
+    /// Calls `destination`/`action` with a JSON payload from the test, as source `test`.
+    pub async fn call(
+        &self,
+        destination: &str,
+        action: &str,
+        payload: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, BusError> {
+        let bus = self.node.bus();
+        let msg = new_message(
+            bus.next_id(),
+            "test",
+            destination,
+            action,
+            "application/json",
+            payload.to_string().into_bytes(),
+        );
+        bus.call(msg, timeout).await
+    }
+
+    /// Calls and parses a JSON reply; panics on an error naming the call.
+    pub async fn call_json(&self, destination: &str, action: &str, payload: &Value) -> Value {
+        let reply = self
+            .call(destination, action, payload, GUARD)
+            .await
+            .unwrap_or_else(|e| panic!("call {destination}/{action} failed: {e}"));
+        serde_json::from_slice(&reply.payload)
+            .with_context(|| format!("reply of {destination}/{action} is not JSON"))
+            .unwrap()
+    }
+
+    /// Stops the node the way the binary does: services first, then Com.
+    pub async fn shutdown(self) -> tempfile::TempDir {
+        self.node.shutdown().await;
+        self.dir
+    }
+}

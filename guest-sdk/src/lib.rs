@@ -1,4 +1,4 @@
-//! Write [busbar] services in Rust.
+//! Write busbar services in Rust.
 //!
 //! A busbar service is a WebAssembly component exporting the `service` world of
 //! `wit/service.wit`. This crate hides the generated bindings behind a small API: implement
@@ -44,8 +44,6 @@
 //! In `Cargo.toml`: `crate-type = ["cdylib"]` and a dependency on `busbar-guest` (plus `serde`
 //! / `serde_json` for your own types). `cargo build --release --target wasm32-wasip2` then
 //! writes the component to `target/wasm32-wasip2/release/<crate>.wasm`.
-//!
-//! [busbar]: https://example.invalid/busbar
 
 mod bus;
 mod config;

@@ -4,7 +4,10 @@
 //! - `panic` → panics (the instance traps);
 //! - `spin` → loops forever (until the node's fuel or time limit stops it);
 //! - `count` → `{"processed": n}`, the messages processed since start, this one included;
-//! - `sleep` (`{"ms": n}`) → sleeps, then answers `{"slept_ms": n}`.
+//! - `sleep` (`{"ms": n}`) → sleeps, then answers `{"slept_ms": n}`;
+//! - `probe` (`{"addr": "127.0.0.1:port"}`) → tries to escape the sandbox and answers what
+//!   it found: `{"env": [..], "args": [..], "fs": "..", "net": ".."}` (the error texts, or
+//!   `"ok"` if it got through).
 //!
 //! Property `fail_start`: `"true"` makes `start` fail.
 
@@ -26,6 +29,33 @@ struct Sleep {
 #[derive(Serialize)]
 struct Slept {
     slept_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    addr: String,
+}
+
+#[derive(Serialize)]
+struct Found {
+    env: Vec<String>,
+    args: Vec<String>,
+    fs: String,
+    net: String,
+}
+
+fn outcome<T>(r: std::io::Result<T>) -> String {
+    r.map_or_else(|e| e.to_string(), |_| "ok".to_owned())
+}
+
+/// Everything a service should not be able to reach without a grant.
+fn probe(addr: &str) -> Found {
+    Found {
+        env: std::env::vars().map(|(k, _)| k).collect(),
+        args: std::env::args().collect(),
+        fs: outcome(std::fs::read_dir("/").or_else(|_| std::fs::read_dir("."))),
+        net: outcome(std::net::TcpStream::connect(addr)),
+    }
 }
 
 struct Faulty {
@@ -55,6 +85,10 @@ impl Service for Faulty {
                 let Sleep { ms } = msg.json()?;
                 std::thread::sleep(Duration::from_millis(ms));
                 Reply::json(&Slept { slept_ms: ms }).map(Some)
+            }
+            "probe" => {
+                let Probe { addr } = msg.json()?;
+                Reply::json(&probe(&addr)).map(Some)
             }
             _ => Err(Error::unknown_action(msg)),
         }

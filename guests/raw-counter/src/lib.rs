@@ -22,6 +22,8 @@ struct RawCounter;
 
 impl Guest for RawCounter {
     fn start() -> Result<(), String> {
+        // Standard output is captured into the node's log, tagged with the service's name.
+        println!("raw-counter says hello on stdout");
         log::log(
             log::Level::Info,
             &format!("raw-counter starting as `{}`", config::service_name()),

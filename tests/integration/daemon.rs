@@ -1,0 +1,211 @@
+//! The `busbar` binary: the bundled demo, signals, and errors in the files it is given.
+
+use busbar_tests::process::Busbar;
+use busbar_tests::{guests_dir, service};
+use serde_json::Value;
+
+/// A manifest with two raw wit-bindgen counters (which report `stop` to Com) and a sensor.
+fn write_counters_manifest(dir: &std::path::Path) {
+    let manifest = [
+        service("counter-a", "raw_counter", ""),
+        service("counter-b", "raw_counter", ""),
+        service(
+            "temperature-sensor",
+            "temperature_sensor",
+            r#"config = { interval_ms = 20, forward_to = "counter-a,counter-b" }"#,
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+}
+
+fn com_lines(stdout: &[String]) -> Vec<Value> {
+    stdout
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON: {e}"))
+        })
+        .collect()
+}
+
+fn stops_on(signal: &str, logged: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    write_counters_manifest(dir.path());
+    let mut node = Busbar::start(dir.path(), &["run", "--manifest", "manifest.toml"]);
+    node.wait_log(3, &["service state", "\"running\""]);
+    // Let a few readings flow so the counters have something to report.
+    node.wait_log(1, &["node running"]);
+    while com_lines(&node.stdout()).len() < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.signal(signal);
+    let status = node.wait();
+    let done = node.finished(status);
+    assert!(done.status.success(), "{}", done.all());
+    assert!(
+        done.stderr.iter().any(|l| l.contains(logged)),
+        "{}",
+        done.all()
+    );
+    let lines = com_lines(&done.stdout);
+    for name in ["counter-a", "counter-b"] {
+        let stop = lines
+            .iter()
+            .find(|l| l["payload"]["event"] == "stopped" && l["payload"]["service"] == name)
+            .unwrap_or_else(|| panic!("no stop event of {name}:\n{}", done.all()));
+        assert!(stop["payload"]["count"].as_u64().unwrap() >= 1, "{stop}");
+    }
+    let hello = done
+        .stderr
+        .iter()
+        .filter(|l| l.contains("hello on stdout") && l.contains("\"stream\":\"stdout\""))
+        .count();
+    assert_eq!(
+        hello,
+        2,
+        "guest stdout is in the log, once per counter:\n{}",
+        done.all()
+    );
+    let stopped = done
+        .stderr
+        .iter()
+        .filter(|l| l.contains("\"stopped\""))
+        .count();
+    assert_eq!(
+        stopped,
+        3,
+        "every service reached `stopped`:\n{}",
+        done.all()
+    );
+}
+
+#[test]
+fn sigterm_calls_stop_on_every_service_and_exits_0() {
+    stops_on("TERM", "SIGTERM received");
+}
+
+#[test]
+fn ctrl_c_calls_stop_on_every_service_and_exits_0() {
+    stops_on("INT", "Ctrl-C received");
+}
+
+#[test]
+fn busbar_run_without_arguments_runs_the_bundled_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = guests_dir();
+    let mut node = Busbar::start_env(
+        dir.path(),
+        &["run"],
+        &[("BUSBAR_DEMO_DIR", guests.as_os_str())],
+    );
+    node.wait_log(4, &["service state", "\"running\""]);
+    while !com_lines(&node.stdout())
+        .iter()
+        .any(|l| l["source"] == "temperature-sensor")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.signal("TERM");
+    let status = node.wait();
+    assert!(status.success(), "{}", node.finished(status).all());
+}
+
+#[test]
+fn the_demo_says_how_to_build_its_components_when_they_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-components");
+    std::fs::create_dir(&empty).unwrap();
+    let mut node = Busbar::start_env(
+        dir.path(),
+        &["run"],
+        &[("BUSBAR_DEMO_DIR", empty.as_os_str())],
+    );
+    let status = node.wait();
+    let done = node.finished(status);
+    assert!(!done.status.success());
+    let text = done.stderr.join("\n");
+    assert!(
+        text.contains("just build-guests") && text.contains("temperature_sensor.wasm"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_manifest_field_is_named_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}\n[[services]]\nname = \"second\"\ncomponent = \"x.wasm\"\nlimits = {{ deadline_ms = \"soon\" }}\n",
+        service("echo", "echo", "")
+    );
+    std::fs::write(dir.path().join("bad.toml"), manifest).unwrap();
+    for cmd in ["run", "check"] {
+        let done = Busbar::run(dir.path(), &[cmd, "--manifest", "bad.toml"]);
+        assert_eq!(done.status.code(), Some(1), "{}", done.all());
+        let text = done.stderr.join("\n");
+        assert!(
+            text.contains("bad.toml") && text.contains("deadline_ms"),
+            "{text}"
+        );
+    }
+
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"{"services": [{"name": "Bad Name!", "component": "x.wasm"}]}"#,
+    )
+    .unwrap();
+    let done = Busbar::run(dir.path(), &["check", "--manifest", "bad.json"]);
+    assert_eq!(done.status.code(), Some(1), "{}", done.all());
+    let text = done.stderr.join("\n");
+    assert!(text.contains("bad.json") && text.contains("name"), "{text}");
+}
+
+#[test]
+fn check_loads_every_component_and_reports_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = [
+        service("echo", "echo", ""),
+        service("wrong", "not_a_service", ""),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("m.toml"), manifest).unwrap();
+    let done = Busbar::run(dir.path(), &["check", "--manifest", "m.toml"]);
+    assert_eq!(done.status.code(), Some(1), "{}", done.all());
+    let out = done.stdout.join("\n");
+    assert!(out.contains("ok") && out.contains("echo"), "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("not a busbar service"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_unknown_destination_is_logged_with_the_sender_and_the_node_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = service(
+        "temperature-sensor",
+        "temperature_sensor",
+        r#"config = { interval_ms = 20, count = 2, forward_to = "nowhere" }"#,
+    );
+    std::fs::write(dir.path().join("m.toml"), manifest).unwrap();
+    let mut node = Busbar::start(dir.path(), &["run", "--manifest", "m.toml"]);
+    node.wait_log(
+        2,
+        &[
+            "unknown-destination",
+            "nowhere",
+            r#""service":"temperature-sensor""#,
+        ],
+    );
+    node.wait_log(1, &["sent 2 readings, done"]);
+    node.signal("TERM");
+    let status = node.wait();
+    let done = node.finished(status);
+    assert!(done.status.success(), "{}", done.all());
+    let readings = com_lines(&done.stdout);
+    assert_eq!(
+        readings.len(),
+        2,
+        "both readings still reached Com:\n{}",
+        done.all()
+    );
+}

@@ -1,0 +1,155 @@
+//! A misbehaving service is contained: its instance is thrown away and restarted, its
+//! callers get an error, and its siblings keep working.
+
+use std::time::Duration;
+
+use busbar::service::State;
+use busbar_tests::{TestNode, eventually, service};
+use serde_json::json;
+
+fn restarts_of(node: &TestNode, name: &str) -> Option<(State, u32)> {
+    let report = node.node.report();
+    let r = report.iter().find(|r| r.name == name)?;
+    Some((r.status.state, r.status.restarts))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_is_contained_and_the_service_restarts_fresh() {
+    let manifest = [service("faulty", "faulty", ""), service("echo", "echo", "")].concat();
+    let node = TestNode::start(&manifest).await.unwrap();
+    assert_eq!(
+        node.call_json("faulty", "count", &json!(null)).await,
+        json!({ "processed": 1 })
+    );
+    assert_eq!(
+        node.call_json("faulty", "count", &json!(null)).await,
+        json!({ "processed": 2 })
+    );
+
+    let e = node
+        .call("faulty", "panic", &json!(null), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("service-fault") && text.contains("faulty") && text.contains("trapped"),
+        "{text}"
+    );
+
+    // The sibling never noticed.
+    assert_eq!(
+        node.call_json("echo", "echo", &json!({ "still": "here" }))
+            .await,
+        json!({ "still": "here" })
+    );
+
+    eventually("faulty to be running again after 1 restart", || {
+        (restarts_of(&node, "faulty")? == (State::Running, 1)).then_some(())
+    })
+    .await;
+    // A fresh instance: its count starts again.
+    assert_eq!(
+        node.call_json("faulty", "count", &json!(null)).await,
+        json!({ "processed": 1 })
+    );
+    let report = node.node.report();
+    let faulty = report.iter().find(|r| r.name == "faulty").unwrap();
+    assert!(
+        faulty
+            .status
+            .last_fault
+            .as_deref()
+            .unwrap()
+            .contains("trapped"),
+        "{faulty:?}"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_loop_is_cut_at_its_deadline() {
+    let manifest = [
+        service("faulty", "faulty", "limits = { deadline_ms = 200 }"),
+        service("echo", "echo", ""),
+    ]
+    .concat();
+    let node = TestNode::start(&manifest).await.unwrap();
+    let e = node
+        .call("faulty", "spin", &json!(null), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("service-fault") && text.contains("deadline of 200 ms"),
+        "{text}"
+    );
+    assert_eq!(
+        node.call_json("echo", "upper", &json!("ok")).await,
+        json!("OK")
+    );
+    eventually("faulty to be running again", || {
+        (restarts_of(&node, "faulty")? == (State::Running, 1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.call_json("faulty", "count", &json!(null)).await,
+        json!({ "processed": 1 })
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_keeps_failing_is_marked_failed_and_answers_unavailable() {
+    let manifest = [
+        service("faulty", "faulty", r#"config = { fail_start = "true" }"#),
+        service("echo", "echo", ""),
+    ]
+    .concat();
+    let node = TestNode::start(&manifest).await.unwrap();
+    let status = node.wait_state("faulty", State::Failed).await;
+    assert_eq!(
+        status.restarts, 5,
+        "more than 5 faults in the window: the 6th gives up"
+    );
+    assert!(
+        status
+            .last_fault
+            .as_deref()
+            .unwrap()
+            .contains("asked to fail start"),
+        "{status:?}"
+    );
+    let e = node
+        .call("faulty", "count", &json!(null), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("unavailable") && e.to_string().contains("faulty"),
+        "{e}"
+    );
+    assert_eq!(
+        node.call_json("echo", "upper", &json!("ok")).await,
+        json!("OK")
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sees_no_environment_files_or_network() {
+    // A real listener on loopback: only the sandbox can stop the guest from reaching it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let node = TestNode::start(&service("faulty", "faulty", ""))
+        .await
+        .unwrap();
+    let found = node
+        .call_json("faulty", "probe", &json!({ "addr": addr }))
+        .await;
+    assert_eq!(found["env"], json!([]), "{found}");
+    assert_eq!(found["args"], json!([]), "{found}");
+    assert_ne!(found["fs"], "ok", "{found}");
+    assert_ne!(found["net"], "ok", "{found}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "nothing connected");
+    node.shutdown().await;
+}
