@@ -7,6 +7,13 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 guest_target := env("CARGO_TARGET_DIR", justfile_directory() / "guests" / "target")
+host_target := env("CARGO_TARGET_DIR", justfile_directory() / "target")
+
+# Debian's cross compilers link the ARM builds.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER := "aarch64-linux-gnu-gcc"
+export CC_aarch64_unknown_linux_gnu := "aarch64-linux-gnu-gcc"
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER := "arm-linux-gnueabihf-gcc"
+export CC_armv7_unknown_linux_gnueabihf := "arm-linux-gnueabihf-gcc"
 
 # Where the tests and the bundled demo find the guest components.
 export BUSBAR_GUESTS_DIR := guest_target / "wasm32-wasip2" / "release"
@@ -37,3 +44,20 @@ lint:
     cargo clippy --release --workspace --all-targets -- -D warnings
     cd guests && cargo fmt --all --check
     cd guests && cargo clippy --release --target-dir "{{guest_target}}" -- -D warnings
+
+# Build busbar for 64-bit ARM gateways (profile `dist`: thin LTO, stripped).
+cross-aarch64:
+    cargo build --profile dist --target aarch64-unknown-linux-gnu --no-default-features --bin busbar
+    @ls -l "{{host_target}}/aarch64-unknown-linux-gnu/dist/busbar"
+
+# Build busbar for 32-bit ARM gateways (wasm runs on wasmtime's Pulley interpreter).
+cross-armv7:
+    cargo build --profile dist --target armv7-unknown-linux-gnueabihf --no-default-features --bin busbar
+    @ls -l "{{host_target}}/armv7-unknown-linux-gnueabihf/dist/busbar"
+
+# Run both ARM builds under qemu-user: the demo, and artifacts precompiled here.
+test-arm: build-guests build cross-aarch64 cross-armv7
+    BUSBAR_AARCH64_BIN="{{host_target}}/aarch64-unknown-linux-gnu/dist/busbar" \
+    BUSBAR_ARMV7_BIN="{{host_target}}/armv7-unknown-linux-gnueabihf/dist/busbar" \
+    BUSBAR_TEST_GUARD_SECS=300 \
+    cargo test --release -p busbar-tests --test arm -- --ignored --test-threads=1

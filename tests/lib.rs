@@ -20,8 +20,15 @@ use busbar::service::State;
 use serde_json::Value;
 
 /// How long a wait may take before the test fails: long, because CI machines are slow and
-/// shared. Tests never assert on durations.
-pub const GUARD: Duration = Duration::from_secs(30);
+/// shared (30 s, or `BUSBAR_TEST_GUARD_SECS`; emulated ARM runs need more). Tests never
+/// assert on durations.
+pub fn guard() -> Duration {
+    let secs = std::env::var("BUSBAR_TEST_GUARD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
 
 /// The folder holding the guest components (`BUSBAR_GUESTS_DIR`, else the guests' release
 /// build output).
@@ -72,16 +79,17 @@ pub fn service(name: &str, component: &str, extra: &str) -> String {
     )
 }
 
-/// Polls `check` until it returns `Some`, or fails after [`GUARD`] naming `what`.
+/// Polls `check` until it returns `Some`, or fails after [`guard`] naming `what`.
 pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + GUARD;
+    let guard = guard();
+    let until = Instant::now() + guard;
     loop {
         if let Some(v) = check() {
             return v;
         }
         assert!(
             Instant::now() < until,
-            "gave up after {GUARD:?} waiting for {what}"
+            "gave up after {guard:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -149,9 +157,10 @@ impl TestNode {
 
     /// Waits until service `name` is in `state`.
     pub async fn wait_state(&self, name: &str, state: State) -> busbar::service::Status {
-        tokio::time::timeout(GUARD, self.node.wait_for(name, |s| s == state))
+        let guard = guard();
+        tokio::time::timeout(guard, self.node.wait_for(name, |s| s == state))
             .await
-            .unwrap_or_else(|_| panic!("`{name}` did not reach state {state} within {GUARD:?}"))
+            .unwrap_or_else(|_| panic!("`{name}` did not reach state {state} within {guard:?}"))
             .expect("service exists")
     }
 
@@ -178,7 +187,7 @@ impl TestNode {
     /// Calls and parses a JSON reply; panics on an error naming the call.
     pub async fn call_json(&self, destination: &str, action: &str, payload: &Value) -> Value {
         let reply = self
-            .call(destination, action, payload, GUARD)
+            .call(destination, action, payload, guard())
             .await
             .unwrap_or_else(|e| panic!("call {destination}/{action} failed: {e}"));
         serde_json::from_slice(&reply.payload)

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{GUARD, busbar_bin};
+use crate::{busbar_bin, guard};
 
 /// Lines a stream has produced so far.
 type Lines = Arc<Mutex<Vec<String>>>;
@@ -42,7 +42,13 @@ impl Busbar {
 
     /// Like [`Busbar::start`], with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Self {
-        let mut child = Command::new(busbar_bin())
+        Self::spawn(Command::new(busbar_bin()), dir, args, env)
+    }
+
+    /// Starts `program ARGS`, where `program` is a `busbar` binary or a command running one
+    /// (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu busbar`).
+    pub fn spawn(mut program: Command, dir: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Self {
+        let mut child = program
             .arg("--log-format=json")
             .args(args)
             .current_dir(dir)
@@ -65,9 +71,18 @@ impl Busbar {
 
     /// Runs `busbar ARGS` in `dir` to completion.
     pub fn run(dir: &Path, args: &[&str]) -> Finished {
-        let mut p = Self::start(dir, args);
-        let status = p.wait();
-        p.finished(status)
+        Self::start(dir, args).wait_finished()
+    }
+
+    /// Waits for the exit and returns everything the process wrote.
+    pub fn wait_finished(mut self) -> Finished {
+        let status = self.wait();
+        self.finished(status)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Standard output so far.
@@ -80,9 +95,10 @@ impl Busbar {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Waits until `n` stderr lines contain every one of `parts`; fails after [`GUARD`].
+    /// Waits until `n` stderr lines contain every one of `parts`; fails after [`guard`].
     pub fn wait_log(&mut self, n: usize, parts: &[&str]) {
-        let until = Instant::now() + GUARD;
+        let guard = guard();
+        let until = Instant::now() + guard;
         loop {
             let hits = self
                 .stderr()
@@ -100,7 +116,7 @@ impl Busbar {
             }
             assert!(
                 Instant::now() < until,
-                "no {n} log lines with {parts:?} after {GUARD:?}; log:\n{}",
+                "no {n} log lines with {parts:?} after {guard:?}; log:\n{}",
                 self.stderr().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -118,9 +134,10 @@ impl Busbar {
         assert!(ok, "kill -{signal} failed");
     }
 
-    /// Waits for the process to exit (at most [`GUARD`], then kills it and fails).
+    /// Waits for the process to exit (at most [`guard`], then kills it and fails).
     pub fn wait(&mut self) -> ExitStatus {
-        let until = Instant::now() + GUARD;
+        let guard = guard();
+        let until = Instant::now() + guard;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait busbar") {
                 // Let the reader threads take the last lines.
@@ -130,7 +147,7 @@ impl Busbar {
             if Instant::now() > until {
                 let _ = self.child.kill();
                 panic!(
-                    "busbar did not exit within {GUARD:?}; log:\n{}",
+                    "busbar did not exit within {guard:?}; log:\n{}",
                     self.stderr().join("\n")
                 );
             }

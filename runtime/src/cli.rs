@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::component::Origin;
 use crate::config::NodeConfig;
 use crate::logging::LogFormat;
 use crate::manifest::Manifest;
@@ -32,6 +34,26 @@ pub enum Command {
     Run(NodeArgs),
     /// Check a manifest and load every component it names, then exit.
     Check(NodeArgs),
+    /// Compile a component ahead of time for a node of another (or this) target.
+    Compile(CompileArgs),
+}
+
+/// `busbar compile --target TRIPLE in.wasm -o out.cwasm`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The node's target triple, e.g. aarch64-unknown-linux-gnu or
+    /// armv7-unknown-linux-gnueabihf (default: this machine's).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The node configuration whose `[engine]` settings the node runs with (default: the
+    /// built-in defaults). An artifact compiled with other settings is not used by the node.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The component (.wasm).
+    pub input: PathBuf,
+    /// Where to write the artifact.
+    #[arg(long, short)]
+    pub output: PathBuf,
 }
 
 /// Where the node's manifest and configuration come from.
@@ -85,7 +107,31 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             let (config, manifest) = args.load()?;
             check(&config, &manifest)
         }
+        Command::Compile(args) => compile(&args),
     }
+}
+
+fn compile(args: &CompileArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(p) => NodeConfig::load(p)?,
+        None => NodeConfig::default(),
+    };
+    let target = args
+        .target
+        .as_deref()
+        .unwrap_or(crate::precompiled::HOST_TARGET);
+    let wasm = std::fs::read(&args.input)
+        .with_context(|| format!("cannot read component {}", args.input.display()))?;
+    let engine = config.engine.build_for(Some(target))?;
+    let header = crate::precompiled::write(&engine, &wasm, target, &args.output)
+        .with_context(|| format!("component {}", args.input.display()))?;
+    println!(
+        "{} -> {} (target {target}, sha256 {})",
+        args.input.display(),
+        args.output.display(),
+        header.sha256
+    );
+    Ok(())
 }
 
 fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
@@ -94,8 +140,15 @@ fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
     let loader = crate::component::Loader::new(engine, cache)?;
     let mut failures = Vec::new();
     for s in &manifest.services {
-        match loader.load_blocking(&s.component, s.sha256.as_deref()) {
-            Ok(c) => println!("ok      {:<24} sha256 {}", s.name, c.digest()),
+        match loader.load_blocking(&s.source()) {
+            Ok(c) => {
+                let from = match c.origin() {
+                    Origin::Compiled => "compiled".to_owned(),
+                    Origin::Cache => "cached".to_owned(),
+                    Origin::Precompiled(p) => format!("precompiled {}", p.display()),
+                };
+                println!("ok      {:<24} sha256 {} ({from})", s.name, c.digest());
+            }
             Err(e) => {
                 println!("FAILED  {:<24} {e}", s.name);
                 failures.push(s.name.clone());

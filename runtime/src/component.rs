@@ -1,7 +1,7 @@
 //! Loading a service's component: read, check its digest, compile (or take the cached
 //! artifact), and check that it implements the `busbar:service` world.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -11,6 +11,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::{Service, ServicePre};
 use crate::cache::CompileCache;
 use crate::host::HostState;
+use crate::precompiled::Attempt;
 
 /// Why a component could not be loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +39,51 @@ pub enum LoadError {
     WrongWorld { path: PathBuf, reason: String },
 }
 
+/// Where a service's code comes from: the component, its expected digest, and artifacts
+/// compiled ahead of time that may spare the node compiling it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentSource {
+    /// The `.wasm` component.
+    pub path: PathBuf,
+    /// Expected sha256 (hex) of the component file.
+    pub sha256: Option<String>,
+    /// Artifacts from `busbar compile`, for this node's target or others.
+    pub precompiled: Vec<PathBuf>,
+}
+
+impl ComponentSource {
+    /// Just a component file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// How the compiled code of a loaded component was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled from the `.wasm` now.
+    Compiled,
+    /// Taken from the node's compile cache.
+    Cache,
+    /// Taken from this artifact of `busbar compile`.
+    Precompiled(PathBuf),
+}
+
 /// A component ready to instantiate.
 pub struct LoadedComponent {
     pre: ServicePre<HostState>,
     digest: String,
-    from_cache: bool,
+    origin: Origin,
 }
 
 impl std::fmt::Debug for LoadedComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedComponent")
             .field("digest", &self.digest)
-            .field("from_cache", &self.from_cache)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -78,9 +112,14 @@ impl LoadedComponent {
         &self.digest
     }
 
-    /// Whether the compiled artifact came from the disk cache.
+    /// Whether the compiled code came from the disk cache.
     pub fn from_cache(&self) -> bool {
-        self.from_cache
+        self.origin == Origin::Cache
+    }
+
+    /// How the compiled code was obtained.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 }
 
@@ -110,26 +149,24 @@ impl Loader {
         &self.engine
     }
 
-    /// Loads the component at `path`; compiling runs on a blocking thread.
-    pub async fn load(
-        &self,
-        path: &Path,
-        sha256: Option<&str>,
-    ) -> Result<Arc<LoadedComponent>, LoadError> {
+    /// Loads a component; compiling runs on a blocking thread.
+    pub async fn load(&self, source: &ComponentSource) -> Result<Arc<LoadedComponent>, LoadError> {
         let this = self.clone();
-        let path = path.to_path_buf();
-        let expected = sha256.map(str::to_ascii_lowercase);
-        tokio::task::spawn_blocking(move || this.load_blocking(&path, expected.as_deref()))
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || this.load_blocking(&source))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    /// Loads the component at `path` on the current thread.
+    /// Loads a component on the current thread: checks its digest, then takes the first
+    /// precompiled artifact that fits this node, else the cached or freshly compiled code.
     pub fn load_blocking(
         &self,
-        path: &Path,
-        sha256: Option<&str>,
+        source: &ComponentSource,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
+        let path = source.path.as_path();
+        let sha256 = source.sha256.as_deref().map(str::to_ascii_lowercase);
+        let sha256 = sha256.as_deref();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
@@ -144,13 +181,24 @@ impl Loader {
                 actual: digest,
             });
         }
-        let (component, from_cache) = self
-            .cache
-            .component(&self.engine, &digest, &bytes)
-            .map_err(|e| LoadError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, origin) = match self.precompiled(source, &digest) {
+            Some(found) => found,
+            None => {
+                let (component, from_cache) = self
+                    .cache
+                    .component(&self.engine, &digest, &bytes)
+                    .map_err(|e| LoadError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                })?;
+                let origin = if from_cache {
+                    Origin::Cache
+                } else {
+                    Origin::Compiled
+                };
+                (component, origin)
+            }
+        };
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -163,7 +211,33 @@ impl Loader {
         Ok(Arc::new(LoadedComponent {
             pre,
             digest,
-            from_cache,
+            origin,
         }))
+    }
+
+    /// The first of the source's precompiled artifacts that fits this node; says in the log
+    /// why each one for this target does not.
+    fn precompiled(
+        &self,
+        source: &ComponentSource,
+        digest: &str,
+    ) -> Option<(wasmtime::component::Component, Origin)> {
+        for artifact in &source.precompiled {
+            match crate::precompiled::load(&self.engine, artifact, digest) {
+                Ok(Attempt::Loaded(c)) => {
+                    tracing::info!(artifact = %artifact.display(), "using the precompiled artifact");
+                    return Some((c, Origin::Precompiled(artifact.clone())));
+                }
+                Ok(Attempt::OtherTarget(t)) => {
+                    tracing::debug!(artifact = %artifact.display(), target = %t, "precompiled for another target");
+                }
+                Err(e) => tracing::warn!(
+                    artifact = %artifact.display(),
+                    component = %source.path.display(),
+                    "precompiled artifact not used ({e:#}); compiling the component instead"
+                ),
+            }
+        }
+        None
     }
 }

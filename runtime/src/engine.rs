@@ -25,11 +25,16 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// 128 instances of at most 16 MiB: 2 GiB of reserved (not committed) address space,
-    /// which fits a 1 GiB board with a 39-bit address space.
+    /// 64-bit: 128 instances of at most 16 MiB, 2 GiB of reserved (not committed) address
+    /// space, which a 1 GiB board with a 39-bit address space holds easily. 32-bit: 32
+    /// instances (512 MiB reserved), so the pool fits a 3 GiB user address space.
     fn default() -> Self {
         Self {
-            max_instances: 128,
+            max_instances: if cfg!(target_pointer_width = "32") {
+                32
+            } else {
+                128
+            },
             max_memory_mib: 16,
             epoch_tick_ms: 10,
             pooling: true,
@@ -49,8 +54,14 @@ impl EngineConfig {
         u64::from(self.max_memory_mib) << 20
     }
 
-    /// Builds the engine.
+    /// Builds the engine for this machine.
     pub fn build(&self) -> anyhow::Result<Engine> {
+        self.build_for(None)
+    }
+
+    /// Builds the engine, or one that compiles for the node target `triple` (as `busbar
+    /// compile --target` does; needs the `cross-compile` feature for foreign targets).
+    pub fn build_for(&self, triple: Option<&str>) -> anyhow::Result<Engine> {
         anyhow::ensure!(
             self.max_instances > 0,
             "engine.max_instances must be at least 1"
@@ -73,6 +84,15 @@ impl EngineConfig {
             .memory_reservation(self.memory_bytes())
             .memory_guard_size(GUARD)
             .memory_reservation_for_growth(0);
+        if let Some(triple) = triple {
+            let target = crate::precompiled::engine_target(triple);
+            config
+                .target(target)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("compiling for `{triple}` (wasmtime target `{target}`)")
+                })?;
+        }
         if self.pooling {
             let n = self.max_instances;
             let mut pool = PoolingAllocationConfig::new();
@@ -85,9 +105,12 @@ impl EngineConfig {
                 .max_unused_warm_slots(n.min(16));
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasm engine")
+        Engine::new(&config).map_err(anyhow::Error::from).with_context(|| match triple {
+            Some(t) if t != crate::precompiled::HOST_TARGET && !cfg!(feature = "cross-compile") => {
+                format!("this busbar was built without the `cross-compile` feature: it can only compile for {}", crate::precompiled::HOST_TARGET)
+            }
+            _ => "creating the wasm engine".to_owned(),
+        })
     }
 }
 

@@ -4,7 +4,8 @@
 //! (`wit/`). A [`node::Node`] runs many of them:
 //!
 //! - [`engine`] builds the one wasmtime engine (pooling allocator, epoch deadlines);
-//!   [`component`] loads and checks components, [`cache`] keeps compiled ones on disk.
+//!   [`component`] loads and checks components, [`cache`] keeps compiled ones on disk,
+//!   [`precompiled`] reads and writes artifacts compiled for other machines.
 //! - [`bus`] is the orchestrator's routing: one entry point, a lock-free routing table and a
 //!   bounded mailbox per service.
 //! - [`service`] runs one service: an instance in its own store, fed its mailbox by a
@@ -30,4 +31,5 @@ pub mod manifest;
 pub mod message;
 pub mod node;
 pub mod orchestrator;
+pub mod precompiled;
 pub mod service;

@@ -32,6 +32,11 @@ pub struct ServiceEntry {
     /// Expected sha256 of the component file (hex); checked before it is used.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Artifacts made by `busbar compile` from this component, for one or more targets. The
+    /// node uses the one for its own target when its engine accepts it, else compiles the
+    /// component. They are native code: list only artifacts from a source you trust.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub precompiled: Vec<PathBuf>,
     /// Whether the node runs it.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -41,6 +46,17 @@ pub struct ServiceEntry {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+impl ServiceEntry {
+    /// Where the service's code comes from.
+    pub fn source(&self) -> crate::component::ComponentSource {
+        crate::component::ComponentSource {
+            path: self.component.clone(),
+            sha256: self.sha256.clone(),
+            precompiled: self.precompiled.clone(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -134,8 +150,10 @@ impl Manifest {
         };
         manifest.validate().map_err(err)?;
         for s in &mut manifest.services {
-            if s.component.is_relative() {
-                s.component = base.join(&s.component);
+            for path in std::iter::once(&mut s.component).chain(&mut s.precompiled) {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
         Ok(manifest)

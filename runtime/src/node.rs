@@ -85,8 +85,7 @@ impl Node {
             );
             let spec = ServiceSpec {
                 name: Arc::from(s.name.as_str()),
-                component: s.component.clone(),
-                sha256: s.sha256.clone(),
+                source: s.source(),
                 properties: Arc::new(
                     s.config
                         .iter()

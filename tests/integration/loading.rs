@@ -2,7 +2,7 @@
 //! are checked, and compiled components are cached on disk.
 
 use busbar::cache::CompileCache;
-use busbar::component::{LoadError, Loader};
+use busbar::component::{ComponentSource, LoadError, Loader};
 use busbar::engine::EngineConfig;
 use busbar::service::State;
 use busbar_tests::{TestNode, guest, service};
@@ -21,12 +21,14 @@ fn malformed_component_and_wrong_world_are_refused_naming_the_file() {
 
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x0d\0\x01\0 definitely not a component").unwrap();
-    let e = loader.load_blocking(&broken, None).unwrap_err();
+    let e = loader
+        .load_blocking(&ComponentSource::file(&broken))
+        .unwrap_err();
     assert!(matches!(e, LoadError::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains(&broken.display().to_string()), "{e}");
 
     let e = loader
-        .load_blocking(&guest("not_a_service"), None)
+        .load_blocking(&ComponentSource::file(guest("not_a_service")))
         .unwrap_err();
     assert!(matches!(e, LoadError::WrongWorld { .. }), "{e:?}");
     let text = e.to_string();
@@ -36,7 +38,9 @@ fn malformed_component_and_wrong_world_are_refused_naming_the_file() {
     );
 
     let missing = dir.path().join("missing.wasm");
-    let e = loader.load_blocking(&missing, None).unwrap_err();
+    let e = loader
+        .load_blocking(&ComponentSource::file(&missing))
+        .unwrap_err();
     assert!(e.to_string().contains("missing.wasm"), "{e}");
 }
 
@@ -45,9 +49,11 @@ fn a_wrong_sha256_is_refused_with_both_digests() {
     let dir = tempfile::tempdir().unwrap();
     let loader = loader(&dir.path().join("cache"));
     let wrong = "0".repeat(64);
-    let e = loader
-        .load_blocking(&guest("echo"), Some(&wrong))
-        .unwrap_err();
+    let source = ComponentSource {
+        sha256: Some(wrong.clone()),
+        ..ComponentSource::file(guest("echo"))
+    };
+    let e = loader.load_blocking(&source).unwrap_err();
     let text = e.to_string();
     assert!(
         matches!(e, LoadError::Digest { .. })
@@ -62,7 +68,7 @@ fn compiled_components_are_cached_by_digest_and_engine_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
     let first = loader(&cache_dir)
-        .load_blocking(&guest("echo"), None)
+        .load_blocking(&ComponentSource::file(guest("echo")))
         .unwrap();
     assert!(!first.from_cache());
     let files: Vec<String> = std::fs::read_dir(&cache_dir)
@@ -81,7 +87,7 @@ fn compiled_components_are_cached_by_digest_and_engine_fingerprint() {
 
     // A new engine with the same settings (a node restart) reuses it.
     let second = loader(&cache_dir)
-        .load_blocking(&guest("echo"), None)
+        .load_blocking(&ComponentSource::file(guest("echo")))
         .unwrap();
     assert!(second.from_cache());
     assert_eq!(second.digest(), first.digest());
@@ -93,7 +99,7 @@ fn compiled_components_are_cached_by_digest_and_engine_fingerprint() {
     std::fs::write(&garbage, b"garbage").unwrap();
     std::fs::rename(&garbage, cache_dir.join(&files[0])).unwrap();
     let third = loader(&cache_dir)
-        .load_blocking(&guest("echo"), None)
+        .load_blocking(&ComponentSource::file(guest("echo")))
         .unwrap();
     assert!(!third.from_cache());
 }
@@ -119,7 +125,7 @@ async fn a_service_that_cannot_load_fails_alone() {
         json!([1, 2])
     );
     let e = node
-        .call("broken", "x", &json!(null), busbar_tests::GUARD)
+        .call("broken", "x", &json!(null), busbar_tests::guard())
         .await
         .unwrap_err();
     assert!(

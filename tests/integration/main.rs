@@ -4,4 +4,5 @@
 mod daemon;
 mod faults;
 mod loading;
+mod precompiled;
 mod routing;

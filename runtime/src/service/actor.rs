@@ -2,7 +2,6 @@
 //! mailbox one message at a time, restarts it after a fault, and stops it when told.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use tracing::Instrument;
 
 use super::{Decision, Fault, Instance, RestartPolicy, ServiceCounters, State, Status, Supervisor};
 use crate::bus::{Bus, Delivery};
-use crate::component::{LoadedComponent, Loader};
+use crate::component::{ComponentSource, LoadedComponent, Loader};
 use crate::host::HostContext;
 use crate::message::{BusError, ErrorCode, PayloadPreview, WitError};
 
@@ -21,10 +20,8 @@ use crate::message::{BusError, ErrorCode, PayloadPreview, WitError};
 pub struct ServiceSpec {
     /// The service's name on the bus.
     pub name: Arc<str>,
-    /// Its component file.
-    pub component: PathBuf,
-    /// The sha256 the manifest expects, if any.
-    pub sha256: Option<String>,
+    /// Its component (and precompiled artifacts).
+    pub source: ComponentSource,
     /// Configuration properties, rendered as strings.
     pub properties: Arc<BTreeMap<String, String>>,
     /// Maximum linear memory in bytes.
@@ -86,10 +83,7 @@ impl Actor {
     }
 
     async fn run(mut self, loader: Loader) {
-        let component = match loader
-            .load(&self.spec.component, self.spec.sha256.as_deref())
-            .await
-        {
+        let component = match loader.load(&self.spec.source).await {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("{e:#}");
