@@ -38,6 +38,10 @@ demo: build-guests build
 test: build-guests build
     cargo test --release --workspace
 
+# Benchmarks beside their baselines (prints one table; see docs/BENCHMARKS.md).
+bench: build-guests build
+    cargo run --release --quiet -p busbar-bench
+
 # Formatting and clippy (-D warnings) for the host crates and the guests.
 lint:
     cargo fmt --all --check

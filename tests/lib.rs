@@ -51,24 +51,26 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// The `busbar` binary (`BUSBAR_BIN`, else next to the test executable's folder).
+/// The `busbar` binary (`BUSBAR_BIN`, else beside this executable or its folder:
+/// `target/<profile>/busbar` for `target/<profile>/deps/integration-*` and for
+/// `target/<profile>/busbar-bench`).
 pub fn busbar_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BUSBAR_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/integration-<hash> → target/<profile>/busbar
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target folder")
-        .join(format!("busbar{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build --bin busbar`)",
-        path.display()
-    );
-    path
+    let name = format!("busbar{}", std::env::consts::EXE_SUFFIX);
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(&name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} near {}: build it first (`cargo build --release --bin busbar`)",
+                exe.display()
+            )
+        })
 }
 
 /// One `[[services]]` entry of a test manifest.

@@ -146,6 +146,7 @@ fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
                     Origin::Compiled => "compiled".to_owned(),
                     Origin::Cache => "cached".to_owned(),
                     Origin::Precompiled(p) => format!("precompiled {}", p.display()),
+                    Origin::Shared => "shared".to_owned(),
                 };
                 println!("ok      {:<24} sha256 {} ({from})", s.name, c.digest());
             }

@@ -1,12 +1,13 @@
 //! Loading a service's component: read, check its digest, compile (or take the cached
 //! artifact), and check that it implements the `busbar:service` world.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::bindings::{Service, ServicePre};
 use crate::cache::CompileCache;
@@ -70,6 +71,8 @@ pub enum Origin {
     Cache,
     /// Taken from this artifact of `busbar compile`.
     Precompiled(PathBuf),
+    /// Already loaded for another service of this node: the compiled code is shared.
+    Shared,
 }
 
 /// A component ready to instantiate.
@@ -129,6 +132,16 @@ pub struct Loader {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     cache: CompileCache,
+    /// Compiled components by sha256: services running the same component share its code,
+    /// and concurrent loads of one component compile it once.
+    in_memory: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+/// One component's compiled code, filled by the first load.
+type Slot = Arc<Mutex<Option<Component>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Loader {
@@ -141,6 +154,7 @@ impl Loader {
             engine,
             linker: Arc::new(linker),
             cache,
+            in_memory: Arc::default(),
         })
     }
 
@@ -181,9 +195,17 @@ impl Loader {
                 actual: digest,
             });
         }
-        let (component, origin) = match self.precompiled(source, &digest) {
-            Some(found) => found,
-            None => {
+        let slot = lock(&self.in_memory)
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let mut held = lock(&slot);
+        let (component, origin) = if let Some(c) = &*held {
+            (c.clone(), Origin::Shared)
+        } else if let Some(found) = self.precompiled(source, &digest) {
+            found
+        } else {
+            {
                 let (component, from_cache) = self
                     .cache
                     .component(&self.engine, &digest, &bytes)
@@ -199,6 +221,10 @@ impl Loader {
                 (component, origin)
             }
         };
+        if held.is_none() {
+            *held = Some(component.clone());
+        }
+        drop(held);
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),

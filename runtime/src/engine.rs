@@ -98,7 +98,9 @@ impl EngineConfig {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(n)
                 .total_core_instances(n * 8)
-                .total_memories(n * 2)
+                // One linear memory per instance (what Rust and C guests have): the memory
+                // slots are what reserves address space, `n × max_memory_mib`.
+                .total_memories(n)
                 .total_tables(n * 8)
                 .total_stacks(n)
                 .max_memory_size(self.memory_bytes() as usize)
