@@ -205,21 +205,19 @@ impl Loader {
         } else if let Some(found) = self.precompiled(source, &digest) {
             found
         } else {
-            {
-                let (component, from_cache) = self
-                    .cache
-                    .component(&self.engine, &digest, &bytes)
-                    .map_err(|e| LoadError::Invalid {
+            let (component, from_cache) = self
+                .cache
+                .component(&self.engine, &digest, &bytes)
+                .map_err(|e| LoadError::Invalid {
                     path: path.to_path_buf(),
                     reason: format!("{e:#}"),
                 })?;
-                let origin = if from_cache {
-                    Origin::Cache
-                } else {
-                    Origin::Compiled
-                };
-                (component, origin)
-            }
+            let origin = if from_cache {
+                Origin::Cache
+            } else {
+                Origin::Compiled
+            };
+            (component, origin)
         };
         if held.is_none() {
             *held = Some(component.clone());

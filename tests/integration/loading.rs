@@ -92,6 +92,17 @@ fn compiled_components_are_cached_by_digest_and_engine_fingerprint() {
     assert!(second.from_cache());
     assert_eq!(second.digest(), first.digest());
 
+    // Within one loader (one node), a second service of the same component shares the code.
+    let shared = loader(&cache_dir);
+    shared
+        .load_blocking(&ComponentSource::file(guest("echo")))
+        .unwrap();
+    let again = shared
+        .load_blocking(&ComponentSource::file(guest("echo")))
+        .unwrap();
+    assert_eq!(again.origin(), &busbar::component::Origin::Shared);
+    drop((shared, again));
+
     // A corrupt artifact is not trusted: the component is compiled again. (Artifacts are
     // mapped into memory: they are replaced by rename, never rewritten in place.)
     drop((first, second));

@@ -45,7 +45,12 @@ impl Service for BenchProducer {
                 let payload = vec![b'x'; b.size];
                 let mut sent = 0u64;
                 for _ in 0..b.count {
-                    submit_action_bytes(&b.destination, "reading", "application/octet-stream", &payload)?;
+                    submit_action_bytes(
+                        &b.destination,
+                        "reading",
+                        "application/octet-stream",
+                        &payload,
+                    )?;
                     sent += 1;
                 }
                 Reply::json(&json!({ "sent": sent })).map(Some)
@@ -56,7 +61,13 @@ impl Service for BenchProducer {
                 let mut nanos = Vec::with_capacity(c.count as usize);
                 for _ in 0..c.count {
                     let t = Instant::now();
-                    call_raw(&c.destination, "ping", "application/octet-stream", &payload, Duration::from_secs(5))?;
+                    call_raw(
+                        &c.destination,
+                        "ping",
+                        "application/octet-stream",
+                        &payload,
+                        Duration::from_secs(5),
+                    )?;
                     nanos.push(t.elapsed().as_nanos() as u64);
                 }
                 Reply::json(&json!({ "nanos": nanos })).map(Some)
