@@ -8,9 +8,11 @@ use busbar::cache::CompileCache;
 use busbar::component::{ComponentSource, Loader};
 use busbar::config::NodeConfig;
 use busbar::engine::EngineConfig;
+use busbar::host::HostContext;
 use busbar::manifest::Manifest;
 use busbar::message::new_message;
 use busbar::node::Node;
+use busbar::service::Instance;
 use busbar_tests::{guest, service};
 
 use crate::Row;
@@ -31,6 +33,48 @@ fn load_us(cache: Option<&Path>, rounds: usize) -> anyhow::Result<f64> {
         )?;
         let t = Instant::now();
         loader.load_blocking(&ComponentSource::file(guest("echo")))?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(times))
+}
+
+/// Median µs to create a store, instantiate an already loaded `raw-counter`, run its `start`,
+/// and drop it: what each further service (or restart) costs once its code is in memory.
+async fn instantiate_us(rounds: usize) -> anyhow::Result<f64> {
+    let engine = EngineConfig::default().build()?;
+    let loader = Loader::new(engine.clone(), CompileCache::new(&engine, None)?)?;
+    let component = loader.load_blocking(&ComponentSource::file(guest("raw_counter")))?;
+    let _ticker = busbar::engine::EpochTicker::start(engine, Duration::from_millis(10));
+    let bus = busbar::bus::Bus::new(busbar::bus::DEFAULT_MAX_PAYLOAD);
+    let (mailbox, _rx) = tokio::sync::mpsc::channel(1);
+    let ctx = HostContext {
+        service: "bench".into(),
+        bus,
+        mailbox,
+        properties: Default::default(),
+        counters: Default::default(),
+        memory_bytes: 16 << 20,
+    };
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut instance = Instance::new(&component, ctx.clone(), Duration::from_secs(1))
+            .await
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        instance.start().await.map_err(|f| anyhow::anyhow!("{f}"))?;
+        drop(instance);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(times))
+}
+
+/// Median µs to start a native process and wait for it (`true`): what a design with one
+/// process per service pays for each service started.
+fn process_us(rounds: usize) -> anyhow::Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        std::process::Command::new("true").status()?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
     Ok(median(times))
@@ -109,7 +153,19 @@ pub async fn cold_start() -> anyhow::Result<Vec<Row>> {
         cached_ms.push(node_start_ms(&d, true).await?);
     }
     let (node_cached, node_uncached) = (median(cached_ms), median(uncached_ms));
+    let instantiate = instantiate_us(201).await?;
+    let process = process_us(51)?;
     Ok(vec![
+        Row {
+            id: "B3",
+            what: "start one more service: store + instantiate + `start` (code loaded)".into(),
+            busbar: format!("{instantiate:.0} µs"),
+            baseline: format!("starting a native process (`true`): {process:.0} µs"),
+            target: format!(
+                "≤ 50 µs: {}",
+                if instantiate <= 50.0 { "met" } else { "missed" }
+            ),
+        },
         Row {
             id: "B3",
             what: "load one component (echo, 155 KB) from the compile cache".into(),
