@@ -25,6 +25,7 @@ pub mod component;
 pub mod config;
 pub mod engine;
 pub mod host;
+pub mod internal;
 pub mod logger;
 pub mod logging;
 pub mod manifest;

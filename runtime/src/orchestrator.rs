@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
+use crate::bus::Bus;
 use crate::message::{BusError, ErrorCode, Reply};
 use crate::service::{CounterSnapshot, ServiceCounters, Status};
 
@@ -107,30 +107,9 @@ pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (tx, mut inbox) = mpsc::channel::<Delivery>(64);
-    bus.register(
-        ORCHESTRATOR,
-        Route::new(tx, OnFull::Refuse, RouteKind::Internal),
-    )?;
-    let bus = bus.clone();
-    tracker.spawn(async move {
-        loop {
-            let d = tokio::select! {
-                d = inbox.recv() => d,
-                () = cancel.cancelled() => None,
-            };
-            let Some(d) = d else { break };
-            let result = answer(&table, &d.msg.action);
-            if let Err(e) = &result {
-                tracing::warn!(from = %d.msg.source, action = %d.msg.action, error = %e, "orchestrator request refused");
-            }
-            let msg = d.msg.clone();
-            if let Some(Err(e)) = d.answer(result.map(Some)) {
-                bus.notify_failure(&msg, ORCHESTRATOR, &e);
-            }
-        }
-    });
-    Ok(())
+    crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
+        answer(&table, &msg.action).map(Some)
+    })
 }
 
 fn answer(table: &ServiceTable, action: &str) -> Result<Reply, BusError> {
