@@ -5,29 +5,30 @@ use std::time::{Duration, Instant};
 use super::HostState;
 use crate::bindings::busbar::service::bus::Host;
 use crate::com::{COM, COM_SUBMIT};
-use crate::message::{BusError, ErrorCode, Reply, WitError, new_message};
+use crate::message::{BusError, ErrorCode, Message, Reply, WitError};
 
 impl HostState {
+    /// A message from this service, built from the strings the import already owns.
     fn outgoing(
         &self,
-        destination: &str,
-        action: &str,
+        destination: String,
+        action: String,
         content_type: String,
         payload: Vec<u8>,
-    ) -> crate::message::Message {
-        let mut msg = new_message(
-            self.bus.next_id(),
-            &self.service,
+    ) -> Message {
+        Message {
+            id: self.bus.next_id(),
+            source: self.service.to_string(),
             destination,
             action,
-            "",
+            content_type,
             payload,
-        );
-        msg.content_type = content_type;
-        msg
+            correlation_id: None,
+            headers: Vec::new(),
+        }
     }
 
-    async fn send_counted(&mut self, msg: crate::message::Message) -> Result<String, WitError> {
+    async fn send_counted(&mut self, msg: Message) -> Result<String, WitError> {
         let started = Instant::now();
         let sent = self.bus.send(msg).await;
         self.credit_wait(started);
@@ -46,7 +47,7 @@ impl Host for HostState {
         payload: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Result<String, WitError> {
-        let mut msg = self.outgoing(COM, COM_SUBMIT, content_type, payload);
+        let mut msg = self.outgoing(COM.into(), COM_SUBMIT.into(), content_type, payload);
         msg.headers = headers;
         self.send_counted(msg).await
     }
@@ -58,7 +59,7 @@ impl Host for HostState {
         content_type: String,
         payload: Vec<u8>,
     ) -> Result<String, WitError> {
-        let msg = self.outgoing(&destination, &action, content_type, payload);
+        let msg = self.outgoing(destination, action, content_type, payload);
         self.send_counted(msg).await
     }
 
@@ -77,7 +78,8 @@ impl Host for HostState {
             );
             return Err(e.into());
         }
-        let msg = self.outgoing(&destination, &action, content_type, payload);
+        // Kept for the log line if the call fails.
+        let msg = self.outgoing(destination.clone(), action.clone(), content_type, payload);
         let started = Instant::now();
         let reply = self
             .bus
