@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::component::Origin;
 use crate::config::NodeConfig;
 use crate::logging::LogFormat;
 use crate::manifest::Manifest;
@@ -69,10 +68,7 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn load(&self) -> anyhow::Result<(NodeConfig, Manifest)> {
-        let config = match &self.config {
-            Some(p) => NodeConfig::load(p)?,
-            None => NodeConfig::default(),
-        };
+        let config = node_config(self.config.as_deref())?;
         let manifest = match &self.manifest {
             Some(p) => Manifest::load(p)?,
             None => demo_manifest()?,
@@ -111,11 +107,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     }
 }
 
+/// The node config from `--config`, or the built-in defaults.
+fn node_config(path: Option<&std::path::Path>) -> anyhow::Result<NodeConfig> {
+    path.map_or_else(|| Ok(NodeConfig::default()), NodeConfig::load)
+}
+
 fn compile(args: &CompileArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(p) => NodeConfig::load(p)?,
-        None => NodeConfig::default(),
-    };
+    let config = node_config(args.config.as_deref())?;
     let target = args
         .target
         .as_deref()
@@ -141,15 +139,12 @@ fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for s in &manifest.services {
         match loader.load_blocking(&s.source()) {
-            Ok(c) => {
-                let from = match c.origin() {
-                    Origin::Compiled => "compiled".to_owned(),
-                    Origin::Cache => "cached".to_owned(),
-                    Origin::Precompiled(p) => format!("precompiled {}", p.display()),
-                    Origin::Shared => "shared".to_owned(),
-                };
-                println!("ok      {:<24} sha256 {} ({from})", s.name, c.digest());
-            }
+            Ok(c) => println!(
+                "ok      {:<24} sha256 {} ({})",
+                s.name,
+                c.digest(),
+                c.origin()
+            ),
             Err(e) => {
                 println!("FAILED  {:<24} {e}", s.name);
                 failures.push(s.name.clone());

@@ -75,6 +75,17 @@ pub enum Origin {
     Shared,
 }
 
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Compiled => f.write_str("compiled"),
+            Origin::Cache => f.write_str("cached"),
+            Origin::Precompiled(p) => write!(f, "precompiled {}", p.display()),
+            Origin::Shared => f.write_str("shared with another service"),
+        }
+    }
+}
+
 /// A component ready to instantiate.
 pub struct LoadedComponent {
     pre: ServicePre<HostState>,

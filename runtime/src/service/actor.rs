@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{Decision, Fault, Instance, RestartPolicy, ServiceCounters, State, Status, Supervisor};
 use crate::bus::{Bus, Delivery};
-use crate::component::{ComponentSource, LoadedComponent, Loader, Origin};
+use crate::component::{ComponentSource, LoadedComponent, Loader};
 use crate::host::HostContext;
 use crate::message::{BusError, ErrorCode, PayloadPreview, WitError};
 
@@ -86,16 +86,11 @@ impl Actor {
         let began = Instant::now();
         let component = match loader.load(&self.spec.source).await {
             Ok(c) => {
-                let how = match c.origin() {
-                    Origin::Compiled => "compiled",
-                    Origin::Cache => "from the compile cache",
-                    Origin::Precompiled(_) => "precompiled",
-                    Origin::Shared => "shared with another service",
-                };
                 tracing::info!(
                     ms = began.elapsed().as_secs_f64() * 1e3,
                     sha256 = &c.digest()[..12],
-                    "component loaded ({how})"
+                    "component loaded ({})",
+                    c.origin()
                 );
                 c
             }
