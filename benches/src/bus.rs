@@ -9,7 +9,7 @@ use busbar_tests::{TestNode, service};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Row, pct_us, rate};
+use crate::{Row, pct_us, rate, verdict};
 
 const BURST: u64 = 200_000;
 const CALLS: u64 = 5_000;
@@ -127,7 +127,7 @@ pub async fn throughput() -> anyhow::Result<Vec<Row>> {
                 100.0 * native / guest,
             ),
             target: if size == 64 {
-                format!("≥ 500 k msg/s: {}", if ok { "met" } else { "missed" })
+                verdict("≥ 500 k msg/s", ok)
             } else {
                 "-".into()
             },

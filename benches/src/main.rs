@@ -37,6 +37,11 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// The target column: the goal and whether this run met it.
+pub fn verdict(goal: &str, met: bool) -> String {
+    format!("{goal}: {}", if met { "met" } else { "missed" })
+}
+
 /// Messages per second, readable.
 pub fn rate(n: u64, secs: f64) -> String {
     let r = n as f64 / secs;

@@ -4,7 +4,7 @@
 use busbar_tests::process::Busbar;
 use busbar_tests::service;
 
-use crate::Row;
+use crate::{Row, verdict};
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -84,24 +84,14 @@ pub fn idle_memory() -> anyhow::Result<Vec<Row>> {
             what: "RSS of an idle node (no services)".into(),
             busbar: format!("{:.1} MB", rss[0] as f64 / 1024.0),
             baseline: format!("one idle mosquitto_sub process: {client}"),
-            target: format!(
-                "≤ 15 MB: {}",
-                if rss[0] <= 15 * 1024 { "met" } else { "missed" }
-            ),
+            target: verdict("≤ 15 MB", rss[0] <= 15 * 1024),
         },
         Row {
             id: "B5",
             what: "RSS added per idle service (raw-counter), by service count".into(),
             busbar: slope.join(", "),
             baseline: format!("a process per service: {client} each"),
-            target: format!(
-                "≤ 200 KB: {}",
-                if per_service(counts.len() - 1) <= 200.0 {
-                    "met"
-                } else {
-                    "missed"
-                }
-            ),
+            target: verdict("≤ 200 KB", per_service(counts.len() - 1) <= 200.0),
         },
     ])
 }
