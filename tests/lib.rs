@@ -6,6 +6,7 @@
 //! condition and gives up after a generous guard timeout with a message saying what it
 //! waited for.
 
+pub mod admin;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -34,8 +34,8 @@ fn collect(stream: impl Read + Send + 'static) -> Lines {
 }
 
 impl Busbar {
-    /// Starts `busbar ARGS` in `dir` with JSON logs, an empty environment for its cache
-    /// (`XDG_CACHE_HOME` under `dir`) and `BUSBAR_LOG=info`.
+    /// Starts `busbar ARGS` in `dir` with JSON logs, its cache and data dir under `dir`
+    /// (`cache/`, `state/`), the admin API on a free loopback port and `BUSBAR_LOG=info`.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
         Self::start_env(dir, args, &[])
     }
@@ -53,6 +53,8 @@ impl Busbar {
             .args(args)
             .current_dir(dir)
             .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("BUSBAR_DATA_DIR", dir.join("state"))
+            .env("BUSBAR_ADMIN_LISTEN", "127.0.0.1:0")
             .env("BUSBAR_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -35,6 +35,16 @@ pub enum Command {
     Check(NodeArgs),
     /// Compile a component ahead of time for a node of another (or this) target.
     Compile(CompileArgs),
+    /// Show a running node's services: state, restarts, counters, version.
+    Status(crate::client::ConnectArgs),
+    /// Print a running node's log lines (the last ones, then new ones with --follow).
+    Logs(crate::client::LogsArgs),
+    /// Watch messages on a running node's bus: source → destination:action, size, latency.
+    Monitor(crate::client::MonitorArgs),
+    /// Send a message to a service of a running node without waiting for it to be handled.
+    Publish(crate::client::PublishArgs),
+    /// Call a service action on a running node and print its reply.
+    Call(crate::client::CallArgs),
 }
 
 /// `busbar compile --target TRIPLE in.wasm -o out.cwasm`.
@@ -64,11 +74,24 @@ pub struct NodeArgs {
     /// Node configuration (TOML).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// The node's data dir (overrides `data_dir` of the config).
+    #[arg(long, env = "BUSBAR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the admin API (overrides `admin.listen` of the config), e.g.
+    /// 127.0.0.1:0 for any free port.
+    #[arg(long, env = "BUSBAR_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeArgs {
     fn load(&self) -> anyhow::Result<(NodeConfig, Manifest)> {
-        let config = node_config(self.config.as_deref())?;
+        let mut config = node_config(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if let Some(addr) = self.admin_listen {
+            config.admin.listen = addr;
+        }
         let manifest = match &self.manifest {
             Some(p) => Manifest::load(p)?,
             None => demo_manifest()?,
@@ -104,6 +127,22 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             check(&config, &manifest)
         }
         Command::Compile(args) => compile(&args),
+        Command::Status(args) => until(shutdown, crate::client::status(&args)).await,
+        Command::Logs(args) => until(shutdown, crate::client::logs(&args)).await,
+        Command::Monitor(args) => until(shutdown, crate::client::monitor(&args)).await,
+        Command::Publish(args) => until(shutdown, crate::client::publish(&args)).await,
+        Command::Call(args) => until(shutdown, crate::client::call(&args)).await,
+    }
+}
+
+/// Runs an operator command until it ends or Ctrl-C / SIGTERM ends it (exit 0).
+async fn until(
+    shutdown: CancellationToken,
+    command: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = command => r,
+        () = shutdown.cancelled() => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::admin::AdminConfig;
 use crate::bus::DEFAULT_MAX_PAYLOAD;
 use crate::com::ComConfig;
 use crate::engine::EngineConfig;
@@ -20,6 +21,9 @@ pub struct NodeConfig {
     /// Where compiled components are cached (default `$XDG_CACHE_HOME/busbar` or
     /// `~/.cache/busbar`).
     pub cache_dir: Option<PathBuf>,
+    /// Where the node keeps its state (default `$XDG_STATE_HOME/busbar` or
+    /// `~/.local/state/busbar`): the admin API's URL and local token.
+    pub data_dir: Option<PathBuf>,
     /// Set to false to compile components at every start.
     pub compile_cache: bool,
     /// Largest payload the bus accepts, in bytes.
@@ -30,6 +34,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// The link towards the IoT hub.
     pub com: ComConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
 }
 
 impl Default for NodeConfig {
@@ -37,11 +43,13 @@ impl Default for NodeConfig {
         Self {
             node_id: "busbar-node".into(),
             cache_dir: None,
+            data_dir: None,
             compile_cache: true,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             drain_ms: 2000,
             engine: EngineConfig::default(),
             com: ComConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -64,10 +72,13 @@ impl NodeConfig {
         {
             *path = base.join(&*path);
         }
-        if let Some(dir) = &mut config.cache_dir
-            && dir.is_relative()
+        for dir in [&mut config.cache_dir, &mut config.data_dir]
+            .into_iter()
+            .flatten()
         {
-            *dir = base.join(&*dir);
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
         }
         Ok(config)
     }
@@ -82,6 +93,17 @@ impl NodeConfig {
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|d| d.join("busbar"))
+        })
+    }
+
+    /// The data folder: `data_dir`, else `$XDG_STATE_HOME/busbar`, else
+    /// `~/.local/state/busbar`, else `./busbar-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .map_or_else(|| PathBuf::from("busbar-data"), |d| d.join("busbar"))
         })
     }
 

@@ -29,7 +29,14 @@ pub fn spawn(
                 () = cancel.cancelled() => None,
             };
             let Some(d) = d else { break };
+            let began = std::time::Instant::now();
             let result = handle(&d.msg);
+            bus.processed(
+                &d.msg,
+                d.is_call(),
+                began.elapsed(),
+                result.as_ref().map(|_| ()),
+            );
             if let Err(e) = &result {
                 tracing::warn!(service = name, from = %d.msg.source, action = %d.msg.action, error = %e, "request refused");
             }

@@ -13,13 +13,17 @@
 //! - [`com`] is the link towards the IoT hub; [`logger`] turns messages into log lines;
 //!   [`orchestrator`] answers questions about the node's services.
 //! - [`manifest`] says which services run; [`config`] says how the node runs.
+//! - [`admin`] is the operators' HTTP API (JSON-RPC, events, status, metrics), fed by
+//!   [`observe`]; [`client`] is its command-line side.
 //!
 //! The `busbar` binary ([`cli`]) wraps all of it.
 
+pub mod admin;
 pub mod bindings;
 pub mod bus;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod com;
 pub mod component;
 pub mod config;
@@ -31,6 +35,7 @@ pub mod logging;
 pub mod manifest;
 pub mod message;
 pub mod node;
+pub mod observe;
 pub mod orchestrator;
 pub mod precompiled;
 pub mod service;

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e:#}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(busbar::client::exit_code(&e))
         }
     }
 }

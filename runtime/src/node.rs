@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::AdminServer;
 use crate::bus::{Bus, Route, RouteKind};
 use crate::cache::CompileCache;
 use crate::component::Loader;
@@ -128,6 +129,11 @@ impl Node {
         &self.loader
     }
 
+    /// The table of services (state and counters), shared with the admin API.
+    pub fn services(&self) -> Arc<ServiceTable> {
+        self.services.clone()
+    }
+
     /// Every service with its state and counters, by name.
     pub fn report(&self) -> Vec<ServiceReport> {
         self.services.report()
@@ -179,8 +185,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let node = Node::start(config, manifest).await?;
+    let admin = if config.admin.enabled {
+        match AdminServer::start(config, node.bus().clone(), node.services()).await {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     tracing::info!(node_id = %config.node_id, services = node.services.len(), "node running");
     shutdown.cancelled().await;
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
     node.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Integration tests: real guest components (built from `guests/`) on a real node, in this
 //! process or through the `busbar` binary.
 
+mod admin;
 mod daemon;
 mod faults;
 mod loading;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 pub use delivery::{Delivery, ReplyTo, empty_reply};
@@ -22,6 +23,7 @@ use crate::message::{
     ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, IdGen, Message, NODE_SOURCE, Reply,
     new_message,
 };
+use crate::observe::{Tap, Traffic};
 
 /// Largest payload the bus accepts unless configured otherwise (Azure IoT Hub's D2C limit).
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
@@ -37,6 +39,7 @@ struct Inner {
     routes: ArcSwap<HashMap<Arc<str>, Route>>,
     ids: IdGen,
     max_payload: usize,
+    traffic: Tap<Arc<Traffic>>,
 }
 
 impl Bus {
@@ -47,8 +50,47 @@ impl Bus {
                 routes: ArcSwap::from_pointee(HashMap::new()),
                 ids: IdGen::new(),
                 max_payload,
+                traffic: Tap::new(4096),
             }),
         }
+    }
+
+    /// Every message processed or refused, for whoever watches (the monitor).
+    pub fn traffic(&self) -> &Tap<Arc<Traffic>> {
+        &self.inner.traffic
+    }
+
+    /// The call round-trip histogram of every service on the bus, by name.
+    pub fn call_latencies(&self) -> Vec<(String, Histogram)> {
+        let mut all: Vec<_> = self
+            .inner
+            .routes
+            .load()
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.calls.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Reports a message its destination processed (or refused to) to the traffic watchers.
+    pub fn processed(
+        &self,
+        msg: &Message,
+        call: bool,
+        latency: Duration,
+        result: Result<(), &BusError>,
+    ) {
+        self.inner
+            .traffic
+            .emit(|| Arc::new(Traffic::new(msg, call, Some(latency), result)));
+    }
+
+    /// Reports a message the bus refused to the traffic watchers.
+    fn refused(&self, msg: &Message, call: bool, e: &BusError) {
+        self.inner
+            .traffic
+            .emit(|| Arc::new(Traffic::new(msg, call, None, Err(e))));
     }
 
     /// A fresh message id.
@@ -83,6 +125,11 @@ impl Bus {
             next.remove(name);
             next
         });
+    }
+
+    /// Whether `name` is on the bus.
+    pub fn knows(&self, name: &str) -> bool {
+        self.inner.routes.load().contains_key(name)
     }
 
     /// Names of the wasm services on the bus, sorted.
@@ -129,17 +176,32 @@ impl Bus {
     /// Sends `msg` without waiting for it to be processed; `*` reaches every wasm service but
     /// the sender. Returns the message id once the message is in the receiver's mailbox.
     pub async fn send(&self, msg: Message) -> Result<String, BusError> {
-        self.check_size(&msg)?;
         let id = msg.id.clone();
-        if msg.destination == BROADCAST {
-            self.broadcast(Arc::new(msg)).await;
-            return Ok(id);
+        let route = match self.check_size(&msg).and_then(|()| {
+            if msg.destination == BROADCAST {
+                Ok(None)
+            } else {
+                self.route(&msg.destination).map(Some)
+            }
+        }) {
+            Ok(Some(route)) => route,
+            Ok(None) => {
+                self.broadcast(Arc::new(msg)).await;
+                return Ok(id);
+            }
+            Err(e) => {
+                self.refused(&msg, false, &e);
+                return Err(e);
+            }
+        };
+        let msg = Arc::new(msg);
+        if let Err(e) = route
+            .deliver(&msg.destination, Delivery::oneway(msg.clone()))
+            .await
+        {
+            self.refused(&msg, false, &e);
+            return Err(e);
         }
-        let route = self.route(&msg.destination)?;
-        let dest = msg.destination.clone();
-        route
-            .deliver(&dest, Delivery::oneway(Arc::new(msg)))
-            .await?;
         Ok(id)
     }
 
@@ -155,6 +217,7 @@ impl Bus {
         for (name, route) in targets {
             if let Err(e) = route.deliver(&name, Delivery::oneway(msg.clone())).await {
                 tracing::warn!(to = %name, action = %msg.action, error = %e, "broadcast not delivered");
+                self.refused(&msg, false, &e);
                 self.notify_failure(&msg, &name, &e);
             }
         }
@@ -162,22 +225,34 @@ impl Bus {
 
     /// Sends `msg` and waits up to `timeout` for the receiver's reply.
     pub async fn call(&self, msg: Message, timeout: Duration) -> Result<Reply, BusError> {
-        self.check_size(&msg)?;
-        if msg.destination == BROADCAST {
-            return Err(BusError::new(
-                ErrorCode::UnknownDestination,
-                "a call needs one destination, not `*`",
-            ));
-        }
-        let route = self.route(&msg.destination)?;
-        let (dest, action) = (msg.destination.clone(), msg.action.clone());
+        let route = match self.check_size(&msg).and_then(|()| {
+            if msg.destination == BROADCAST {
+                return Err(BusError::new(
+                    ErrorCode::UnknownDestination,
+                    "a call needs one destination, not `*`",
+                ));
+            }
+            self.route(&msg.destination)
+        }) {
+            Ok(route) => route,
+            Err(e) => {
+                self.refused(&msg, true, &e);
+                return Err(e);
+            }
+        };
+        let began = std::time::Instant::now();
+        let msg = Arc::new(msg);
+        let (dest, action) = (msg.destination.as_str(), msg.action.as_str());
         let (tx, rx) = oneshot::channel();
         let d = Delivery {
-            msg: Arc::new(msg),
+            msg: msg.clone(),
             reply: ReplyTo::Caller(tx),
         };
         let exchange = async {
-            route.deliver(&dest, d).await?;
+            if let Err(e) = route.deliver(dest, d).await {
+                self.refused(&msg, true, &e);
+                return Err(e);
+            }
             rx.await.unwrap_or_else(|_| {
                 Err(BusError::new(
                     ErrorCode::Unavailable,
@@ -185,7 +260,7 @@ impl Bus {
                 ))
             })
         };
-        tokio::time::timeout(timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(BusError::new(
@@ -195,7 +270,9 @@ impl Bus {
                         timeout.as_millis()
                     ),
                 ))
-            })
+            });
+        route.calls.observe(began.elapsed().as_secs_f64());
+        result
     }
 
     /// Tells the sender of `failed` (when it is a wasm service) that `receiver` could not

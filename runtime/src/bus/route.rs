@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -32,12 +33,20 @@ pub struct Route {
     pub(crate) tx: mpsc::Sender<Delivery>,
     pub(crate) on_full: OnFull,
     pub(crate) kind: RouteKind,
+    /// Round-trip times of the calls to this route's service, in seconds.
+    pub(crate) calls: Histogram,
 }
 
 impl Route {
     /// A route into `tx`.
     pub fn new(tx: mpsc::Sender<Delivery>, on_full: OnFull, kind: RouteKind) -> Self {
-        Self { tx, on_full, kind }
+        Self {
+            tx,
+            on_full,
+            kind,
+            // 10 µs .. 2.6 s
+            calls: Histogram::new(exponential_buckets(1e-5, 4.0, 10)),
+        }
     }
 
     /// Puts `d` into the mailbox of `name`, applying the full-mailbox policy.

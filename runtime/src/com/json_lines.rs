@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::{COM, COM_SUBMIT, ComConfig, ComLink};
-use crate::bus::Delivery;
+use crate::bus::{Bus, Delivery};
 use crate::message::{BusError, ErrorCode, Message};
 
 type Out = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
@@ -38,20 +38,21 @@ pub(super) async fn run(mut out: Out, mut link: ComLink) {
             () = link.cancel.cancelled() => break,
         };
         let Some(d) = d else { break };
-        write(&mut out, d).await;
+        write(&mut out, &link.bus, d).await;
         while let Ok(d) = link.inbox.try_recv() {
-            write(&mut out, d).await;
+            write(&mut out, &link.bus, d).await;
         }
         flush(&mut out).await;
     }
     link.inbox.close();
     while let Some(d) = link.inbox.recv().await {
-        write(&mut out, d).await;
+        write(&mut out, &link.bus, d).await;
     }
     flush(&mut out).await;
 }
 
-async fn write(out: &mut Out, d: Delivery) {
+async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
+    let began = std::time::Instant::now();
     if d.msg.action != COM_SUBMIT {
         let e = BusError::new(
             ErrorCode::UnknownAction,
@@ -61,6 +62,7 @@ async fn write(out: &mut Out, d: Delivery) {
             ),
         );
         let msg = d.msg.clone();
+        bus.processed(&msg, d.is_call(), began.elapsed(), Err(&e));
         if let Some(Err(e)) = d.answer(Err(e)) {
             tracing::warn!(from = %msg.source, error = %e, "message to Com refused");
         }
@@ -68,10 +70,18 @@ async fn write(out: &mut Out, d: Delivery) {
     }
     let mut line = to_json(&d.msg).to_string();
     line.push('\n');
-    if let Err(e) = out.write_all(line.as_bytes()).await {
+    let written = out.write_all(line.as_bytes()).await;
+    if let Err(e) = &written {
         tracing::error!(id = %d.msg.id, error = %e, "Com could not write a message");
     }
-    d.answer(Ok(None));
+    let result = written.map_err(|e| BusError::new(ErrorCode::Other, format!("Com: {e}")));
+    bus.processed(
+        &d.msg,
+        d.is_call(),
+        began.elapsed(),
+        result.as_ref().copied(),
+    );
+    d.answer(result.map(|()| None));
 }
 
 async fn flush(out: &mut Out) {

@@ -92,6 +92,8 @@ impl Actor {
                     "component loaded ({})",
                     c.origin()
                 );
+                let digest = c.digest().to_owned();
+                self.status.send_modify(|s| s.sha256 = Some(digest));
                 c
             }
             Err(e) => {
@@ -169,7 +171,9 @@ impl Actor {
     async fn handle(&self, instance: &mut Instance, d: Delivery) -> Result<(), Fault> {
         d.take_tick();
         let msg = d.msg.clone();
+        let began = Instant::now();
         let outcome = instance.process(&msg).await;
+        let took = began.elapsed();
         let (result, fault) = match outcome {
             Ok(r) => (r.map_err(BusError::from), None),
             Err(fault) => {
@@ -184,6 +188,8 @@ impl Actor {
             }
         };
         self.counters.record_processed(result.is_ok());
+        self.bus
+            .processed(&msg, d.is_call(), took, result.as_ref().map(|_| ()));
         if let Err(e) = &result {
             tracing::warn!(
                 id = %msg.id, from = %msg.source, action = %msg.action,
@@ -238,6 +244,8 @@ impl Actor {
                 ErrorCode::Unavailable,
                 format!("service `{}` has failed: {reason}", self.spec.name),
             );
+            self.bus
+                .processed(&msg, d.is_call(), Duration::ZERO, Err(&e));
             if let Some(Err(e)) = d.answer(Err(e)) {
                 self.bus.notify_failure(&msg, &self.spec.name, &e);
             }

@@ -62,6 +62,8 @@ pub struct Status {
     pub restarts: u32,
     /// The last fault, in words.
     pub last_fault: Option<String>,
+    /// The sha256 of the component it runs, once loaded: its version.
+    pub sha256: Option<String>,
 }
 
 impl Status {
@@ -70,6 +72,7 @@ impl Status {
             state: State::Loading,
             restarts: 0,
             last_fault: None,
+            sha256: None,
         }
     }
 }

@@ -1,0 +1,120 @@
+//! Asynchronous JSON-RPC requests (`Prefer: respond-async`): each is a job whose response is
+//! kept for `GET /jobs/{id}` until newer jobs push it out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::observe::unix_ms;
+
+/// The jobs of one node.
+#[derive(Debug)]
+pub struct Jobs {
+    max: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: HashMap<String, Job>,
+    order: VecDeque<String>,
+}
+
+#[derive(Debug)]
+struct Job {
+    owner: String,
+    submitted_ms: u64,
+    finished_ms: Option<u64>,
+    response: Option<Value>,
+}
+
+impl Jobs {
+    /// A store keeping up to `max` jobs.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// How many jobs are kept.
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new running job of token `owner`; returns its id.
+    pub fn create(&self, owner: &str) -> String {
+        let id = format!("job-{}", uuid::Uuid::new_v4().simple());
+        let mut inner = self.lock();
+        while inner.order.len() >= self.max {
+            // The oldest finished job goes first; if none has finished, the oldest.
+            let victim = inner
+                .order
+                .iter()
+                .position(|id| inner.jobs[id].finished_ms.is_some())
+                .unwrap_or(0);
+            if let Some(old) = inner.order.remove(victim) {
+                inner.jobs.remove(&old);
+            }
+        }
+        inner.jobs.insert(
+            id.clone(),
+            Job {
+                owner: owner.to_owned(),
+                submitted_ms: unix_ms(),
+                finished_ms: None,
+                response: None,
+            },
+        );
+        inner.order.push_back(id.clone());
+        id
+    }
+
+    /// Stores the JSON-RPC response of job `id` (`None`: the request was only notifications).
+    pub fn finish(&self, id: &str, response: Option<Value>) {
+        if let Some(job) = self.lock().jobs.get_mut(id) {
+            job.finished_ms = Some(unix_ms());
+            job.response = response;
+        }
+    }
+
+    /// Job `id` as `GET /jobs/{id}` shows it, if it exists and belongs to `owner`.
+    pub fn view(&self, id: &str, owner: &str) -> Option<Value> {
+        let inner = self.lock();
+        let job = inner.jobs.get(id).filter(|j| j.owner == owner)?;
+        Some(json!({
+            "job": id,
+            "status": if job.finished_ms.is_some() { "done" } else { "running" },
+            "submitted_ms": job.submitted_ms,
+            "finished_ms": job.finished_ms,
+            "response": job.response,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_private_to_their_token_and_bounded() {
+        let jobs = Jobs::new(2);
+        let a = jobs.create("alice");
+        assert_eq!(jobs.view(&a, "alice").unwrap()["status"], "running");
+        assert!(jobs.view(&a, "bob").is_none());
+        jobs.finish(&a, Some(json!({"result": 1})));
+        assert_eq!(jobs.view(&a, "alice").unwrap()["status"], "done");
+        let b = jobs.create("alice");
+        let c = jobs.create("alice");
+        assert!(
+            jobs.view(&a, "alice").is_none(),
+            "the finished job made room"
+        );
+        assert!(jobs.view(&b, "alice").is_some() && jobs.view(&c, "alice").is_some());
+    }
+}

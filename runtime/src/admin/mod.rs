@@ -1,0 +1,178 @@
+//! The admin API: a small HTTP server (loopback by default) for operators and for other
+//! systems on the gateway.
+//!
+//! | route            | what                                                          |
+//! |------------------|---------------------------------------------------------------|
+//! | `POST /rpc`      | JSON-RPC 2.0: call or notify a service action ([`rpc`])        |
+//! | `GET /jobs/{id}` | an asynchronous request's status and response ([`jobs`])      |
+//! | `GET /events`    | server-sent log lines and bus traffic, filtered ([`events`])   |
+//! | `GET /status`    | the node and its services as JSON                              |
+//! | `GET /metrics`   | Prometheus (OpenMetrics) text                                  |
+//!
+//! Every route wants `Authorization: Bearer TOKEN`; tokens are scoped per route and per
+//! service ([`auth`]). The node writes a fresh all-access token and its URL to its data dir
+//! for the `busbar` CLI on the same machine.
+
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod jobs;
+pub mod rpc;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AdminConfig, ApiRoute, TokenGrant};
+
+use crate::bus::Bus;
+use crate::config::NodeConfig;
+use crate::orchestrator::ServiceTable;
+
+/// File in the data dir holding the admin API's URL.
+pub const URL_FILE: &str = "admin-url";
+/// File in the data dir holding the local all-access token.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// What the handlers share.
+#[derive(Debug)]
+struct App {
+    bus: Bus,
+    services: Arc<ServiceTable>,
+    node_id: String,
+    started: Instant,
+    grants: auth::Grants,
+    jobs: jobs::Jobs,
+    call_timeout: Duration,
+    cancel: CancellationToken,
+    metrics: prometheus_client::registry::Registry,
+}
+
+/// The running admin API.
+#[derive(Debug)]
+pub struct AdminServer {
+    url: String,
+    files: Vec<PathBuf>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `config.admin.listen` and serves until [`AdminServer::stop`].
+    pub async fn start(
+        config: &NodeConfig,
+        bus: Bus,
+        services: Arc<ServiceTable>,
+    ) -> anyhow::Result<Self> {
+        let admin = &config.admin;
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "admin API: cannot listen on {} (set admin.listen or --admin-listen, or \
+                     admin.enabled = false)",
+                    admin.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the admin API listens beyond loopback, without TLS");
+        }
+        let url = format!("http://{addr}");
+        let data_dir = config.data_dir();
+        let mut files = Vec::new();
+        let local = if admin.local_token {
+            let token = auth::fresh_token();
+            let path = data_dir.join(TOKEN_FILE);
+            auth::write_private(&path, &token)
+                .with_context(|| format!("admin API: cannot write {}", path.display()))?;
+            files.push(path);
+            Some(token)
+        } else {
+            None
+        };
+        let url_path = data_dir.join(URL_FILE);
+        auth::write_private(&url_path, &url)
+            .with_context(|| format!("admin API: cannot write {}", url_path.display()))?;
+        files.push(url_path);
+
+        let cancel = CancellationToken::new();
+        let app = Arc::new(App {
+            metrics: status::registry(bus.clone(), services.clone()),
+            bus,
+            services,
+            node_id: config.node_id.clone(),
+            started: Instant::now(),
+            grants: auth::Grants::new(admin, local.as_deref())?,
+            jobs: jobs::Jobs::new(admin.max_jobs),
+            call_timeout: Duration::from_millis(admin.call_timeout_ms),
+            cancel: cancel.clone(),
+        });
+        let router = Router::new()
+            .route("/rpc", post(rpc::handle))
+            .route("/jobs/{id}", get(job))
+            .route("/events", get(events::handle))
+            .route("/status", get(status::status))
+            .route("/metrics", get(status::metrics))
+            .layer(DefaultBodyLimit::max(
+                config.max_payload_bytes.saturating_mul(2) + (64 << 10),
+            ))
+            .with_state(app);
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+        tracing::info!(%url, token_file = %data_dir.join(TOKEN_FILE).display(), "admin API listening");
+        Ok(Self {
+            url,
+            files,
+            cancel,
+            task,
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:7411`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Ends the event streams, finishes requests in flight and removes the URL and token
+    /// files.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// `GET /jobs/{id}`.
+async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let grant = match app.grants.authorize(&headers, ApiRoute::Jobs) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    match app.jobs.view(&id, &grant.name) {
+        Some(view) => axum::Json(view).into_response(),
+        None => auth::ApiError::not_found(format!(
+            "no job `{id}` for this token (the node keeps the last {} jobs)",
+            app.jobs.capacity()
+        ))
+        .into_response(),
+    }
+}

@@ -1,0 +1,311 @@
+//! `POST /rpc`: JSON-RPC 2.0 over HTTP. The method is `SERVICE/ACTION`, the params (an object
+//! or array) are the JSON payload, the result is the service's reply.
+//!
+//! A request with an `id` is a call and waits for the reply (up to `?timeout_ms=`, default
+//! `admin.call_timeout_ms`); one without is a notification, sent without waiting. With
+//! `Prefer: respond-async` the node answers `202 Accepted` with a job at once and keeps the
+//! response for `GET /jobs/{id}`. Batches run their requests concurrently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::App;
+use super::auth::{ApiError, Grant};
+use super::config::ApiRoute;
+use crate::message::{BusError, ErrorCode, Reply, code_name, new_message};
+
+/// The source name of messages sent through the admin API.
+pub const ADMIN_SOURCE: &str = "admin";
+/// Longest wait a request may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Invalid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// Not a JSON-RPC 2.0 request object.
+pub const INVALID_REQUEST: i64 = -32600;
+/// Unknown service or action, or a method that is not `SERVICE/ACTION`.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// Params that are not an object or array, or a payload the service refused.
+pub const INVALID_PARAMS: i64 = -32602;
+
+/// The JSON-RPC code of a bus error: the standard ones where they fit, else -32000..-32006.
+pub fn error_code(code: ErrorCode) -> i64 {
+    match code {
+        ErrorCode::UnknownDestination | ErrorCode::UnknownAction => METHOD_NOT_FOUND,
+        ErrorCode::BadPayload => INVALID_PARAMS,
+        ErrorCode::Other => -32000,
+        ErrorCode::Timeout => -32001,
+        ErrorCode::ServiceFault => -32002,
+        ErrorCode::Unavailable => -32003,
+        ErrorCode::QueueFull => -32004,
+        ErrorCode::TooLarge => -32005,
+        ErrorCode::NotPermitted => -32006,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RpcQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// One well-formed request.
+#[derive(Debug)]
+struct Request {
+    /// `None` for a notification.
+    id: Option<Value>,
+    service: String,
+    action: String,
+    params: Option<Value>,
+}
+
+/// A batch element: a request to run, or the error response it already earned.
+#[derive(Debug)]
+enum Item {
+    Run(Request),
+    Answered(Value),
+}
+
+fn failure(id: Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Value {
+    let mut error = json!({ "code": code, "message": message.into() });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+fn parse_item(v: Value) -> Item {
+    let Value::Object(mut obj) = v else {
+        return Item::Answered(failure(
+            Value::Null,
+            INVALID_REQUEST,
+            "invalid request: expected a JSON-RPC 2.0 request object",
+            None,
+        ));
+    };
+    let id = obj.remove("id");
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    if !matches!(
+        id,
+        None | Some(Value::Null | Value::String(_) | Value::Number(_))
+    ) {
+        return Item::Answered(failure(
+            Value::Null,
+            INVALID_REQUEST,
+            "invalid request: `id` must be a string, a number or null",
+            None,
+        ));
+    }
+    let bad = |code, message: &str| Item::Answered(failure(reply_id.clone(), code, message, None));
+    if obj.get("jsonrpc") != Some(&Value::from("2.0")) {
+        return bad(
+            INVALID_REQUEST,
+            "invalid request: `jsonrpc` must be \"2.0\"",
+        );
+    }
+    let Some(Value::String(method)) = obj.remove("method") else {
+        return bad(
+            INVALID_REQUEST,
+            "invalid request: `method` must be a string",
+        );
+    };
+    let params = obj.remove("params");
+    if matches!(&params, Some(p) if !p.is_object() && !p.is_array()) {
+        return bad(
+            INVALID_PARAMS,
+            "invalid params: `params` must be an object or an array",
+        );
+    }
+    let Some((service, action)) = method
+        .split_once('/')
+        .filter(|(s, a)| !s.is_empty() && !a.is_empty())
+    else {
+        return bad(
+            METHOD_NOT_FOUND,
+            &format!(
+                "method `{method}` not found: methods are SERVICE/ACTION, e.g. `orchestrator/status`"
+            ),
+        );
+    };
+    Item::Run(Request {
+        id,
+        service: service.to_owned(),
+        action: action.to_owned(),
+        params,
+    })
+}
+
+/// The reply as a JSON-RPC result: JSON as JSON, text as a string, nothing as null, other
+/// bytes as `{"content_type", "base64"}`.
+pub fn reply_value(reply: &Reply) -> Value {
+    if reply.payload.is_empty() {
+        return Value::Null;
+    }
+    let json_type =
+        reply.content_type.starts_with("application/json") || reply.content_type.ends_with("+json");
+    if json_type && let Ok(v) = serde_json::from_slice(&reply.payload) {
+        return v;
+    }
+    match std::str::from_utf8(&reply.payload) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => json!({
+            "content_type": reply.content_type,
+            "base64": base64::engine::general_purpose::STANDARD.encode(&reply.payload),
+        }),
+    }
+}
+
+impl App {
+    async fn execute(&self, mut req: Request, timeout: Duration) -> Option<Value> {
+        let (content_type, payload) = match &req.params {
+            None => ("", Vec::new()),
+            Some(p) => ("application/json", p.to_string().into_bytes()),
+        };
+        let msg = new_message(
+            self.bus.next_id(),
+            ADMIN_SOURCE,
+            &req.service,
+            &req.action,
+            content_type,
+            payload,
+        );
+        let Some(id) = req.id.take() else {
+            if let Err(e) = self.bus.send(msg).await {
+                tracing::warn!(service = %req.service, action = %req.action, error = %e, "admin notification not delivered");
+            }
+            return None;
+        };
+        Some(match self.bus.call(msg, timeout).await {
+            Ok(reply) => json!({ "jsonrpc": "2.0", "id": id, "result": reply_value(&reply) }),
+            Err(e) => bus_failure(id, &req, &e),
+        })
+    }
+
+    async fn run_all(self: Arc<Self>, items: Vec<Item>, timeout: Duration) -> Vec<Value> {
+        let runs = items.into_iter().map(|item| {
+            let app = self.clone();
+            async move {
+                match item {
+                    Item::Answered(v) => Some(v),
+                    Item::Run(req) => app.execute(req, timeout).await,
+                }
+            }
+        });
+        futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+fn bus_failure(id: Value, req: &Request, e: &BusError) -> Value {
+    failure(
+        id,
+        error_code(e.code),
+        e.message.clone(),
+        Some(json!({ "code": code_name(e.code), "service": req.service, "action": req.action })),
+    )
+}
+
+fn forbidden(grant: &Grant, items: &[Item]) -> Option<ApiError> {
+    items.iter().find_map(|item| match item {
+        Item::Run(req) if !grant.allows(&req.service) => Some(ApiError::forbidden(format!(
+            "token `{}` may not call service `{}`; nothing was executed",
+            grant.name, req.service
+        ))),
+        _ => None,
+    })
+}
+
+fn wants_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// `POST /rpc`.
+pub(super) async fn handle(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<RpcQuery>,
+    body: Bytes,
+) -> Response {
+    let grant = match app.grants.authorize(&headers, ApiRoute::Rpc) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let timeout = query
+        .timeout_ms
+        .map_or(app.call_timeout, Duration::from_millis)
+        .min(MAX_TIMEOUT);
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let r = failure(Value::Null, PARSE_ERROR, format!("parse error: {e}"), None);
+            return axum::Json(r).into_response();
+        }
+    };
+    let (batch, items) = match parsed {
+        Value::Array(list) if list.is_empty() => {
+            let r = failure(
+                Value::Null,
+                INVALID_REQUEST,
+                "invalid request: empty batch",
+                None,
+            );
+            return axum::Json(r).into_response();
+        }
+        Value::Array(list) => (true, list.into_iter().map(parse_item).collect::<Vec<_>>()),
+        one => (false, vec![parse_item(one)]),
+    };
+    if let Some(e) = forbidden(&grant, &items) {
+        return e.into_response();
+    }
+    if wants_async(&headers) {
+        if let [Item::Run(req)] = items.as_slice()
+            && !app.bus.knows(&req.service)
+        {
+            let e = BusError::new(
+                ErrorCode::UnknownDestination,
+                format!("no service named `{}` on this node", req.service),
+            );
+            let r = bus_failure(req.id.clone().unwrap_or(Value::Null), req, &e);
+            return axum::Json(r).into_response();
+        }
+        let job = app.jobs.create(&grant.name);
+        let (app, id) = (app.clone(), job.clone());
+        tokio::spawn(async move {
+            let responses = app.clone().run_all(items, timeout).await;
+            let response = match (batch, responses.len()) {
+                (_, 0) => None,
+                (true, _) => Some(Value::Array(responses)),
+                (false, _) => responses.into_iter().next(),
+            };
+            app.jobs.finish(&id, response);
+        });
+        let href = format!("/jobs/{job}");
+        let body = json!({ "job": job, "status": "running", "href": href });
+        return (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, href)],
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    let mut responses = app.run_all(items, timeout).await;
+    match (batch, responses.len()) {
+        (_, 0) => StatusCode::NO_CONTENT.into_response(),
+        (true, _) => axum::Json(Value::Array(responses)).into_response(),
+        (false, _) => axum::Json(responses.swap_remove(0)).into_response(),
+    }
+}

@@ -1,0 +1,150 @@
+//! `GET /status` (JSON) and `GET /metrics` (Prometheus / OpenMetrics text).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::App;
+use super::config::ApiRoute;
+use crate::bus::Bus;
+use crate::orchestrator::ServiceTable;
+use crate::service::{CounterSnapshot, State as ServiceState};
+
+/// `GET /status`: the node and every service the token may see.
+pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let grant = match app.grants.authorize(&headers, ApiRoute::Status) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let services: Vec<_> = app
+        .services
+        .report()
+        .into_iter()
+        .filter(|s| grant.allows(&s.name))
+        .collect();
+    axum::Json(serde_json::json!({
+        "node_id": app.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "target": crate::precompiled::HOST_TARGET,
+        "uptime_s": app.started.elapsed().as_secs(),
+        "services": services,
+    }))
+    .into_response()
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.grants.authorize(&headers, ApiRoute::Metrics) {
+        return e.into_response();
+    }
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &app.metrics) {
+        return super::auth::ApiError::bad_request(format!("cannot encode metrics: {e}"))
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The registry `/metrics` encodes: everything is read from the node at scrape time.
+pub(super) fn registry(bus: Bus, services: Arc<ServiceTable>) -> Registry {
+    let mut registry = Registry::with_prefix("busbar");
+    registry.register_collector(Box::new(NodeCollector { bus, services }));
+    registry
+}
+
+/// Reads one counter out of a snapshot.
+type CounterOf = fn(&CounterSnapshot) -> u64;
+
+#[derive(Debug)]
+struct NodeCollector {
+    bus: Bus,
+    services: Arc<ServiceTable>,
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let report = self.services.report();
+        let counters: [(&str, &str, CounterOf); 4] = [
+            (
+                "messages_processed",
+                "Messages the service processed",
+                |c| c.processed,
+            ),
+            (
+                "messages_failed",
+                "Messages whose processing failed (error, trap or deadline)",
+                |c| c.failed,
+            ),
+            (
+                "messages_sent",
+                "Messages the service sent that the bus accepted",
+                |c| c.sent,
+            ),
+            (
+                "messages_dropped",
+                "Messages the service sent that the bus refused (unknown destination, full mailbox, too large)",
+                |c| c.refused,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let probe = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+            for s in &report {
+                let labels = [("service", s.name.as_str())];
+                ConstCounter::new(get(&s.counters)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "service_restarts",
+            "Restarts after a fault",
+            None,
+            probe.metric_type(),
+        )?;
+        for s in &report {
+            let labels = [("service", s.name.as_str())];
+            ConstCounter::new(u64::from(s.status.restarts))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let probe = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "service_up",
+            "1 when the service is running, else 0",
+            None,
+            probe.metric_type(),
+        )?;
+        for s in &report {
+            let labels = [("service", s.name.as_str())];
+            let up = i64::from(s.status.state == ServiceState::Running);
+            ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
+        }
+        let latencies = self.bus.call_latencies();
+        if let Some((_, first)) = latencies.first() {
+            let mut family = encoder.encode_descriptor(
+                "call_duration_seconds",
+                "Round trip of calls to the service, queueing included",
+                None,
+                first.metric_type(),
+            )?;
+            for (name, histogram) in &latencies {
+                let labels = [("service", name.as_str())];
+                histogram.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

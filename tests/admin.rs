@@ -1,0 +1,174 @@
+//! A `busbar run` process with its admin API, and an HTTP client for it.
+
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::guard;
+use crate::process::{Busbar, Finished};
+
+/// A token in the test config allowed `/rpc` and `/jobs` for service `echo` only.
+pub const SCADA_TOKEN: &str = "scada-token-0123456789";
+/// A token in the test config allowed `/status`, `/metrics` and `/events` for every service.
+pub const VIEWER_TOKEN: &str = "viewer-token-0123456789";
+
+/// The admin part of the test node config.
+const ADMIN_CONFIG: &str = r#"
+[admin]
+call_timeout_ms = 2000
+
+[[admin.tokens]]
+name = "scada"
+token = "scada-token-0123456789"
+routes = ["rpc", "jobs"]
+services = ["echo"]
+
+[[admin.tokens]]
+name = "viewer"
+token = "viewer-token-0123456789"
+routes = ["status", "metrics", "events"]
+"#;
+
+/// A running node with its admin API.
+#[derive(Debug)]
+pub struct AdminNode {
+    /// The node process.
+    pub process: Busbar,
+    /// Its folder (manifest, config, cache, `state/`).
+    pub dir: tempfile::TempDir,
+    /// The admin API's base URL.
+    pub url: String,
+    /// The node's local all-access token.
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl AdminNode {
+    /// Starts `busbar run` with `manifest` and the test tokens; returns once the admin API
+    /// listens.
+    pub fn start(manifest: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
+        std::fs::write(
+            dir.path().join("node.toml"),
+            format!("node_id = \"admin-test\"\n{ADMIN_CONFIG}"),
+        )
+        .unwrap();
+        let mut process = Busbar::start(
+            dir.path(),
+            &[
+                "run",
+                "--manifest",
+                "manifest.toml",
+                "--config",
+                "node.toml",
+            ],
+        );
+        process.wait_log(1, &["admin API listening"]);
+        let state = dir.path().join("state");
+        let read = |f: &str| std::fs::read_to_string(state.join(f)).unwrap();
+        Self {
+            url: read("admin-url"),
+            token: read("admin-token"),
+            process,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The node's data dir.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A request to `path`, with `token` (none: no `Authorization` header).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// `POST /rpc` of `body` with `token`: the status and the JSON body (null when empty).
+    pub async fn rpc_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .request(reqwest::Method::POST, path, token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"))
+        };
+        (status, body)
+    }
+
+    /// `POST /rpc` of `body` with the local token; expects 200 and returns the body.
+    pub async fn rpc(&self, body: &Value) -> Value {
+        let (status, body) = self.rpc_as(Some(&self.token), "/rpc", body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `GET path` with the local token, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .request(reqwest::Method::GET, path, Some(&self.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
+    /// The counters of `service` from `/status`.
+    pub async fn processed(&self, service: &str) -> u64 {
+        let status = self.get_json("/status").await;
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .unwrap_or_else(|| panic!("no {service} in {status}"))["counters"]["processed"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits until `service` has processed at least `n` messages; fails after [`guard`].
+    pub async fn wait_processed(&self, service: &str, n: u64) {
+        let until = std::time::Instant::now() + guard();
+        while self.processed(service).await < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "{service} did not process {n} messages"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs `busbar ARGS` (an operator command) against this node, in its folder.
+    pub fn cli(&self, args: &[&str]) -> Finished {
+        Busbar::run(self.dir.path(), args)
+    }
+
+    /// Starts a long-running operator command (`logs --follow`, `monitor`).
+    pub fn cli_start(&self, args: &[&str]) -> Busbar {
+        Busbar::start(self.dir.path(), args)
+    }
+}
