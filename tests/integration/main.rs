@@ -5,5 +5,6 @@ mod admin;
 mod daemon;
 mod faults;
 mod loading;
+mod operator;
 mod precompiled;
 mod routing;
