@@ -97,6 +97,46 @@ async fn json_rpc_success_and_every_error_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bus_failures_map_to_their_codes() {
+    let manifest = [
+        service(
+            "tiny",
+            "echo",
+            r#"limits = { mailbox = 1, on_full = "refuse" }"#,
+        ),
+        "[[services]]\nname = \"gone\"\ncomponent = \"missing.wasm\"\n".to_owned(),
+    ]
+    .concat();
+    let node = AdminNode::start(&manifest);
+    // -32005: larger than the node's 256 KiB payload limit.
+    let big = "x".repeat(300 * 1024);
+    let too_large = node.rpc(&call(json!(1), "tiny/echo", json!([big]))).await;
+    assert_eq!(too_large["error"]["code"], -32005, "{}", too_large["error"]);
+    assert_eq!(too_large["error"]["data"]["code"], "too-large");
+    // -32003: a service whose component could not be loaded is failed.
+    let until = std::time::Instant::now() + guard();
+    let unavailable = loop {
+        let r = node.rpc(&call(json!(2), "gone/echo", json!({}))).await;
+        if r["error"]["code"] == -32003 || std::time::Instant::now() > until {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        unavailable["error"]["data"]["code"], "unavailable",
+        "{unavailable}"
+    );
+    // -32004: one message in `process`, one queued, the mailbox (1) is full.
+    for _ in 0..3 {
+        let notify = json!({ "jsonrpc": "2.0", "method": "tiny/sleep", "params": { "ms": 400 } });
+        node.rpc_as(Some(&node.token), "/rpc", &notify).await;
+    }
+    let full = node.rpc(&call(json!(3), "tiny/echo", json!({}))).await;
+    assert_eq!(full["error"]["code"], -32004, "{full}");
+    assert_eq!(full["error"]["data"]["code"], "queue-full");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_batch_answers_each_request_and_skips_notifications() {
     let node = AdminNode::start(&manifest());
     let batch = json!([
