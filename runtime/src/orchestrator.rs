@@ -7,6 +7,7 @@
 //! | `status`   | JSON array: one object per service (name, state, restarts, last fault, counters) |
 //! | `services` | JSON array of the custom services' names                          |
 //! | `ping`     | `pong`                                                            |
+//! | `dead-letters` | JSON array of the dead letters, oldest first; payload `{"service": "x"}` keeps one service's |
 //!
 //! Any other action is answered with `unknown-action`.
 
@@ -107,8 +108,34 @@ pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let dead = bus.clone();
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
+        if msg.action == "dead-letters" {
+            return dead_letters(&dead, msg).map(Some);
+        }
         answer(&table, &msg.action).map(Some)
+    })
+}
+
+fn dead_letters(bus: &Bus, msg: &crate::message::Message) -> Result<Reply, BusError> {
+    #[derive(serde::Deserialize)]
+    struct Filter {
+        service: Option<String>,
+    }
+    let filter: Filter = if msg.payload.is_empty() {
+        Filter { service: None }
+    } else {
+        serde_json::from_slice(&msg.payload).map_err(|e| {
+            BusError::new(
+                ErrorCode::BadPayload,
+                format!("`dead-letters` takes {{\"service\": \"name\"}} or nothing: {e}"),
+            )
+        })?
+    };
+    let list = bus.dead_letters().list(filter.service.as_deref());
+    Ok(Reply {
+        content_type: "application/json".into(),
+        payload: serde_json::Value::Array(list).to_string().into_bytes(),
     })
 }
 
@@ -130,7 +157,9 @@ fn answer(table: &ServiceTable, action: &str) -> Result<Reply, BusError> {
         }),
         other => Err(BusError::new(
             ErrorCode::UnknownAction,
-            format!("`{ORCHESTRATOR}` has no action `{other}` (it knows status, services, ping)"),
+            format!(
+                "`{ORCHESTRATOR}` has no action `{other}` (it knows status, services, ping, dead-letters)"
+            ),
         )),
     }
 }

@@ -469,6 +469,10 @@ async fn status_and_prometheus_metrics() {
         number(sample("busbar_messages_failed_total", "faulty")),
         1.0
     );
+    assert_eq!(
+        number(sample("busbar_messages_dead_lettered_total", "faulty")),
+        1.0
+    );
     assert_eq!(number(sample("busbar_service_up", "echo")), 1.0);
     assert!(number(sample("busbar_service_restarts_total", "faulty")) <= 1.0);
     assert!(

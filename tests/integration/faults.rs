@@ -153,3 +153,87 @@ async fn a_guest_sees_no_environment_files_or_network() {
     assert!(listener.accept().is_err(), "nothing connected");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_in_flight_at_a_fault_is_dead_lettered_with_the_fault() {
+    let manifest = [
+        service("faulty", "faulty", "limits = { deadline_ms = 200 }"),
+        service("echo", "echo", ""),
+    ]
+    .concat();
+    let node = TestNode::start(&manifest).await.unwrap();
+    let short = Duration::from_secs(10);
+    node.call("faulty", "panic", &json!({ "n": 1 }), short)
+        .await
+        .unwrap_err();
+    node.wait_state("faulty", State::Running).await;
+    node.call("faulty", "spin", &json!({ "n": 2 }), short)
+        .await
+        .unwrap_err();
+    node.call_json("echo", "echo", &json!({})).await;
+
+    let dead = node
+        .call_json(
+            "orchestrator",
+            "dead-letters",
+            &json!({ "service": "faulty" }),
+        )
+        .await;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["action"], "panic");
+    assert_eq!(dead[0]["message"]["payload"], json!({ "n": 1 }));
+    assert_eq!(dead[0]["message"]["source"], "test");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("trapped"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[1]["message"]["payload"], json!({ "n": 2 }));
+    assert!(
+        dead[1]["reason"].as_str().unwrap().contains("deadline"),
+        "{}",
+        dead[1]
+    );
+    let report = node.node.report();
+    let counters = |name: &str| report.iter().find(|r| r.name == name).unwrap().counters;
+    assert_eq!(counters("faulty").dead_lettered, 2);
+    assert_eq!(counters("echo").dead_lettered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_still_queued_when_the_node_stops_is_dead_lettered() {
+    let node = TestNode::start_with(&service("echo", "echo", ""), "drain_ms = 0")
+        .await
+        .unwrap();
+    node.wait_state("echo", State::Running).await;
+    let bus = node.node.bus().clone();
+    for n in 0..3 {
+        let msg = busbar::message::new_message(
+            bus.next_id(),
+            "test",
+            "echo",
+            "sleep",
+            "application/json",
+            json!({ "ms": 300, "n": n }).to_string().into_bytes(),
+        );
+        bus.send(msg).await.unwrap();
+    }
+    let services = node.node.services();
+    node.shutdown().await;
+    // Nothing vanished: each message was processed or dead-lettered, in order.
+    let dead = bus.dead_letters().list(Some("echo"));
+    let processed = services.report()[0].counters.processed;
+    assert!(
+        processed <= 1,
+        "drain_ms = 0 processes at most the one in hand"
+    );
+    assert_eq!(processed as usize + dead.len(), 3, "{dead:?}");
+    for (entry, n) in dead.iter().zip(processed..) {
+        assert_eq!(entry["message"]["payload"]["n"], n);
+        assert!(
+            entry["reason"].as_str().unwrap().contains("node stopped"),
+            "{entry}"
+        );
+    }
+}

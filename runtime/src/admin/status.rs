@@ -78,7 +78,7 @@ struct NodeCollector {
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let report = self.services.report();
-        let counters: [(&str, &str, CounterOf); 4] = [
+        let counters: [(&str, &str, CounterOf); 5] = [
             (
                 "messages_processed",
                 "Messages the service processed",
@@ -98,6 +98,11 @@ impl Collector for NodeCollector {
                 "messages_dropped",
                 "Messages the service sent that the bus refused (unknown destination, full mailbox, too large)",
                 |c| c.refused,
+            ),
+            (
+                "messages_dead_lettered",
+                "Messages the service took but could not finish (fault, or the node stopped)",
+                |c| c.dead_lettered,
             ),
         ];
         for (name, help, get) in counters {

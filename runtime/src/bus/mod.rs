@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 pub use delivery::{Delivery, ReplyTo, empty_reply};
 pub use route::{OnFull, Route, RouteKind};
 
+use crate::dead_letter::DeadLetters;
 use crate::message::{
     ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, IdGen, Message, NODE_SOURCE, Reply,
     new_message,
@@ -40,6 +41,7 @@ struct Inner {
     ids: IdGen,
     max_payload: usize,
     traffic: Tap<Arc<Traffic>>,
+    dead_letters: DeadLetters,
 }
 
 impl Bus {
@@ -51,6 +53,7 @@ impl Bus {
                 ids: IdGen::new(),
                 max_payload,
                 traffic: Tap::new(4096),
+                dead_letters: DeadLetters::default(),
             }),
         }
     }
@@ -58,6 +61,11 @@ impl Bus {
     /// Every message processed or refused, for whoever watches (the monitor).
     pub fn traffic(&self) -> &Tap<Arc<Traffic>> {
         &self.inner.traffic
+    }
+
+    /// Messages services took but could not finish.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.inner.dead_letters
     }
 
     /// The call round-trip histogram of every service on the bus, by name.

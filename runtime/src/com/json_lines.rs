@@ -1,7 +1,5 @@
 //! The embedded Com: every message towards the hub as one JSON line, on stdout or in a file.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -108,11 +106,7 @@ pub fn to_json(msg: &Message) -> Value {
             .collect();
         o.insert("headers".into(), Value::Object(headers));
     }
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    o.insert("ts_ms".into(), json!(ms));
+    o.insert("ts_ms".into(), json!(crate::observe::unix_ms()));
     let parsed = msg
         .content_type
         .contains("json")

@@ -12,6 +12,8 @@
 
 mod json_lines;
 
+pub use json_lines::to_json;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -188,6 +188,9 @@ impl Actor {
             }
         };
         self.counters.record_processed(result.is_ok());
+        if let Some(fault) = &fault {
+            self.dead_letter(&msg, &fault.to_string());
+        }
         self.bus
             .processed(&msg, d.is_call(), took, result.as_ref().map(|_| ()));
         if let Err(e) = &result {
@@ -203,11 +206,18 @@ impl Actor {
         fault.map_or(Ok(()), Err)
     }
 
-    /// Processes what is already queued (up to the drain deadline), then calls `stop`.
+    fn dead_letter(&self, msg: &crate::message::Message, reason: &str) {
+        self.counters.record_dead_lettered();
+        self.bus.dead_letters().put(&self.spec.name, msg, reason);
+    }
+
+    /// Processes what is already queued (up to the drain deadline), then calls `stop`. What
+    /// is still queued after that goes to the dead-letter store.
     async fn shut_down(&mut self, mut instance: Instance) -> Ended {
         self.set_state(State::Stopping);
         let until = Instant::now() + self.spec.drain;
         let mut drained = 0u32;
+        let mut healthy = true;
         while Instant::now() < until {
             let Ok(d) = self.mailbox.try_recv() else {
                 break;
@@ -215,13 +225,24 @@ impl Actor {
             drained += 1;
             if let Err(fault) = self.handle(&mut instance, d).await {
                 tracing::warn!(%fault, "fault while draining; stop is skipped");
-                return Ended::Cancelled;
+                healthy = false;
+                break;
             }
         }
         if drained > 0 {
             tracing::info!(drained, "processed queued messages before stopping");
         }
-        if let Err(fault) = instance.stop().await {
+        self.mailbox.close();
+        let reason = format!(
+            "the node stopped before it was processed (drain_ms = {})",
+            self.spec.drain.as_millis()
+        );
+        while let Ok(d) = self.mailbox.try_recv() {
+            if !matches!(d.reply, crate::bus::ReplyTo::Tick(_)) {
+                self.dead_letter(&d.msg, &reason);
+            }
+        }
+        if healthy && let Err(fault) = instance.stop().await {
             tracing::warn!(%fault, "stop did not complete");
         }
         Ended::Cancelled

@@ -86,6 +86,7 @@ pub struct ServiceCounters {
     refused: AtomicU64,
     tracked: AtomicU64,
     thrown: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 /// A copy of a service's counters at one moment.
@@ -103,6 +104,8 @@ pub struct CounterSnapshot {
     pub tracked: u64,
     /// `throw-error` faults.
     pub thrown: u64,
+    /// Messages it took but could not finish (see [`crate::dead_letter`]).
+    pub dead_lettered: u64,
 }
 
 impl ServiceCounters {
@@ -122,6 +125,10 @@ impl ServiceCounters {
         self.tracked.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_thrown(&self) {
         self.thrown.fetch_add(1, Ordering::Relaxed);
     }
@@ -136,6 +143,7 @@ impl ServiceCounters {
             refused: get(&self.refused),
             tracked: get(&self.tracked),
             thrown: get(&self.thrown),
+            dead_lettered: get(&self.dead_lettered),
         }
     }
 }
