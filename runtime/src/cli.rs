@@ -22,6 +22,15 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Write the log to this file (rotated, see --log-rotation) instead of stderr.
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
+    /// How often the log file is rotated.
+    #[arg(long, global = true, value_enum, default_value = "daily")]
+    pub log_rotation: crate::logging::LogRotation,
+    /// How many rotated log files to keep.
+    #[arg(long, global = true, default_value_t = 7)]
+    pub log_keep: usize,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +90,9 @@ pub struct NodeArgs {
     /// 127.0.0.1:0 for any free port.
     #[arg(long, env = "BUSBAR_ADMIN_LISTEN")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Write the process id to this file while running (overrides `pid_file`).
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -91,6 +103,9 @@ impl NodeArgs {
         }
         if let Some(addr) = self.admin_listen {
             config.admin.listen = addr;
+        }
+        if let Some(path) = &self.pid_file {
+            config.pid_file = Some(path.clone());
         }
         let manifest = match &self.manifest {
             Some(p) => Manifest::load(p)?,
@@ -115,13 +130,22 @@ fn demo_manifest() -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
+impl Cli {
+    /// Where the log goes.
+    pub fn log_output(&self) -> crate::logging::LogOutput {
+        crate::logging::LogOutput {
+            format: self.log_format,
+            file: self.log_file.clone(),
+            rotation: self.log_rotation,
+            keep: self.log_keep,
+        }
+    }
+}
+
 /// Runs the parsed command line until it is done or `shutdown` fires.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => {
-            let (config, manifest) = args.load()?;
-            crate::node::run(&config, &manifest, shutdown).await
-        }
+        Command::Run(args) => crate::daemon::run(|| args.load(), shutdown).await,
         Command::Check(args) => {
             let (config, manifest) = args.load()?;
             check(&config, &manifest)

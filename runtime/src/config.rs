@@ -24,6 +24,8 @@ pub struct NodeConfig {
     /// Where the node keeps its state (default `$XDG_STATE_HOME/busbar` or
     /// `~/.local/state/busbar`): the admin API's URL and local token.
     pub data_dir: Option<PathBuf>,
+    /// Where to write the node's process id while it runs (none by default).
+    pub pid_file: Option<PathBuf>,
     /// Set to false to compile components at every start.
     pub compile_cache: bool,
     /// Largest payload the bus accepts, in bytes.
@@ -44,6 +46,7 @@ impl Default for NodeConfig {
             node_id: "busbar-node".into(),
             cache_dir: None,
             data_dir: None,
+            pid_file: None,
             compile_cache: true,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             drain_ms: 2000,
@@ -72,9 +75,13 @@ impl NodeConfig {
         {
             *path = base.join(&*path);
         }
-        for dir in [&mut config.cache_dir, &mut config.data_dir]
-            .into_iter()
-            .flatten()
+        for dir in [
+            &mut config.cache_dir,
+            &mut config.data_dir,
+            &mut config.pid_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if dir.is_relative() {
                 *dir = base.join(&*dir);

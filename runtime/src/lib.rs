@@ -27,6 +27,7 @@ pub mod client;
 pub mod com;
 pub mod component;
 pub mod config;
+pub mod daemon;
 pub mod dead_letter;
 pub mod engine;
 pub mod host;

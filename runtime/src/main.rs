@@ -8,7 +8,13 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let cli = busbar::cli::Cli::parse();
     let json_logs = cli.log_format == busbar::logging::LogFormat::Json;
-    busbar::logging::init(cli.log_format);
+    let _log_flush = match busbar::logging::init(&cli.log_output()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,22 +1,24 @@
 //! A node: the engine, the bus, the internal services and the custom services of a manifest,
 //! started together and stopped in order (services first, then Com, so nothing a service
-//! submits while stopping is lost).
+//! submits while stopping is lost). A new manifest can be applied while it runs: only the
+//! services that changed are restarted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminServer;
 use crate::bus::{Bus, Route, RouteKind};
 use crate::cache::CompileCache;
 use crate::component::Loader;
 use crate::config::NodeConfig;
 use crate::engine::EpochTicker;
-use crate::manifest::{Manifest, property_text};
+use crate::manifest::{Manifest, ServiceEntry, property_text};
 use crate::orchestrator::{ServiceHandle, ServiceReport, ServiceTable};
 use crate::service::{RestartPolicy, ServiceSpec, State, Status};
 
@@ -26,11 +28,43 @@ pub struct Node {
     bus: Bus,
     loader: Loader,
     services: Arc<ServiceTable>,
+    running: Mutex<BTreeMap<String, Running>>,
+    limits: NodeLimits,
     service_tasks: TaskTracker,
     service_cancel: CancellationToken,
     internal_tasks: TaskTracker,
     internal_cancel: CancellationToken,
     _ticker: EpochTicker,
+}
+
+/// What the node config says about every service.
+#[derive(Debug, Clone, Copy)]
+struct NodeLimits {
+    max_instances: u32,
+    max_memory_mib: u32,
+    drain: Duration,
+}
+
+/// One service the node runs now.
+#[derive(Debug)]
+struct Running {
+    entry: ServiceEntry,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    status: tokio::sync::watch::Receiver<Status>,
+}
+
+/// What applying a manifest did, by service name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Services that were not running before.
+    pub started: Vec<String>,
+    /// Services whose entry or component changed.
+    pub restarted: Vec<String>,
+    /// Services no longer in the manifest, or disabled.
+    pub stopped: Vec<String>,
+    /// Services left as they were.
+    pub unchanged: Vec<String>,
 }
 
 impl Node {
@@ -55,68 +89,147 @@ impl Node {
             &internal_tasks,
             internal_cancel.clone(),
         )?;
-
-        let enabled: Vec<_> = manifest.services.iter().filter(|s| s.enabled).collect();
-        anyhow::ensure!(
-            enabled.len() <= config.engine.max_instances as usize,
-            "the manifest enables {} services but engine.max_instances is {}",
-            enabled.len(),
-            config.engine.max_instances
-        );
-        let max_mib = config.engine.max_memory_mib;
         let node = Node {
             bus,
             loader,
             services,
+            running: Mutex::default(),
+            limits: NodeLimits {
+                max_instances: config.engine.max_instances,
+                max_memory_mib: config.engine.max_memory_mib,
+                drain: config.drain(),
+            },
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
             internal_tasks,
             internal_cancel,
             _ticker: ticker,
         };
+        if let Err(e) = node.apply(manifest).await {
+            node.shutdown().await;
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    /// Makes the node run exactly the enabled services of `manifest`: starts new ones, stops
+    /// those no longer wanted, restarts those whose entry or component file changed (the old
+    /// instance finishes its queue first; new messages wait for the new one), and leaves the
+    /// others alone. A manifest the node cannot run is refused before anything changes.
+    pub async fn apply(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
+        let wanted: Vec<&ServiceEntry> = manifest.services.iter().filter(|s| s.enabled).collect();
+        anyhow::ensure!(
+            wanted.len() <= self.limits.max_instances as usize,
+            "the manifest enables {} services but engine.max_instances is {}",
+            wanted.len(),
+            self.limits.max_instances
+        );
+        let specs = wanted
+            .iter()
+            .map(|s| self.spec(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for s in manifest.services.iter().filter(|s| !s.enabled) {
             tracing::info!(service = %s.name, "disabled in the manifest; not started");
         }
-        for s in enabled {
-            let memory_mib = s.limits.memory_mib.unwrap_or(max_mib);
-            anyhow::ensure!(
-                memory_mib <= max_mib,
-                "service `{}`: limits.memory_mib = {memory_mib} exceeds engine.max_memory_mib = {max_mib}",
-                s.name
-            );
-            let spec = ServiceSpec {
-                name: Arc::from(s.name.as_str()),
-                source: s.source(),
-                properties: Arc::new(
-                    s.config
-                        .iter()
-                        .map(|(k, v)| (k.clone(), property_text(v)))
-                        .collect(),
-                ),
-                memory_bytes: (memory_mib as usize) << 20,
-                deadline: Duration::from_millis(s.limits.deadline_ms),
-                drain: config.drain(),
-                restart: RestartPolicy::default(),
-            };
-            let (tx, rx) = mpsc::channel(s.limits.mailbox);
-            node.bus
-                .register(
-                    &s.name,
-                    Route::new(tx.clone(), s.limits.on_full(), RouteKind::Custom),
-                )
-                .with_context(|| format!("registering service `{}`", s.name))?;
-            let (status, counters) = crate::service::spawn(
-                spec,
-                node.loader.clone(),
-                node.bus.clone(),
-                (tx, rx),
-                &node.service_tasks,
-                node.service_cancel.clone(),
-            );
-            node.services
-                .insert(&s.name, ServiceHandle { status, counters });
+        let mut running = self.running.lock().await;
+        let mut applied = Applied::default();
+        let names: Vec<String> = running.keys().cloned().collect();
+        for name in names {
+            if !wanted.iter().any(|s| s.name == name) {
+                let gone = running.remove(&name).expect("listed");
+                self.bus.unregister(&name);
+                gone.cancel.cancel();
+                let _ = gone.task.await;
+                self.services.remove(&name);
+                applied.stopped.push(name);
+            }
         }
-        Ok(node)
+        for (entry, spec) in wanted.into_iter().zip(specs) {
+            let previous = match running.remove(&entry.name) {
+                None => {
+                    applied.started.push(entry.name.clone());
+                    None
+                }
+                Some(old) if !changed(&old, entry) => {
+                    applied.unchanged.push(entry.name.clone());
+                    running.insert(entry.name.clone(), old);
+                    continue;
+                }
+                Some(old) => {
+                    applied.restarted.push(entry.name.clone());
+                    old.cancel.cancel();
+                    Some(old.task)
+                }
+            };
+            let started = self.spawn(entry, spec, previous)?;
+            running.insert(entry.name.clone(), started);
+        }
+        Ok(applied)
+    }
+
+    fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
+        let max_mib = self.limits.max_memory_mib;
+        let memory_mib = s.limits.memory_mib.unwrap_or(max_mib);
+        anyhow::ensure!(
+            memory_mib <= max_mib,
+            "service `{}`: limits.memory_mib = {memory_mib} exceeds engine.max_memory_mib = {max_mib}",
+            s.name
+        );
+        Ok(ServiceSpec {
+            name: Arc::from(s.name.as_str()),
+            source: s.source(),
+            properties: Arc::new(
+                s.config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), property_text(v)))
+                    .collect(),
+            ),
+            memory_bytes: (memory_mib as usize) << 20,
+            deadline: Duration::from_millis(s.limits.deadline_ms),
+            drain: self.limits.drain,
+            restart: RestartPolicy::default(),
+        })
+    }
+
+    /// Starts one service with a fresh mailbox; with `previous`, after that task ended.
+    fn spawn(
+        &self,
+        entry: &ServiceEntry,
+        spec: ServiceSpec,
+        previous: Option<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Running> {
+        let (tx, rx) = mpsc::channel(entry.limits.mailbox);
+        let route = Route::new(tx.clone(), entry.limits.on_full(), RouteKind::Custom);
+        if previous.is_some() {
+            self.bus.replace(&entry.name, route);
+        } else {
+            self.bus
+                .register(&entry.name, route)
+                .with_context(|| format!("registering service `{}`", entry.name))?;
+        }
+        let cancel = self.service_cancel.child_token();
+        let spawned = crate::service::spawn(
+            spec,
+            self.loader.clone(),
+            self.bus.clone(),
+            (tx, rx),
+            &self.service_tasks,
+            cancel.clone(),
+            previous,
+        );
+        self.services.insert(
+            &entry.name,
+            ServiceHandle {
+                status: spawned.status.clone(),
+                counters: spawned.counters,
+            },
+        );
+        Ok(Running {
+            entry: entry.clone(),
+            cancel,
+            task: spawned.task,
+            status: spawned.status,
+        })
     }
 
     /// The node's bus, to send and call like a service does.
@@ -178,29 +291,17 @@ impl Node {
     }
 }
 
-/// Runs a node until `shutdown` fires, then stops it in order.
-pub async fn run(
-    config: &NodeConfig,
-    manifest: &Manifest,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let node = Node::start(config, manifest).await?;
-    let admin = if config.admin.enabled {
-        match AdminServer::start(config, node.bus().clone(), node.services()).await {
-            Ok(admin) => Some(admin),
-            Err(e) => {
-                node.shutdown().await;
-                return Err(e);
-            }
-        }
-    } else {
-        None
-    };
-    tracing::info!(node_id = %config.node_id, services = node.services.len(), "node running");
-    shutdown.cancelled().await;
-    if let Some(admin) = admin {
-        admin.stop().await;
+/// Whether `entry` differs from what `old` runs: another entry, or another component file
+/// behind the same path.
+fn changed(old: &Running, entry: &ServiceEntry) -> bool {
+    if old.entry != *entry {
+        return true;
     }
-    node.shutdown().await;
-    Ok(())
+    let Some(loaded) = old.status.borrow().sha256.clone() else {
+        return true;
+    };
+    match std::fs::read(&entry.component) {
+        Ok(bytes) => hex::encode(Sha256::digest(&bytes)) != loaded,
+        Err(_) => true,
+    }
 }

@@ -60,6 +60,11 @@ impl ServiceTable {
         self.write().insert(name.to_owned(), handle);
     }
 
+    /// Removes a service.
+    pub fn remove(&self, name: &str) {
+        self.write().remove(name);
+    }
+
     /// The handle of one service.
     pub fn get(&self, name: &str) -> Option<ServiceHandle> {
         self.read().get(name).cloned()

@@ -209,3 +209,107 @@ fn an_unknown_destination_is_logged_with_the_sender_and_the_node_keeps_running()
         done.all()
     );
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping_and_the_pid_file_comes_and_goes() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    write_counters_manifest(dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(busbar_tests::guard()))
+        .unwrap();
+    let pid_file = dir.path().join("run/busbar.pid");
+    let mut node = Busbar::start_env(
+        dir.path(),
+        &[
+            "run",
+            "--manifest",
+            "manifest.toml",
+            "--pid-file",
+            "run/busbar.pid",
+        ],
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("200000")),
+        ],
+    );
+    let mut heard: Vec<String> = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut next = |heard: &mut Vec<String>| {
+        let n = socket.recv(&mut buf).expect("a notification");
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    };
+    while !heard.iter().any(|m| m.contains("WATCHDOG=1")) {
+        next(&mut heard);
+    }
+    assert!(heard[0].contains("READY=1"), "{heard:?}");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        node.id().to_string()
+    );
+    // A second node on the same PID file is refused.
+    let second = Busbar::run(
+        dir.path(),
+        &[
+            "run",
+            "--manifest",
+            "manifest.toml",
+            "--pid-file",
+            "run/busbar.pid",
+        ],
+    );
+    assert!(!second.status.success());
+    assert!(
+        second.stderr.iter().any(|l| l.contains("already running")),
+        "{}",
+        second.all()
+    );
+    node.signal("TERM");
+    while !heard.iter().any(|m| m.contains("STOPPING=1")) {
+        next(&mut heard);
+    }
+    assert!(node.wait().success());
+    assert!(!pid_file.exists(), "the PID file is removed at exit");
+}
+
+#[test]
+fn the_log_can_go_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_counters_manifest(dir.path());
+    let mut node = Busbar::start(
+        dir.path(),
+        &[
+            "run",
+            "--manifest",
+            "manifest.toml",
+            "--log-file",
+            "logs/busbar.log",
+            "--log-rotation",
+            "never",
+        ],
+    );
+    let log = dir.path().join("logs/busbar.log");
+    let until = std::time::Instant::now() + busbar_tests::guard();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("node running")) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no `node running` in {}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.signal("TERM");
+    let status = node.wait();
+    let done = node.finished(status);
+    assert!(done.status.success(), "{}", done.all());
+    assert!(
+        done.stderr.is_empty(),
+        "the log went to the file: {}",
+        done.all()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["fields"]["message"], "node stopped", "flushed at exit");
+}

@@ -7,4 +7,5 @@ mod faults;
 mod loading;
 mod operator;
 mod precompiled;
+mod reload;
 mod routing;

@@ -126,6 +126,16 @@ impl Bus {
         Ok(())
     }
 
+    /// Puts `route` in the table under `name`, replacing the route there (a new version of
+    /// a service takes over its name: new messages go to its mailbox).
+    pub fn replace(&self, name: &str, route: Route) {
+        self.inner.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.insert(Arc::from(name), route.clone());
+            next
+        });
+    }
+
     /// Removes `name` from the routing table; later sends to it fail with `unknown-destination`.
     pub fn unregister(&self, name: &str) {
         self.inner.routes.rcu(|routes| {

@@ -34,8 +34,20 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
 }
 
+/// The task of one service, as [`spawn`] returns it.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Follows the service's lifecycle.
+    pub status: watch::Receiver<Status>,
+    /// The service's counters.
+    pub counters: Arc<ServiceCounters>,
+    /// Ends when the service has stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
 /// Starts the task of one service. Its mailbox must already be registered on the bus, so
-/// messages sent while it loads wait there.
+/// messages sent while it loads wait there. With `after`, the service loads only once that
+/// task (the version it replaces) has ended, so messages are handled in order.
 pub fn spawn(
     spec: ServiceSpec,
     loader: Loader,
@@ -43,7 +55,8 @@ pub fn spawn(
     mailbox: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
-) -> (watch::Receiver<Status>, Arc<ServiceCounters>) {
+    after: Option<tokio::task::JoinHandle<()>>,
+) -> Spawned {
     let (status_tx, status) = watch::channel(Status::new());
     let counters = Arc::new(ServiceCounters::default());
     let span = tracing::info_span!("service", service = %spec.name);
@@ -56,8 +69,20 @@ pub fn spawn(
         counters: counters.clone(),
         cancel,
     };
-    tracker.spawn(actor.run(loader).instrument(span));
-    (status, counters)
+    let task = tracker.spawn(
+        async move {
+            if let Some(previous) = after {
+                let _ = previous.await;
+            }
+            actor.run(loader).await;
+        }
+        .instrument(span),
+    );
+    Spawned {
+        status,
+        counters,
+        task,
+    }
 }
 
 struct Actor {

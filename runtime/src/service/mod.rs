@@ -7,7 +7,7 @@ mod supervisor;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use actor::{ServiceSpec, spawn};
+pub use actor::{ServiceSpec, Spawned, spawn};
 pub use instance::{Fault, Instance};
 pub use supervisor::{Decision, RestartPolicy, Supervisor};
 

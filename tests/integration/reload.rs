@@ -1,0 +1,96 @@
+//! SIGHUP: the node re-reads its manifest and restarts only the services that changed.
+
+use busbar_tests::admin::AdminNode;
+use busbar_tests::{guest, service};
+use serde_json::{Value, json};
+
+async fn count(node: &AdminNode, name: &str) -> Value {
+    let r = node
+        .rpc(&json!({ "jsonrpc": "2.0", "id": 1, "method": format!("{name}/count") }))
+        .await;
+    r.get("result")
+        .cloned()
+        .unwrap_or_else(|| r["error"].clone())
+}
+
+fn manifest(tweak: u32, swap: &std::path::Path, with_added: bool) -> String {
+    let mut m = [
+        service("keep", "faulty", ""),
+        service("tweak", "faulty", &format!("config = {{ x = {tweak} }}")),
+        format!(
+            "[[services]]\nname = \"swap\"\ncomponent = {:?}\n",
+            swap.display().to_string()
+        ),
+    ]
+    .concat();
+    if with_added {
+        m.push_str(&service("added", "echo", ""));
+    } else {
+        m.push_str(&service("dropped", "echo", ""));
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_restarts_only_the_services_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("swap.wasm");
+    std::fs::copy(guest("echo"), &swap).unwrap();
+    let mut node = AdminNode::start(&manifest(1, &swap, false));
+    node.process.wait_log(4, &["service state", "\"running\""]);
+    for _ in 0..2 {
+        count(&node, "keep").await;
+    }
+    assert_eq!(count(&node, "tweak").await, json!({ "processed": 1 }));
+    assert_eq!(count(&node, "swap").await["code"], -32601, "swap runs echo");
+
+    // New config for `tweak`, a new component behind `swap`'s path, `dropped` out, `added` in.
+    std::fs::copy(guest("faulty"), &swap).unwrap();
+    let manifest_path = node.dir.path().join("manifest.toml");
+    std::fs::write(&manifest_path, manifest(2, &swap, true)).unwrap();
+    node.process.signal("HUP");
+    node.process.wait_log(1, &["manifest reloaded"]);
+    let line = node
+        .process
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("manifest reloaded"))
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        line["fields"]["restarted"], "[\"tweak\", \"swap\"]",
+        "{line}"
+    );
+    assert_eq!(line["fields"]["started"], "[\"added\"]", "{line}");
+    assert_eq!(line["fields"]["stopped"], "[\"dropped\"]", "{line}");
+    assert_eq!(line["fields"]["unchanged"], 1, "{line}");
+
+    assert_eq!(
+        count(&node, "keep").await,
+        json!({ "processed": 3 }),
+        "kept its instance"
+    );
+    assert_eq!(
+        count(&node, "tweak").await,
+        json!({ "processed": 1 }),
+        "a fresh instance"
+    );
+    assert_eq!(
+        count(&node, "swap").await,
+        json!({ "processed": 1 }),
+        "runs the new component"
+    );
+    let dropped = count(&node, "dropped").await;
+    assert_eq!(dropped["data"]["code"], "unknown-destination", "{dropped}");
+    let echo = node
+        .rpc(&json!({ "jsonrpc": "2.0", "id": 2, "method": "added/echo", "params": [1] }))
+        .await;
+    assert_eq!(echo["result"], json!([1]));
+
+    // A manifest that does not parse is refused; everything keeps running.
+    std::fs::write(&manifest_path, "[[services]]\nname = 7\n").unwrap();
+    node.process.signal("HUP");
+    node.process
+        .wait_log(1, &["reload refused", "manifest.toml"]);
+    assert_eq!(count(&node, "keep").await, json!({ "processed": 4 }));
+}
