@@ -121,7 +121,7 @@ impl TestNode {
         std::fs::write(
             &config_path,
             format!(
-                "node_id = \"test-node\"\ncache_dir = \"cache\"\n{config_toml}\n[com]\nkind = \"file\"\npath = \"com.jsonl\"\n"
+                "node_id = \"test-node\"\ncache_dir = \"cache\"\ndata_dir = \"state\"\n{config_toml}\n[com]\nkind = \"file\"\npath = \"com.jsonl\"\n"
             ),
         )?;
         let config = NodeConfig::load(&config_path)?;

@@ -17,7 +17,11 @@ const CALLS: u64 = 5_000;
 fn manifest() -> String {
     let limits = "limits = { mailbox = 1024, deadline_ms = 600000 }";
     [
-        service("producer", "bench_producer", limits),
+        service(
+            "producer",
+            "bench_producer",
+            &format!("{limits}\ngrants = {{ destinations = [\"sink\"] }}"),
+        ),
         service("sink", "bench_producer", limits),
     ]
     .concat()

@@ -38,6 +38,13 @@ pub enum LoadError {
         "component {path} is not a busbar service (world busbar:service/service@0.1.0): {reason}"
     )]
     WrongWorld { path: PathBuf, reason: String },
+    /// The component imports an interface services are not granted.
+    #[error(
+        "component {path} imports `{import}`, which busbar does not grant to services (they \
+         may import busbar:service, wasi:cli, wasi:io, wasi:clocks, wasi:filesystem and \
+         wasi:random; the network is reached through the bus and Com)"
+    )]
+    Ungranted { path: PathBuf, import: String },
 }
 
 /// Where a service's code comes from: the component, its expected digest, and artifacts
@@ -234,6 +241,12 @@ impl Loader {
             *held = Some(component.clone());
         }
         drop(held);
+        if let Some(import) = crate::grants::ungranted_import(&component, &self.engine) {
+            return Err(LoadError::Ungranted {
+                path: path.to_path_buf(),
+                import,
+            });
+        }
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),

@@ -46,6 +46,9 @@ pub struct ServiceEntry {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities beyond the sandbox (none by default).
+    #[serde(default)]
+    pub grants: crate::grants::Grants,
 }
 
 impl ServiceEntry {

@@ -29,7 +29,7 @@ pub struct Node {
     loader: Loader,
     services: Arc<ServiceTable>,
     running: Mutex<BTreeMap<String, Running>>,
-    limits: NodeLimits,
+    limits: NodeSettings,
     service_tasks: TaskTracker,
     service_cancel: CancellationToken,
     internal_tasks: TaskTracker,
@@ -38,11 +38,12 @@ pub struct Node {
 }
 
 /// What the node config says about every service.
-#[derive(Debug, Clone, Copy)]
-struct NodeLimits {
+#[derive(Debug, Clone)]
+struct NodeSettings {
     max_instances: u32,
     max_memory_mib: u32,
     drain: Duration,
+    data_dir: std::path::PathBuf,
 }
 
 /// One service the node runs now.
@@ -94,10 +95,11 @@ impl Node {
             loader,
             services,
             running: Mutex::default(),
-            limits: NodeLimits {
+            limits: NodeSettings {
                 max_instances: config.engine.max_instances,
                 max_memory_mib: config.engine.max_memory_mib,
                 drain: config.drain(),
+                data_dir: config.data_dir(),
             },
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
@@ -188,6 +190,11 @@ impl Node {
             deadline: Duration::from_millis(s.limits.deadline_ms),
             drain: self.limits.drain,
             restart: RestartPolicy::default(),
+            granted: Arc::new(crate::grants::Granted::resolve(
+                &s.name,
+                &s.grants,
+                &self.limits.data_dir,
+            )?),
         })
     }
 
@@ -222,6 +229,7 @@ impl Node {
             ServiceHandle {
                 status: spawned.status.clone(),
                 counters: spawned.counters,
+                privileged: entry.grants.privileged,
             },
         );
         Ok(Running {

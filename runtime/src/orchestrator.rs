@@ -33,6 +33,8 @@ pub struct ServiceHandle {
     pub status: watch::Receiver<Status>,
     /// The service's counters.
     pub counters: Arc<ServiceCounters>,
+    /// Whether its grants allow control actions.
+    pub privileged: bool,
 }
 
 /// One service as the node reports it.
@@ -116,10 +118,26 @@ pub fn spawn(
     let dead = bus.clone();
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
         if msg.action == "dead-letters" {
+            check_privileged(&table, msg)?;
             return dead_letters(&dead, msg).map(Some);
         }
         answer(&table, &msg.action).map(Some)
     })
+}
+
+/// Control actions are for the node itself, the admin API and privileged services.
+fn check_privileged(table: &ServiceTable, msg: &crate::message::Message) -> Result<(), BusError> {
+    match table.get(&msg.source) {
+        Some(sender) if !sender.privileged => Err(BusError::new(
+            ErrorCode::NotPermitted,
+            format!(
+                "`{}` is not privileged: `{}` is a control action (grant it with \
+                 grants.privileged = true)",
+                msg.source, msg.action
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn dead_letters(bus: &Bus, msg: &crate::message::Message) -> Result<Reply, BusError> {

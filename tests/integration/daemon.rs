@@ -12,7 +12,8 @@ fn write_counters_manifest(dir: &std::path::Path) {
         service(
             "temperature-sensor",
             "temperature_sensor",
-            r#"config = { interval_ms = 20, forward_to = "counter-a,counter-b" }"#,
+            r#"config = { interval_ms = 20, forward_to = "counter-a,counter-b" }
+grants = { destinations = ["counter-a", "counter-b"] }"#,
         ),
     ]
     .concat();
@@ -184,7 +185,8 @@ fn an_unknown_destination_is_logged_with_the_sender_and_the_node_keeps_running()
     let manifest = service(
         "temperature-sensor",
         "temperature_sensor",
-        r#"config = { interval_ms = 20, count = 2, forward_to = "nowhere" }"#,
+        r#"config = { interval_ms = 20, count = 2, forward_to = "nowhere" }
+grants = { destinations = ["nowhere"] }"#,
     );
     std::fs::write(dir.path().join("m.toml"), manifest).unwrap();
     let mut node = Busbar::start(dir.path(), &["run", "--manifest", "m.toml"]);

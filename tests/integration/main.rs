@@ -9,3 +9,4 @@ mod operator;
 mod precompiled;
 mod reload;
 mod routing;
+mod sandbox;

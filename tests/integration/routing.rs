@@ -13,7 +13,8 @@ async fn sensor_readings_reach_com_and_the_alert_service_raises_alerts() {
         service(
             "temperature-sensor",
             "temperature_sensor",
-            r#"config = { sensor_id = "boiler-1", interval_ms = 10, values = "20,25,21", count = 3, forward_to = "threshold-alert,aggregator" }"#,
+            r#"config = { sensor_id = "boiler-1", interval_ms = 10, values = "20,25,21", count = 3, forward_to = "threshold-alert,aggregator" }
+grants = { destinations = ["threshold-alert", "aggregator"] }"#,
         ),
         service("threshold-alert", "threshold_alert", "config = { threshold = 23.0 }"),
         service("aggregator", "aggregator", "config = { window = 3 }"),
@@ -65,7 +66,8 @@ async fn star_reaches_every_other_service_once() {
         service(
             "temperature-sensor",
             "temperature_sensor",
-            r#"config = { interval_ms = 10, count = 4, forward_to = "*" }"#,
+            r#"config = { interval_ms = 10, count = 4, forward_to = "*" }
+grants = { destinations = ["*"] }"#,
         ),
         service("counter-a", "raw_counter", ""),
         service("counter-b", "raw_counter", ""),
@@ -102,7 +104,15 @@ async fn star_reaches_every_other_service_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_round_trip_and_timeout_between_guests() {
-    let manifest = [service("echo-a", "echo", ""), service("echo-b", "echo", "")].concat();
+    let manifest = [
+        service(
+            "echo-a",
+            "echo",
+            r#"grants = { destinations = ["echo-b"] }"#,
+        ),
+        service("echo-b", "echo", ""),
+    ]
+    .concat();
     let node = TestNode::start(&manifest).await.unwrap();
 
     // The test calls echo-a, which calls echo-b, which answers.
@@ -152,9 +162,10 @@ async fn unknown_destination_and_action_come_back_to_the_sender() {
         service(
             "temperature-sensor",
             "temperature_sensor",
-            r#"config = { interval_ms = 10, count = 2, forward_to = "nowhere,echo" }"#,
+            r#"config = { interval_ms = 10, count = 2, forward_to = "nowhere,echo" }
+grants = { destinations = ["nowhere", "echo"] }"#,
         ),
-        service("echo", "echo", ""),
+        service("echo", "echo", r#"grants = { destinations = ["nowhere"] }"#),
     ]
     .concat();
     let node = TestNode::start(&manifest).await.unwrap();

@@ -5,9 +5,9 @@
 //! - `spin` → loops forever (until the node's fuel or time limit stops it);
 //! - `count` → `{"processed": n}`, the messages processed since start, this one included;
 //! - `sleep` (`{"ms": n}`) → sleeps, then answers `{"slept_ms": n}`;
-//! - `probe` (`{"addr": "127.0.0.1:port"}`) → tries to escape the sandbox and answers what
-//!   it found: `{"env": [..], "args": [..], "fs": "..", "net": ".."}` (the error texts, or
-//!   `"ok"` if it got through).
+//! - `probe` → tries to look out of the sandbox and answers what it found:
+//!   `{"env": [..], "args": [..], "fs": ".."}` (the error text, or `"ok"` if it got through).
+//!   The network is out of reach by construction: see `net-probe`.
 //!
 //! Property `fail_start`: `"true"` makes `start` fail.
 
@@ -31,17 +31,11 @@ struct Slept {
     slept_ms: u64,
 }
 
-#[derive(Deserialize)]
-struct Probe {
-    addr: String,
-}
-
 #[derive(Serialize)]
 struct Found {
     env: Vec<String>,
     args: Vec<String>,
     fs: String,
-    net: String,
 }
 
 fn outcome<T>(r: std::io::Result<T>) -> String {
@@ -49,12 +43,11 @@ fn outcome<T>(r: std::io::Result<T>) -> String {
 }
 
 /// Everything a service should not be able to reach without a grant.
-fn probe(addr: &str) -> Found {
+fn probe() -> Found {
     Found {
         env: std::env::vars().map(|(k, _)| k).collect(),
         args: std::env::args().collect(),
         fs: outcome(std::fs::read_dir("/").or_else(|_| std::fs::read_dir("."))),
-        net: outcome(std::net::TcpStream::connect(addr)),
     }
 }
 
@@ -86,10 +79,7 @@ impl Service for Faulty {
                 std::thread::sleep(Duration::from_millis(ms));
                 Reply::json(&Slept { slept_ms: ms }).map(Some)
             }
-            "probe" => {
-                let Probe { addr } = msg.json()?;
-                Reply::json(&probe(&addr)).map(Some)
-            }
+            "probe" => Reply::json(&probe()).map(Some),
             _ => Err(Error::unknown_action(msg)),
         }
     }

@@ -28,6 +28,24 @@ impl HostState {
         }
     }
 
+    /// `not-permitted` unless the grants let this service address `destination`.
+    fn check_grant(&self, destination: &str) -> Result<(), WitError> {
+        if self.granted.may_address(destination) {
+            return Ok(());
+        }
+        self.counters.record_sent(false);
+        let e = BusError::new(
+            ErrorCode::NotPermitted,
+            format!(
+                "`{}` may not address `{destination}`: add it to the service's \
+                 grants.destinations in the manifest",
+                self.service
+            ),
+        );
+        tracing::warn!(error = %e, "send refused");
+        Err(e.into())
+    }
+
     async fn send_counted(&mut self, msg: Message) -> Result<String, WitError> {
         let started = Instant::now();
         let sent = self.bus.send(msg).await;
@@ -59,6 +77,7 @@ impl Host for HostState {
         content_type: String,
         payload: Vec<u8>,
     ) -> Result<String, WitError> {
+        self.check_grant(&destination)?;
         let msg = self.outgoing(destination, action, content_type, payload);
         self.send_counted(msg).await
     }
@@ -78,6 +97,7 @@ impl Host for HostState {
             );
             return Err(e.into());
         }
+        self.check_grant(&destination)?;
         // Kept for the log line if the call fails.
         let msg = self.outgoing(destination.clone(), action.clone(), content_type, payload);
         let started = Instant::now();

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bus::{Bus, Delivery};
+use crate::grants::{DataAccess, GUEST_DATA_DIR, Granted};
 use crate::service::ServiceCounters;
 
 pub use stdio::GuestOutput;
@@ -33,6 +34,7 @@ pub struct HostState {
     /// `call` or on a full mailbox is added back, so only its own work counts.
     pub(crate) deadline: Instant,
     pub(crate) limits: StoreLimits,
+    pub(crate) granted: Arc<Granted>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -60,21 +62,34 @@ pub struct HostContext {
     pub counters: Arc<ServiceCounters>,
     /// Maximum linear memory in bytes.
     pub memory_bytes: usize,
+    /// Its capabilities.
+    pub granted: Arc<Granted>,
 }
 
 impl HostState {
-    /// State for a new instance: no filesystem, no network, no environment; stdout and
-    /// stderr go to the log under the service's name.
-    pub fn new(ctx: HostContext) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestOutput::new(ctx.service.clone(), "stdout"))
+    /// State for a new instance: no network, and no filesystem or environment beyond its
+    /// grants; stdout and stderr go to the log under the service's name.
+    pub fn new(ctx: HostContext) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestOutput::new(ctx.service.clone(), "stdout"))
             .stderr(GuestOutput::new(ctx.service.clone(), "stderr"))
             .allow_blocking_current_thread(false)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        Self {
+            .allow_ip_name_lookup(false);
+        for (k, v) in &ctx.granted.env {
+            wasi.env(k, v);
+        }
+        if let Some((dir, access)) = &ctx.granted.data {
+            let perms = match access {
+                DataAccess::ReadOnly => FsPerms::ReadOnly,
+                DataAccess::ReadWrite => FsPerms::ReadWrite,
+            };
+            wasi.preopened_dir(dir, GUEST_DATA_DIR, perms)
+                .map_err(anyhow::Error::from)?;
+        }
+        let wasi = wasi.build();
+        Ok(Self {
             timers: Timers::new(ctx.service.clone(), ctx.bus.clone(), ctx.mailbox),
             service: ctx.service,
             bus: ctx.bus,
@@ -85,9 +100,10 @@ impl HostState {
                 .memory_size(ctx.memory_bytes)
                 .trap_on_grow_failure(false)
                 .build(),
+            granted: ctx.granted,
             wasi,
             table: ResourceTable::new(),
-        }
+        })
     }
 
     /// Arms the deadline for the export call about to start.

@@ -32,6 +32,8 @@ pub struct ServiceSpec {
     pub drain: Duration,
     /// Restart policy after faults.
     pub restart: RestartPolicy,
+    /// Its capabilities.
+    pub granted: Arc<crate::grants::Granted>,
 }
 
 /// The task of one service, as [`spawn`] returns it.
@@ -169,6 +171,7 @@ impl Actor {
             properties: self.spec.properties.clone(),
             counters: self.counters.clone(),
             memory_bytes: self.spec.memory_bytes,
+            granted: self.spec.granted.clone(),
         };
         let mut instance = Instance::new(component, ctx, self.spec.deadline).await?;
         instance.start().await?;

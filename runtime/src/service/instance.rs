@@ -68,7 +68,8 @@ impl Instance {
         ctx: HostContext,
         budget: Duration,
     ) -> Result<Self, Fault> {
-        let mut store = Store::new(component.engine(), HostState::new(ctx));
+        let state = HostState::new(ctx).map_err(|e| Fault::Host(format!("{e:#}")))?;
+        let mut store = Store::new(component.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Every epoch tick while wasm runs: yield to the scheduler so one busy service cannot
         // hold a worker thread, and trap once the call's deadline has passed.

@@ -1,0 +1,148 @@
+//! Capabilities, default deny. A service gets its own memory, its mailbox, `submit-message`
+//! towards Com, its properties, timers and log; everything else is granted per service in the
+//! manifest (`grants`): environment variables by name, a folder of its own under the node's
+//! data dir, the services it may address, and the right to use the control actions of the
+//! node's internal services. The network is never granted: services reach the world through
+//! the bus and Com, and a component that imports anything beyond the interfaces below is
+//! refused at load, naming the import.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// Where a service sees its data folder.
+pub const GUEST_DATA_DIR: &str = "/data";
+
+/// The interface families a component may import. Rust's std for `wasm32-wasip2` imports
+/// the WASI ones; the sandbox gives them nothing beyond the grants (no files outside the data
+/// folder, no variables beyond `env`).
+pub const IMPORTABLE: &[&str] = &[
+    "busbar:service/",
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+];
+
+/// What the manifest grants one service. Everything is off by default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    /// Environment variables it sees, copied from the node's environment when set there.
+    pub env: Vec<String>,
+    /// A folder of its own, `{data_dir}/services/{name}`, seen as `/data`.
+    pub data: Option<DataAccess>,
+    /// Services it may address with `submit-action` and `call`; `*` for any (and broadcast).
+    pub destinations: Vec<String>,
+    /// May use the control actions of the internal services (e.g. `orchestrator`
+    /// `dead-letters`, which shows other services' messages).
+    pub privileged: bool,
+}
+
+/// How a service may use its data folder.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataAccess {
+    /// Read files, list folders.
+    ReadOnly,
+    /// Also create, write and delete.
+    ReadWrite,
+}
+
+/// The grants of one service made concrete for its instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Granted {
+    /// The variables and their values.
+    pub env: Vec<(String, String)>,
+    /// The host folder behind `/data`, and how it may be used.
+    pub data: Option<(PathBuf, DataAccess)>,
+    /// Who it may address.
+    pub destinations: Vec<String>,
+    /// Control actions allowed.
+    pub privileged: bool,
+}
+
+impl Granted {
+    /// Resolves `grants` of service `name`: reads the variables from this process's
+    /// environment and creates the data folder under `data_root`.
+    pub fn resolve(name: &str, grants: &Grants, data_root: &Path) -> anyhow::Result<Self> {
+        let env = grants
+            .env
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect();
+        let data = match grants.data {
+            None => None,
+            Some(access) => {
+                let dir = data_root.join("services").join(name);
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!(
+                        "service `{name}`: cannot create its data folder {}",
+                        dir.display()
+                    )
+                })?;
+                Some((dir, access))
+            }
+        };
+        Ok(Self {
+            env,
+            data,
+            destinations: grants.destinations.clone(),
+            privileged: grants.privileged,
+        })
+    }
+
+    /// Whether the service may address `destination` (`*` is broadcast).
+    pub fn may_address(&self, destination: &str) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| d == "*" || d == destination)
+    }
+}
+
+/// The first import of `component` outside [`IMPORTABLE`], if any.
+pub fn ungranted_import(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .find(|name| !IMPORTABLE.iter().any(|p| name.starts_with(p)))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_granted_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Granted::resolve("svc", &Grants::default(), dir.path()).unwrap();
+        assert_eq!(g, Granted::default());
+        assert!(!g.may_address("anyone"));
+        assert!(!dir.path().join("services").exists());
+    }
+
+    #[test]
+    fn grants_resolve_to_values_and_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let grants: Grants = toml::from_str(
+            "env = [\"PATH\", \"BUSBAR_SURELY_UNSET\"]\ndata = \"read-only\"\ndestinations = [\"a\"]\n",
+        )
+        .unwrap();
+        let g = Granted::resolve("svc", &grants, dir.path()).unwrap();
+        assert_eq!(g.env.len(), 1, "unset variables are left out");
+        assert_eq!(g.env[0].0, "PATH");
+        let (path, access) = g.data.clone().unwrap();
+        assert!(path.ends_with("services/svc") && path.is_dir());
+        assert_eq!(access, DataAccess::ReadOnly);
+        assert!(g.may_address("a") && !g.may_address("b") && !g.may_address("*"));
+        let e = toml::from_str::<Grants>("network = true\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `network`"), "{e}");
+    }
+}
