@@ -15,7 +15,7 @@ const BURST: u64 = 200_000;
 const CALLS: u64 = 5_000;
 
 fn manifest() -> String {
-    let limits = "limits = { mailbox = 1024, deadline_ms = 600000 }";
+    let limits = "limits = { mailbox = 1024, deadline_ms = 600000, submit_per_sec = 0 }";
     [
         service(
             "producer",

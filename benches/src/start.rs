@@ -54,6 +54,7 @@ async fn instantiate_us(rounds: usize) -> anyhow::Result<f64> {
         properties: Default::default(),
         counters: Default::default(),
         memory_bytes: 16 << 20,
+        sandbox: Default::default(),
         granted: Default::default(),
     };
     let mut times = Vec::new();

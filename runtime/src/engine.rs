@@ -22,6 +22,8 @@ pub struct EngineConfig {
     pub epoch_tick_ms: u64,
     /// Use the pooling allocator (fast instantiation, reserved address space up front).
     pub pooling: bool,
+    /// Count fuel, so services can be given `limits.fuel` (costs some speed for all).
+    pub consume_fuel: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             max_memory_mib: 16,
             epoch_tick_ms: 10,
             pooling: true,
+            consume_fuel: false,
         }
     }
 }
@@ -83,7 +86,8 @@ impl EngineConfig {
             .max_wasm_stack(WASM_STACK)
             .memory_reservation(self.memory_bytes())
             .memory_guard_size(GUARD)
-            .memory_reservation_for_growth(0);
+            .memory_reservation_for_growth(0)
+            .consume_fuel(self.consume_fuel);
         if let Some(triple) = triple {
             let target = crate::precompiled::engine_target(triple);
             config

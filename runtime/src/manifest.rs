@@ -80,6 +80,16 @@ pub struct Limits {
     pub on_full: FullPolicy,
     /// How long a sender waits for room with `on_full = "block"`, in ms.
     pub block_ms: u64,
+    /// Messages per second it may submit (`submit-message`, `submit-action`, `call`), with
+    /// bursts of as many; beyond that each submit waits its turn. 0: no quota.
+    pub submit_per_sec: u32,
+    /// Fuel (roughly, wasm instructions) each export call may burn; needs
+    /// `engine.consume_fuel = true`. None: only the deadline bounds a call.
+    pub fuel: Option<u64>,
+    /// Core wasm instances its component may create.
+    pub instances: usize,
+    /// Elements each of its tables may hold.
+    pub table_elements: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +100,10 @@ impl Default for Limits {
             mailbox: 64,
             on_full: FullPolicy::Block,
             block_ms: 1000,
+            submit_per_sec: 10_000,
+            fuel: None,
+            instances: 16,
+            table_elements: 20_000,
         }
     }
 }

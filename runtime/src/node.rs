@@ -42,6 +42,7 @@ pub struct Node {
 struct NodeSettings {
     max_instances: u32,
     max_memory_mib: u32,
+    consume_fuel: bool,
     drain: Duration,
     data_dir: std::path::PathBuf,
 }
@@ -98,6 +99,7 @@ impl Node {
             limits: NodeSettings {
                 max_instances: config.engine.max_instances,
                 max_memory_mib: config.engine.max_memory_mib,
+                consume_fuel: config.engine.consume_fuel,
                 drain: config.drain(),
                 data_dir: config.data_dir(),
             },
@@ -177,6 +179,11 @@ impl Node {
             "service `{}`: limits.memory_mib = {memory_mib} exceeds engine.max_memory_mib = {max_mib}",
             s.name
         );
+        anyhow::ensure!(
+            s.limits.fuel.is_none() || self.limits.consume_fuel,
+            "service `{}`: limits.fuel needs engine.consume_fuel = true in the node config",
+            s.name
+        );
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),
             source: s.source(),
@@ -187,6 +194,12 @@ impl Node {
                     .collect(),
             ),
             memory_bytes: (memory_mib as usize) << 20,
+            sandbox: crate::host::Sandbox {
+                instances: s.limits.instances,
+                table_elements: s.limits.table_elements,
+                fuel: s.limits.fuel,
+                quota: crate::host::Sandbox::quota(s.limits.submit_per_sec),
+            },
             deadline: Duration::from_millis(s.limits.deadline_ms),
             drain: self.limits.drain,
             restart: RestartPolicy::default(),

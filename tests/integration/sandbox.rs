@@ -279,3 +279,115 @@ grants = { destinations = ["victim", "echo"] }"#,
     assert_eq!(echo.status.restarts, 0, "the sibling was never disturbed");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_loop_is_throttled_by_the_quota() {
+    let manifest = [
+        service(
+            "intruder",
+            "intruder",
+            "limits = { submit_per_sec = 500 }\ngrants = { destinations = [\"echo\"] }",
+        ),
+        service("echo", "echo", "limits = { mailbox = 4096 }"),
+    ]
+    .concat();
+    let node = TestNode::start(&manifest).await.unwrap();
+    let spam = ask(
+        &node,
+        "intruder",
+        "spam",
+        json!({ "to": "echo", "n": 1500 }),
+    )
+    .await;
+    assert_eq!(spam["accepted"], 1500, "throttled, not refused: {spam}");
+    let report = node.node.report();
+    let intruder = report.iter().find(|r| r.name == "intruder").unwrap();
+    // A burst of 500 goes through at once; most of the rest had to wait for their turn.
+    assert!(
+        intruder.counters.throttled >= 500,
+        "{:?}",
+        intruder.counters
+    );
+    assert_eq!(intruder.status.restarts, 0, "slowed, not killed");
+    assert_eq!(ask(&node, "echo", "echo", json!([1])).await, json!([1]));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_bounds_a_call_when_the_engine_counts_it() {
+    let manifest = [
+        service(
+            "faulty",
+            "faulty",
+            "limits = { fuel = 20000000, deadline_ms = 60000 }",
+        ),
+        service("echo", "echo", ""),
+    ]
+    .concat();
+    let node = TestNode::start_with(&manifest, "[engine]\nconsume_fuel = true")
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&node, "faulty", "count", json!({})).await,
+        json!({ "processed": 1 }),
+        "an ordinary call has fuel enough"
+    );
+    let e = faults(&node, "faulty", "spin", json!({})).await;
+    assert!(e.contains("fuel"), "{e}");
+    assert_eq!(ask(&node, "echo", "echo", json!([2])).await, json!([2]));
+    node.shutdown().await;
+
+    let refused = TestNode::start(&service("faulty", "faulty", "limits = { fuel = 1000 }"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("`faulty`") && refused.contains("engine.consume_fuel"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_hundred_services_run_in_a_4_gib_address_space() {
+    use busbar_tests::process::Busbar;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest: String = (0..100)
+        .map(|i| service(&format!("c{i}"), "raw_counter", ""))
+        .chain([service("echo", "echo", "")])
+        .collect();
+    std::fs::write(dir.path().join("m.toml"), manifest).unwrap();
+    std::fs::write(
+        dir.path().join("node.toml"),
+        "[com]\nkind = \"file\"\npath = \"com.jsonl\"\n",
+    )
+    .unwrap();
+    let mut shell = std::process::Command::new("sh");
+    shell.args([
+        "-c",
+        "ulimit -v 4194304 && exec \"$0\" \"$@\"",
+        busbar_tests::busbar_bin().to_str().unwrap(),
+    ]);
+    let mut node = Busbar::spawn(
+        shell,
+        dir.path(),
+        &["run", "--manifest", "m.toml", "--config", "node.toml"],
+        &[],
+    );
+    node.wait_log(101, &["service state", "\"running\""]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert!(line.contains("4294967296"), "{line}");
+    node.signal("TERM");
+    let status = node.wait();
+    let done = node.finished(status);
+    assert!(done.status.success(), "{}", done.all());
+    let stopped = done
+        .stderr
+        .iter()
+        .filter(|l| l.contains("\"stopped\""))
+        .count();
+    assert_eq!(stopped, 101, "every service stopped cleanly");
+}

@@ -78,7 +78,7 @@ struct NodeCollector {
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let report = self.services.report();
-        let counters: [(&str, &str, CounterOf); 5] = [
+        let counters: [(&str, &str, CounterOf); 6] = [
             (
                 "messages_processed",
                 "Messages the service processed",
@@ -103,6 +103,11 @@ impl Collector for NodeCollector {
                 "messages_dead_lettered",
                 "Messages the service took but could not finish (fault, or the node stopped)",
                 |c| c.dead_lettered,
+            ),
+            (
+                "messages_throttled",
+                "Submits that waited for the service's submit quota",
+                |c| c.throttled,
             ),
         ];
         for (name, help, get) in counters {

@@ -46,7 +46,31 @@ impl HostState {
         Err(e.into())
     }
 
+    /// Waits while the service is over its submit quota; the wait does not count against
+    /// its deadline (the node imposed it), so a tight submit loop is slowed, not killed.
+    async fn throttle(&mut self) {
+        let Some(quota) = self.quota.clone() else {
+            return;
+        };
+        let Err(not_until) = quota.check() else {
+            return;
+        };
+        self.counters.record_throttled();
+        let started = Instant::now();
+        let clock = governor::clock::DefaultClock::default();
+        let mut wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+        loop {
+            tokio::time::sleep(wait).await;
+            match quota.check() {
+                Ok(()) => break,
+                Err(n) => wait = n.wait_time_from(governor::clock::Clock::now(&clock)),
+            }
+        }
+        self.credit_wait(started);
+    }
+
     async fn send_counted(&mut self, msg: Message) -> Result<String, WitError> {
+        self.throttle().await;
         let started = Instant::now();
         let sent = self.bus.send(msg).await;
         self.credit_wait(started);
@@ -98,6 +122,7 @@ impl Host for HostState {
             return Err(e.into());
         }
         self.check_grant(&destination)?;
+        self.throttle().await;
         // Kept for the log line if the call fails.
         let msg = self.outgoing(destination.clone(), action.clone(), content_type, payload);
         let started = Instant::now();

@@ -35,6 +35,7 @@ pub struct HostState {
     pub(crate) deadline: Instant,
     pub(crate) limits: StoreLimits,
     pub(crate) granted: Arc<Granted>,
+    pub(crate) quota: Option<Arc<SubmitQuota>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -44,6 +45,43 @@ impl std::fmt::Debug for HostState {
         f.debug_struct("HostState")
             .field("service", &self.service)
             .finish_non_exhaustive()
+    }
+}
+
+/// How many messages a second a service may submit.
+pub type SubmitQuota = governor::DefaultDirectRateLimiter;
+
+/// A service's limits beyond its memory.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Core instances its component may create.
+    pub instances: usize,
+    /// Elements each table may hold.
+    pub table_elements: usize,
+    /// Fuel per export call (when the engine counts fuel).
+    pub fuel: Option<u64>,
+    /// Its submit quota, shared by its instances (none: unlimited).
+    pub quota: Option<Arc<SubmitQuota>>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self {
+            instances: 16,
+            table_elements: 20_000,
+            fuel: None,
+            quota: None,
+        }
+    }
+}
+
+impl Sandbox {
+    /// A quota of `per_sec` messages a second with bursts of as many (0: none).
+    pub fn quota(per_sec: u32) -> Option<Arc<SubmitQuota>> {
+        let n = std::num::NonZeroU32::new(per_sec)?;
+        Some(Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_second(n).allow_burst(n),
+        )))
     }
 }
 
@@ -62,6 +100,8 @@ pub struct HostContext {
     pub counters: Arc<ServiceCounters>,
     /// Maximum linear memory in bytes.
     pub memory_bytes: usize,
+    /// Limits beyond memory.
+    pub sandbox: Sandbox,
     /// Its capabilities.
     pub granted: Arc<Granted>,
 }
@@ -98,8 +138,11 @@ impl HostState {
             deadline: Instant::now(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(ctx.memory_bytes)
+                .instances(ctx.sandbox.instances)
+                .table_elements(ctx.sandbox.table_elements)
                 .trap_on_grow_failure(false)
                 .build(),
+            quota: ctx.sandbox.quota,
             granted: ctx.granted,
             wasi,
             table: ResourceTable::new(),

@@ -26,6 +26,8 @@ pub struct ServiceSpec {
     pub properties: Arc<BTreeMap<String, String>>,
     /// Maximum linear memory in bytes.
     pub memory_bytes: usize,
+    /// Store limits beyond memory, the fuel per call and the submit quota.
+    pub sandbox: crate::host::Sandbox,
     /// Deadline of each export call.
     pub deadline: Duration,
     /// How long queued messages may still be processed at shutdown.
@@ -171,6 +173,7 @@ impl Actor {
             properties: self.spec.properties.clone(),
             counters: self.counters.clone(),
             memory_bytes: self.spec.memory_bytes,
+            sandbox: self.spec.sandbox.clone(),
             granted: self.spec.granted.clone(),
         };
         let mut instance = Instance::new(component, ctx, self.spec.deadline).await?;

@@ -51,6 +51,8 @@ pub struct Instance {
     store: Store<HostState>,
     service: Service,
     budget: Duration,
+    /// Fuel per export call, when the engine counts fuel.
+    fuel: Option<u64>,
 }
 
 impl fmt::Debug for Instance {
@@ -68,8 +70,12 @@ impl Instance {
         ctx: HostContext,
         budget: Duration,
     ) -> Result<Self, Fault> {
+        let fuel = ctx.sandbox.fuel;
         let state = HostState::new(ctx).map_err(|e| Fault::Host(format!("{e:#}")))?;
         let mut store = Store::new(component.engine(), state);
+        if store.get_fuel().is_ok() {
+            let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
+        }
         store.limiter(|s| &mut s.limits);
         // Every epoch tick while wasm runs: yield to the scheduler so one busy service cannot
         // hold a worker thread, and trap once the call's deadline has passed.
@@ -90,12 +96,21 @@ impl Instance {
             store,
             service,
             budget,
+            fuel,
         })
     }
 
     fn arm(&mut self) {
         self.store.data_mut().arm_deadline(self.budget);
         self.store.set_epoch_deadline(1);
+        self.refuel();
+    }
+
+    /// Gives the call its fuel budget (only when the engine counts fuel).
+    fn refuel(&mut self) {
+        if self.store.get_fuel().is_ok() {
+            let _ = self.store.set_fuel(self.fuel.unwrap_or(u64::MAX));
+        }
     }
 
     /// Calls the `start` export.

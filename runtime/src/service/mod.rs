@@ -87,6 +87,7 @@ pub struct ServiceCounters {
     tracked: AtomicU64,
     thrown: AtomicU64,
     dead_lettered: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// A copy of a service's counters at one moment.
@@ -106,6 +107,8 @@ pub struct CounterSnapshot {
     pub thrown: u64,
     /// Messages it took but could not finish (see [`crate::dead_letter`]).
     pub dead_lettered: u64,
+    /// Submits that had to wait for its quota.
+    pub throttled: u64,
 }
 
 impl ServiceCounters {
@@ -129,6 +132,10 @@ impl ServiceCounters {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_thrown(&self) {
         self.thrown.fetch_add(1, Ordering::Relaxed);
     }
@@ -144,6 +151,7 @@ impl ServiceCounters {
             tracked: get(&self.tracked),
             thrown: get(&self.thrown),
             dead_lettered: get(&self.dead_lettered),
+            throttled: get(&self.throttled),
         }
     }
 }
