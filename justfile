@@ -49,6 +49,16 @@ lint:
     cd guests && cargo fmt --all --check
     cd guests && cargo clippy --release --target-dir "{{guest_target}}" -- -D warnings
 
+# Fuzz the manifest parser, the component loader and the message decoders for `secs` seconds
+# each (nightly toolchain and cargo-fuzz; installs cargo-fuzz when missing). Findings stay in
+# runtime/fuzz/artifacts.
+fuzz secs="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    cd runtime && for t in manifest component message; do \
+        cargo +nightly fuzz run "$t" -- -max_total_time={{secs}} || exit 1; \
+    done
+
 # Build busbar for 64-bit ARM gateways (profile `dist`: thin LTO, stripped).
 cross-aarch64:
     cargo build --profile dist --target aarch64-unknown-linux-gnu --no-default-features --bin busbar

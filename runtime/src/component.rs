@@ -197,13 +197,24 @@ impl Loader {
         source: &ComponentSource,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
         let path = source.path.as_path();
-        let sha256 = source.sha256.as_deref().map(str::to_ascii_lowercase);
-        let sha256 = sha256.as_deref();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        self.load_bytes(source, &bytes)
+    }
+
+    /// Like [`Loader::load_blocking`], with the component's bytes already read (from
+    /// `source.path`, which errors name).
+    pub fn load_bytes(
+        &self,
+        source: &ComponentSource,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedComponent>, LoadError> {
+        let path = source.path.as_path();
+        let sha256 = source.sha256.as_deref().map(str::to_ascii_lowercase);
+        let sha256 = sha256.as_deref();
+        let digest = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = sha256
             && expected != digest
         {
@@ -225,7 +236,7 @@ impl Loader {
         } else {
             let (component, from_cache) = self
                 .cache
-                .component(&self.engine, &digest, &bytes)
+                .component(&self.engine, &digest, bytes)
                 .map_err(|e| LoadError::Invalid {
                     path: path.to_path_buf(),
                     reason: format!("{e:#}"),

@@ -57,19 +57,55 @@ pub(super) struct RpcQuery {
 
 /// One well-formed request.
 #[derive(Debug)]
-struct Request {
+pub struct Request {
     /// `None` for a notification.
-    id: Option<Value>,
-    service: String,
-    action: String,
-    params: Option<Value>,
+    pub id: Option<Value>,
+    /// The service of `SERVICE/ACTION`.
+    pub service: String,
+    /// The action of `SERVICE/ACTION`.
+    pub action: String,
+    /// The payload.
+    pub params: Option<Value>,
 }
 
 /// A batch element: a request to run, or the error response it already earned.
 #[derive(Debug)]
-enum Item {
+pub enum Item {
+    /// Well formed: run it.
     Run(Request),
+    /// Malformed: this is its response.
     Answered(Value),
+}
+
+/// A decoded `POST /rpc` body.
+#[derive(Debug)]
+pub enum Body {
+    /// One request.
+    Single(Item),
+    /// A batch (never empty).
+    Batch(Vec<Item>),
+    /// Not JSON, or an empty batch: this is the response.
+    Refused(Value),
+}
+
+/// Decodes a request body. Never panics, whatever the bytes (fuzzed: `just fuzz`).
+pub fn decode(body: &[u8]) -> Body {
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => Body::Refused(failure(
+            Value::Null,
+            PARSE_ERROR,
+            format!("parse error: {e}"),
+            None,
+        )),
+        Ok(Value::Array(list)) if list.is_empty() => Body::Refused(failure(
+            Value::Null,
+            INVALID_REQUEST,
+            "invalid request: empty batch",
+            None,
+        )),
+        Ok(Value::Array(list)) => Body::Batch(list.into_iter().map(parse_item).collect()),
+        Ok(one) => Body::Single(parse_item(one)),
+    }
 }
 
 fn failure(id: Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Value {
@@ -248,25 +284,10 @@ pub(super) async fn handle(
         .timeout_ms
         .map_or(app.call_timeout, Duration::from_millis)
         .min(MAX_TIMEOUT);
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            let r = failure(Value::Null, PARSE_ERROR, format!("parse error: {e}"), None);
-            return axum::Json(r).into_response();
-        }
-    };
-    let (batch, items) = match parsed {
-        Value::Array(list) if list.is_empty() => {
-            let r = failure(
-                Value::Null,
-                INVALID_REQUEST,
-                "invalid request: empty batch",
-                None,
-            );
-            return axum::Json(r).into_response();
-        }
-        Value::Array(list) => (true, list.into_iter().map(parse_item).collect::<Vec<_>>()),
-        one => (false, vec![parse_item(one)]),
+    let (batch, items) = match decode(&body) {
+        Body::Refused(r) => return axum::Json(r).into_response(),
+        Body::Batch(items) => (true, items),
+        Body::Single(item) => (false, vec![item]),
     };
     if let Some(e) = forbidden(&grant, &items) {
         return e.into_response();
