@@ -29,6 +29,8 @@ pub async fn run(
         .as_deref()
         .map(PidFile::create)
         .transpose()?;
+    // Before anything else, so a reload sent as soon as systemd hears READY finds a handler.
+    let mut hangups = Hangups::new();
     let node = Node::start(&config, &manifest).await?;
     let admin = if config.admin.enabled {
         match AdminServer::start(&config, node.bus().clone(), node.services()).await {
@@ -42,10 +44,12 @@ pub async fn run(
         None
     };
     tracing::info!(node_id = %config.node_id, services = node.report().len(), "node running");
+    if let Err(e) = node.settled().await {
+        tracing::warn!(error = %e, "could not wait for the services to start");
+    }
     notify(&[NotifyState::Ready]);
     let watchdog = CancellationToken::new();
     tokio::spawn(keep_watchdog_fed(node.bus().clone(), watchdog.clone()));
-    let mut hangups = Hangups::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -83,7 +87,7 @@ async fn reload(
             "the node config changed; it takes effect at the next start (a reload applies the manifest)"
         );
     }
-    match node.apply(&manifest).await {
+    match node.reload(&manifest).await {
         Ok(done) => tracing::info!(
             started = ?done.started, restarted = ?done.restarted, stopped = ?done.stopped,
             unchanged = done.unchanged.len(), "manifest reloaded"

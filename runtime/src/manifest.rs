@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::bus::OnFull;
 
 /// Names the node keeps for its internal services.
-pub const RESERVED_NAMES: &[&str] = &["com", "logger", "busbar", "orchestrator", "hub"];
+/// (`admin` is the source of what the admin API sends.)
+pub const RESERVED_NAMES: &[&str] = &["com", "logger", "busbar", "orchestrator", "hub", "admin"];
 
 /// The services of a node.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -219,6 +220,9 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "`{name}` may hold only lowercase letters, digits, `-`, `_` and `.`"
         ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("`{name}` must start with a letter or a digit"));
     }
     if RESERVED_NAMES.contains(&name) {
         return Err(format!(

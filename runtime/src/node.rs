@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{Bus, Route, RouteKind};
+use crate::bus::{Bus, Delivery, Route, RouteKind};
 use crate::cache::CompileCache;
 use crate::component::Loader;
 use crate::config::NodeConfig;
@@ -54,6 +54,8 @@ struct Running {
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     status: tokio::sync::watch::Receiver<Status>,
+    /// Where its queue goes when a new version replaces it.
+    successor: Arc<std::sync::OnceLock<mpsc::Sender<Delivery>>>,
 }
 
 /// What applying a manifest did, by service name.
@@ -161,14 +163,26 @@ impl Node {
                 }
                 Some(old) => {
                     applied.restarted.push(entry.name.clone());
-                    old.cancel.cancel();
-                    Some(old.task)
+                    Some(old)
                 }
             };
             let started = self.spawn(entry, spec, previous)?;
             running.insert(entry.name.clone(), started);
         }
         Ok(applied)
+    }
+
+    /// Like [`Node::apply`], but first loads every enabled component (cheap for those already
+    /// running): a manifest naming a component that is missing, corrupt, of the wrong world
+    /// or asking for ungranted imports is refused before any service is touched.
+    pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
+        for s in manifest.services.iter().filter(|s| s.enabled) {
+            self.loader
+                .load(&s.source())
+                .await
+                .with_context(|| format!("service `{}`", s.name))?;
+        }
+        self.apply(manifest).await
     }
 
     fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
@@ -208,25 +222,34 @@ impl Node {
                 &s.grants,
                 &self.limits.data_dir,
             )?),
+            successor: Arc::default(),
         })
     }
 
-    /// Starts one service with a fresh mailbox; with `previous`, after that task ended.
+    /// Starts one service with a fresh mailbox. With `previous` (the version it replaces),
+    /// new messages go to the new mailbox at once, the old version finishes its queue and
+    /// hands over what is left, and the new one starts when the old one has ended.
     fn spawn(
         &self,
         entry: &ServiceEntry,
-        spec: ServiceSpec,
-        previous: Option<tokio::task::JoinHandle<()>>,
+        mut spec: ServiceSpec,
+        previous: Option<Running>,
     ) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(entry.limits.mailbox);
         let route = Route::new(tx.clone(), entry.limits.on_full(), RouteKind::Custom);
-        if previous.is_some() {
+        let successor = Arc::new(std::sync::OnceLock::new());
+        spec.successor = successor.clone();
+        let previous = if let Some(old) = previous {
+            let _ = old.successor.set(tx.clone());
             self.bus.replace(&entry.name, route);
+            old.cancel.cancel();
+            Some(old.task)
         } else {
             self.bus
                 .register(&entry.name, route)
                 .with_context(|| format!("registering service `{}`", entry.name))?;
-        }
+            None
+        };
         let cancel = self.service_cancel.child_token();
         let spawned = crate::service::spawn(
             spec,
@@ -250,6 +273,7 @@ impl Node {
             cancel,
             task: spawned.task,
             status: spawned.status,
+            successor,
         })
     }
 

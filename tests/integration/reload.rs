@@ -87,10 +87,53 @@ async fn sighup_restarts_only_the_services_that_changed() {
         .await;
     assert_eq!(echo["result"], json!([1]));
 
+    // A manifest naming a component that is not there is refused before anything changes.
+    let broken = manifest(3, &node.dir.path().join("missing.wasm"), true);
+    std::fs::write(&manifest_path, broken).unwrap();
+    node.process.signal("HUP");
+    node.process
+        .wait_log(1, &["reload refused", "missing.wasm"]);
+    assert_eq!(
+        count(&node, "swap").await,
+        json!({ "processed": 2 }),
+        "swap still runs"
+    );
+    assert_eq!(count(&node, "keep").await, json!({ "processed": 4 }));
+
     // A manifest that does not parse is refused; everything keeps running.
     std::fs::write(&manifest_path, "[[services]]\nname = 7\n").unwrap();
     node.process.signal("HUP");
     node.process
         .wait_log(1, &["reload refused", "manifest.toml"]);
-    assert_eq!(count(&node, "keep").await, json!({ "processed": 4 }));
+    assert_eq!(count(&node, "keep").await, json!({ "processed": 5 }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_service_finishes_its_queue_before_the_new_version_starts() {
+    // Ten 300 ms messages queue up: 3 s of work, more than the 2 s shutdown drain.
+    let slow = |n: u32| service("slow", "echo", &format!("config = {{ version = {n} }}"));
+    let mut node = AdminNode::start(&slow(1));
+    node.process.wait_log(1, &["service state", "\"running\""]);
+    for _ in 0..10 {
+        let sleep = json!({ "jsonrpc": "2.0", "method": "slow/sleep", "params": { "ms": 300 } });
+        node.rpc_as(Some(&node.token), "/rpc", &sleep).await;
+    }
+    std::fs::write(node.dir.path().join("manifest.toml"), slow(2)).unwrap();
+    node.process.signal("HUP");
+    node.process.wait_log(1, &["manifest reloaded"]);
+    node.process
+        .wait_log(1, &["processed queued messages before stopping"]);
+    node.process.wait_log(2, &["service state", "\"running\""]);
+    let dead = node
+        .rpc(&json!({ "jsonrpc": "2.0", "id": 1, "method": "orchestrator/dead-letters" }))
+        .await;
+    assert_eq!(
+        dead["result"],
+        json!([]),
+        "nothing was dead-lettered: {dead}"
+    );
+    let echo = node
+        .rpc(&json!({ "jsonrpc": "2.0", "id": 2, "method": "slow/echo", "params": [2] }))
+        .await;
+    assert_eq!(echo["result"], json!([2]), "the new version answers");
 }

@@ -51,6 +51,18 @@ impl Grants {
             routes: ApiRoute::all(),
             services: vec!["*".into()],
         });
+        let mut names = std::collections::HashSet::new();
+        for t in &config.tokens {
+            anyhow::ensure!(
+                t.name != "local",
+                "admin.tokens: the name `local` is the node's own token; pick another"
+            );
+            anyhow::ensure!(
+                names.insert(t.name.as_str()),
+                "admin.tokens: two tokens are named `{}` (a name owns its jobs)",
+                t.name
+            );
+        }
         for t in config.tokens.iter().chain(local.as_ref()) {
             anyhow::ensure!(
                 t.token.len() >= 16,
@@ -150,6 +162,22 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    /// 503: the node cannot take more right now.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
+
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.into(),
         }
     }

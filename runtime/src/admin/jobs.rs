@@ -47,17 +47,17 @@ impl Jobs {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new running job of token `owner`; returns its id.
-    pub fn create(&self, owner: &str) -> String {
+    /// Records a new running job of token `owner`; returns its id, or `None` when the store
+    /// is full of jobs still running.
+    pub fn create(&self, owner: &str) -> Option<String> {
         let id = format!("job-{}", uuid::Uuid::new_v4().simple());
         let mut inner = self.lock();
         while inner.order.len() >= self.max {
-            // The oldest finished job goes first; if none has finished, the oldest.
+            // The oldest finished job makes room; running ones are never dropped.
             let victim = inner
                 .order
                 .iter()
-                .position(|id| inner.jobs[id].finished_ms.is_some())
-                .unwrap_or(0);
+                .position(|id| inner.jobs[id].finished_ms.is_some())?;
             if let Some(old) = inner.order.remove(victim) {
                 inner.jobs.remove(&old);
             }
@@ -72,7 +72,7 @@ impl Jobs {
             },
         );
         inner.order.push_back(id.clone());
-        id
+        Some(id)
     }
 
     /// Stores the JSON-RPC response of job `id` (`None`: the request was only notifications).
@@ -104,17 +104,21 @@ mod tests {
     #[test]
     fn jobs_are_private_to_their_token_and_bounded() {
         let jobs = Jobs::new(2);
-        let a = jobs.create("alice");
+        let a = jobs.create("alice").unwrap();
         assert_eq!(jobs.view(&a, "alice").unwrap()["status"], "running");
         assert!(jobs.view(&a, "bob").is_none());
         jobs.finish(&a, Some(json!({"result": 1})));
         assert_eq!(jobs.view(&a, "alice").unwrap()["status"], "done");
-        let b = jobs.create("alice");
-        let c = jobs.create("alice");
+        let b = jobs.create("alice").unwrap();
+        let c = jobs.create("alice").unwrap();
         assert!(
             jobs.view(&a, "alice").is_none(),
             "the finished job made room"
         );
         assert!(jobs.view(&b, "alice").is_some() && jobs.view(&c, "alice").is_some());
+        assert!(
+            jobs.create("alice").is_none(),
+            "two running jobs fill a store of two"
+        );
     }
 }

@@ -90,16 +90,15 @@ impl AdminServer {
         let url = format!("http://{addr}");
         let data_dir = config.data_dir();
         let mut files = Vec::new();
-        let local = if admin.local_token {
-            let token = auth::fresh_token();
+        let local = admin.local_token.then(auth::fresh_token);
+        // Tokens are checked before any file is written, so a refused config leaves none.
+        let grants = auth::Grants::new(admin, local.as_deref())?;
+        if let Some(token) = &local {
             let path = data_dir.join(TOKEN_FILE);
-            auth::write_private(&path, &token)
+            auth::write_private(&path, token)
                 .with_context(|| format!("admin API: cannot write {}", path.display()))?;
             files.push(path);
-            Some(token)
-        } else {
-            None
-        };
+        }
         let url_path = data_dir.join(URL_FILE);
         auth::write_private(&url_path, &url)
             .with_context(|| format!("admin API: cannot write {}", url_path.display()))?;
@@ -112,7 +111,7 @@ impl AdminServer {
             services,
             node_id: config.node_id.clone(),
             started: Instant::now(),
-            grants: auth::Grants::new(admin, local.as_deref())?,
+            grants,
             jobs: jobs::Jobs::new(admin.max_jobs),
             call_timeout: Duration::from_millis(admin.call_timeout_ms),
             cancel: cancel.clone(),
@@ -150,11 +149,15 @@ impl AdminServer {
         &self.url
     }
 
-    /// Ends the event streams, finishes requests in flight and removes the URL and token
-    /// files.
-    pub async fn stop(self) {
+    /// Ends the event streams, gives requests in flight a moment to finish (calls still
+    /// waiting after that are cut off), and removes the URL and token files.
+    pub async fn stop(mut self) {
+        const GRACE: Duration = Duration::from_secs(2);
         self.cancel.cancel();
-        let _ = self.task.await;
+        if tokio::time::timeout(GRACE, &mut self.task).await.is_err() {
+            tracing::warn!("admin API requests still running at shutdown were cut off");
+            self.task.abort();
+        }
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }

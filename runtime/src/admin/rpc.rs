@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::{ApiError, Grant};
 use super::config::ApiRoute;
+use crate::manifest::RESERVED_NAMES;
 use crate::message::{BusError, ErrorCode, Reply, code_name, new_message};
 
 /// The source name of messages sent through the admin API.
@@ -250,12 +251,19 @@ fn bus_failure(id: Value, req: &Request, e: &BusError) -> Value {
     )
 }
 
+/// A request naming a service the token may not call: internal services (which see every
+/// service) need a token for all services.
 fn forbidden(grant: &Grant, items: &[Item]) -> Option<ApiError> {
     items.iter().find_map(|item| match item {
-        Item::Run(req) if !grant.allows(&req.service) => Some(ApiError::forbidden(format!(
-            "token `{}` may not call service `{}`; nothing was executed",
-            grant.name, req.service
-        ))),
+        Item::Run(req)
+            if !grant.allows(&req.service)
+                || (RESERVED_NAMES.contains(&req.service.as_str()) && !grant.sees_all()) =>
+        {
+            Some(ApiError::forbidden(format!(
+                "token `{}` may not call service `{}`; nothing was executed",
+                grant.name, req.service
+            )))
+        }
         _ => None,
     })
 }
@@ -303,7 +311,13 @@ pub(super) async fn handle(
             let r = bus_failure(req.id.clone().unwrap_or(Value::Null), req, &e);
             return axum::Json(r).into_response();
         }
-        let job = app.jobs.create(&grant.name);
+        let Some(job) = app.jobs.create(&grant.name) else {
+            return ApiError::busy(format!(
+                "{} asynchronous jobs are still running; try again later",
+                app.jobs.capacity()
+            ))
+            .into_response();
+        };
         let (app, id) = (app.clone(), job.clone());
         tokio::spawn(async move {
             let responses = app.clone().run_all(items, timeout).await;

@@ -41,12 +41,20 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.grants.authorize(&headers, ApiRoute::Metrics) {
-        return e.into_response();
+    let grant = match app.grants.authorize(&headers, ApiRoute::Metrics) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    if !grant.sees_all() {
+        return super::auth::ApiError::forbidden(format!(
+            "token `{}` is limited to some services; /metrics covers them all",
+            grant.name
+        ))
+        .into_response();
     }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &app.metrics) {
-        return super::auth::ApiError::bad_request(format!("cannot encode metrics: {e}"))
+        return super::auth::ApiError::internal(format!("cannot encode metrics: {e}"))
             .into_response();
     }
     (

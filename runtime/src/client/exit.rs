@@ -6,7 +6,7 @@
 //! | 1    | any other error (bad payload file, bad config, ...)            |
 //! | 2    | bad command line                                                |
 //! | 3    | the node cannot be reached                                      |
-//! | 4    | the token is missing, unknown or not allowed to do this         |
+//! | 4    | the token is missing, unknown or not allowed to do this, or the action is not permitted |
 //! | 5    | unknown service or action, or a request/payload the node refused |
 //! | 6    | the service failed (fault, unavailable, queue full, too large)  |
 //! | 7    | no reply within the timeout                                     |
@@ -52,6 +52,7 @@ impl Failure {
         let exit = match code {
             METHOD_NOT_FOUND | INVALID_PARAMS | INVALID_REQUEST | PARSE_ERROR => 5,
             -32001 => 7,
+            -32006 => 4,
             _ => 6,
         };
         Self::new(

@@ -7,6 +7,22 @@ fn parse(text: &str) -> Result<Manifest, ManifestError> {
 }
 
 #[test]
+fn names_that_could_leave_a_folder_are_refused() {
+    for name in [".", "..", ".hidden", "-x"] {
+        let toml = format!("[[services]]\nname = \"{name}\"\ncomponent = \"a.wasm\"\n");
+        let e = parse(&toml).unwrap_err().to_string();
+        assert!(
+            e.contains("must start with a letter or a digit"),
+            "{name}: {e}"
+        );
+    }
+    let e = parse("[[services]]\nname = \"admin\"\ncomponent = \"a.wasm\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reserved"), "{e}");
+}
+
+#[test]
 fn minimal_service_gets_defaults_and_a_resolved_path() {
     let m = parse("[[services]]\nname = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
     let s = &m.services[0];

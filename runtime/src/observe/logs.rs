@@ -50,13 +50,12 @@ impl LogHub {
     /// Keeps `line` and hands it to the watchers.
     pub fn push(&self, line: LogLine) {
         let line = Arc::new(line);
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == HISTORY {
-                recent.pop_front();
-            }
-            recent.push_back(line.clone());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == HISTORY {
+            recent.pop_front();
         }
+        recent.push_back(line.clone());
+        // Under the lock, like `follow`: a watcher sees each line once, in the history or live.
         self.live.emit(|| line);
     }
 

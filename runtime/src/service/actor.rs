@@ -36,6 +36,9 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Its capabilities.
     pub granted: Arc<crate::grants::Granted>,
+    /// Set when a new version replaces this one: the old one then finishes its whole queue
+    /// (no drain deadline) and hands whatever it could not process to the new mailbox.
+    pub successor: Arc<std::sync::OnceLock<mpsc::Sender<Delivery>>>,
 }
 
 /// The task of one service, as [`spawn`] returns it.
@@ -112,6 +115,35 @@ impl Actor {
     }
 
     async fn run(mut self, loader: Loader) {
+        self.run_until_stopped(loader).await;
+        self.release_queue();
+    }
+
+    /// Nothing queued vanishes when the task ends: it goes to the successor's mailbox when a
+    /// new version replaces this one, else to the dead-letter store. Ticks are dropped.
+    fn release_queue(&mut self) {
+        self.mailbox.close();
+        let successor = self.spec.successor.get().cloned();
+        let reason = format!(
+            "the node stopped before it was processed (drain_ms = {})",
+            self.spec.drain.as_millis()
+        );
+        while let Ok(d) = self.mailbox.try_recv() {
+            if matches!(d.reply, crate::bus::ReplyTo::Tick(_)) {
+                continue;
+            }
+            let d = match &successor {
+                Some(next) => match next.try_send(d) {
+                    Ok(()) => continue,
+                    Err(e) => e.into_inner(),
+                },
+                None => d,
+            };
+            self.dead_letter(&d.msg, &reason);
+        }
+    }
+
+    async fn run_until_stopped(&mut self, loader: Loader) {
         let began = Instant::now();
         let component = match loader.load(&self.spec.source).await {
             Ok(c) => {
@@ -246,10 +278,17 @@ impl Actor {
     /// is still queued after that goes to the dead-letter store.
     async fn shut_down(&mut self, mut instance: Instance) -> Ended {
         self.set_state(State::Stopping);
-        let until = Instant::now() + self.spec.drain;
+        // Replaced by a new version: finish the whole queue (bounded: mailbox × deadline), so
+        // messages keep their order; stopping for good: up to `drain`.
+        let until = self
+            .spec
+            .successor
+            .get()
+            .is_none()
+            .then(|| Instant::now() + self.spec.drain);
         let mut drained = 0u32;
         let mut healthy = true;
-        while Instant::now() < until {
+        while until.is_none_or(|u| Instant::now() < u) {
             let Ok(d) = self.mailbox.try_recv() else {
                 break;
             };
@@ -263,16 +302,7 @@ impl Actor {
         if drained > 0 {
             tracing::info!(drained, "processed queued messages before stopping");
         }
-        self.mailbox.close();
-        let reason = format!(
-            "the node stopped before it was processed (drain_ms = {})",
-            self.spec.drain.as_millis()
-        );
-        while let Ok(d) = self.mailbox.try_recv() {
-            if !matches!(d.reply, crate::bus::ReplyTo::Tick(_)) {
-                self.dead_letter(&d.msg, &reason);
-            }
-        }
+        self.release_queue();
         if healthy && let Err(fault) = instance.stop().await {
             tracing::warn!(%fault, "stop did not complete");
         }
