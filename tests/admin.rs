@@ -13,6 +13,9 @@ pub const SCADA_TOKEN: &str = "scada-token-0123456789";
 /// A token in the test config allowed `/status`, `/metrics` and `/events` for every service.
 pub const VIEWER_TOKEN: &str = "viewer-token-0123456789";
 
+/// A token allowed `/rpc` and `/metrics`, naming `orchestrator` and `echo` only.
+pub const OPS_TOKEN: &str = "ops-token-0123456789ab";
+
 /// The admin part of the test node config.
 const ADMIN_CONFIG: &str = r#"
 [admin]
@@ -23,6 +26,12 @@ name = "scada"
 token = "scada-token-0123456789"
 routes = ["rpc", "jobs"]
 services = ["echo"]
+
+[[admin.tokens]]
+name = "ops"
+token = "ops-token-0123456789ab"
+routes = ["rpc", "metrics"]
+services = ["orchestrator", "echo"]
 
 [[admin.tokens]]
 name = "viewer"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use busbar_tests::admin::{AdminNode, SCADA_TOKEN, VIEWER_TOKEN};
+use busbar_tests::admin::{AdminNode, OPS_TOKEN, SCADA_TOKEN, VIEWER_TOKEN};
 use busbar_tests::{guard, service};
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
@@ -302,6 +302,17 @@ async fn wrong_or_missing_tokens_are_refused_and_nothing_runs() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let resp = node
         .request(Method::GET, "/status", Some(SCADA_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // Internal services and /metrics see every service: naming them is not enough.
+    let dead = call(json!(3), "orchestrator/dead-letters", json!({}));
+    let (status, body) = node.rpc_as(Some(OPS_TOKEN), "/rpc", &dead).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let resp = node
+        .request(Method::GET, "/metrics", Some(OPS_TOKEN))
         .send()
         .await
         .unwrap();
