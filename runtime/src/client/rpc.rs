@@ -83,27 +83,34 @@ fn request(service: &str, action: &str, payload: Option<&Path>) -> anyhow::Resul
     Ok(req)
 }
 
+impl Client {
+    /// Sends a JSON-RPC request; prints the response with `--json`; a JSON-RPC error becomes
+    /// the failure (and exit code) it stands for.
+    async fn post_rpc(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp: Value = self.send(req).await?.json().await?;
+        if self.json {
+            println!("{resp:#}");
+        }
+        if let Some(error) = resp.get("error") {
+            return Err(Failure::from_rpc(error).into());
+        }
+        Ok(resp)
+    }
+}
+
 /// `busbar call`: prints the reply (JSON pretty-printed, text as it is).
 pub async fn call(args: &CallArgs) -> anyhow::Result<()> {
     let req = request(&args.service, &args.action, args.payload.as_deref())?;
     let client = Client::connect(&args.connect)?;
     let ms = args.timeout.as_millis().to_string();
-    let resp: Value = client
-        .send(
+    let resp = client
+        .post_rpc(
             client
                 .request(reqwest::Method::POST, "/rpc")
                 .query(&[("timeout_ms", ms)])
                 .json(&req),
         )
-        .await?
-        .json()
         .await?;
-    if client.json {
-        println!("{resp:#}");
-    }
-    if let Some(error) = resp.get("error") {
-        return Err(Failure::from_rpc(error).into());
-    }
     if !client.json {
         match &resp["result"] {
             Value::Null => {}
@@ -119,22 +126,14 @@ pub async fn call(args: &CallArgs) -> anyhow::Result<()> {
 pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     let req = request(&args.service, &args.action, args.payload.as_deref())?;
     let client = Client::connect(&args.connect)?;
-    let resp: Value = client
-        .send(
+    let resp = client
+        .post_rpc(
             client
                 .request(reqwest::Method::POST, "/rpc")
                 .header("Prefer", "respond-async")
                 .json(&req),
         )
-        .await?
-        .json()
         .await?;
-    if client.json {
-        println!("{resp:#}");
-    }
-    if let Some(error) = resp.get("error") {
-        return Err(Failure::from_rpc(error).into());
-    }
     if !client.json {
         println!(
             "published to {}/{}: job {} ({})",
