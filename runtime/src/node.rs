@@ -208,12 +208,7 @@ impl Node {
                     .collect(),
             ),
             memory_bytes: (memory_mib as usize) << 20,
-            sandbox: crate::host::Sandbox {
-                instances: s.limits.instances,
-                table_elements: s.limits.table_elements,
-                fuel: s.limits.fuel,
-                quota: crate::host::Sandbox::quota(s.limits.submit_per_sec),
-            },
+            sandbox: crate::host::Sandbox::from(&s.limits),
             deadline: Duration::from_millis(s.limits.deadline_ms),
             drain: self.limits.drain,
             restart: RestartPolicy::default(),

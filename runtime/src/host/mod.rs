@@ -65,23 +65,27 @@ pub struct Sandbox {
 }
 
 impl Default for Sandbox {
+    /// What a manifest entry without `limits` gets.
     fn default() -> Self {
-        Self {
-            instances: 16,
-            table_elements: 20_000,
-            fuel: None,
-            quota: None,
-        }
+        Self::from(&crate::manifest::Limits::default())
     }
 }
 
-impl Sandbox {
-    /// A quota of `per_sec` messages a second with bursts of as many (0: none).
-    pub fn quota(per_sec: u32) -> Option<Arc<SubmitQuota>> {
-        let n = std::num::NonZeroU32::new(per_sec)?;
-        Some(Arc::new(governor::RateLimiter::direct(
-            governor::Quota::per_second(n).allow_burst(n),
-        )))
+impl From<&crate::manifest::Limits> for Sandbox {
+    /// The store limits, fuel and a fresh submit quota (`submit_per_sec` a second with
+    /// bursts of as many; 0: none) of a manifest entry.
+    fn from(limits: &crate::manifest::Limits) -> Self {
+        let quota = std::num::NonZeroU32::new(limits.submit_per_sec).map(|n| {
+            Arc::new(governor::RateLimiter::direct(
+                governor::Quota::per_second(n).allow_burst(n),
+            ))
+        });
+        Self {
+            instances: limits.instances,
+            table_elements: limits.table_elements,
+            fuel: limits.fuel,
+            quota,
+        }
     }
 }
 
