@@ -14,8 +14,8 @@ use prometheus_client::registry::Registry;
 use super::App;
 use super::config::ApiRoute;
 use crate::bus::Bus;
-use crate::orchestrator::ServiceTable;
-use crate::service::{CounterSnapshot, State as ServiceState};
+use crate::orchestrator::{ServiceReport, ServiceTable};
+use crate::service::State as ServiceState;
 
 /// `GET /status`: the node and every service the token may see.
 pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -74,8 +74,8 @@ pub(super) fn registry(bus: Bus, services: Arc<ServiceTable>) -> Registry {
     registry
 }
 
-/// Reads one counter out of a snapshot.
-type CounterOf = fn(&CounterSnapshot) -> u64;
+/// Reads one counter of a service out of its report.
+type CounterOf = fn(&ServiceReport) -> u64;
 
 #[derive(Debug)]
 struct NodeCollector {
@@ -86,57 +86,48 @@ struct NodeCollector {
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let report = self.services.report();
-        let counters: [(&str, &str, CounterOf); 6] = [
+        let counters: [(&str, &str, CounterOf); 7] = [
             (
                 "messages_processed",
                 "Messages the service processed",
-                |c| c.processed,
+                |s| s.counters.processed,
             ),
             (
                 "messages_failed",
                 "Messages whose processing failed (error, trap or deadline)",
-                |c| c.failed,
+                |s| s.counters.failed,
             ),
             (
                 "messages_sent",
                 "Messages the service sent that the bus accepted",
-                |c| c.sent,
+                |s| s.counters.sent,
             ),
             (
                 "messages_dropped",
                 "Messages the service sent that the bus refused (unknown destination, full mailbox, too large)",
-                |c| c.refused,
+                |s| s.counters.refused,
             ),
             (
                 "messages_dead_lettered",
                 "Messages the service took but could not finish (fault, or the node stopped)",
-                |c| c.dead_lettered,
+                |s| s.counters.dead_lettered,
             ),
             (
                 "messages_throttled",
                 "Submits that waited for the service's submit quota",
-                |c| c.throttled,
+                |s| s.counters.throttled,
             ),
+            ("service_restarts", "Restarts after a fault", |s| {
+                u64::from(s.status.restarts)
+            }),
         ];
         for (name, help, get) in counters {
             let probe = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
             for s in &report {
                 let labels = [("service", s.name.as_str())];
-                ConstCounter::new(get(&s.counters)).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;
             }
-        }
-        let probe = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "service_restarts",
-            "Restarts after a fault",
-            None,
-            probe.metric_type(),
-        )?;
-        for s in &report {
-            let labels = [("service", s.name.as_str())];
-            ConstCounter::new(u64::from(s.status.restarts))
-                .encode(family.encode_family(&labels)?)?;
         }
         let probe = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
