@@ -67,9 +67,25 @@ fn out(line: &str) -> std::io::Result<()> {
     writeln!(std::io::stdout().lock(), "{line}")
 }
 
-fn lagged(data: &str) -> std::io::Result<()> {
-    eprintln!("(fell behind; skipped: {data})");
-    Ok(())
+/// Prints events of `kind` (as JSON with `--json`, else through `render`) and says on stderr
+/// when the reader fell behind.
+fn printer<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    json: bool,
+    render: fn(&T) -> String,
+) -> impl FnMut(&str, &str) -> std::io::Result<()> {
+    move |got, data| match got {
+        "lagged" => {
+            eprintln!("(fell behind; skipped: {data})");
+            Ok(())
+        }
+        k if k != kind => Ok(()),
+        _ if json => out(data),
+        _ => match serde_json::from_str::<T>(data) {
+            Ok(event) => out(&render(&event)),
+            Err(_) => out(data),
+        },
+    }
 }
 
 /// `busbar logs`.
@@ -82,16 +98,7 @@ pub async fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     ];
     query.extend(args.service.clone().map(|s| ("service", s)));
     query.extend(args.level.clone().map(|l| ("level", l)));
-    stream(&client, &query, |kind, data| match kind {
-        "log" if client.json => out(data),
-        "log" => match serde_json::from_str::<LogLine>(data) {
-            Ok(line) => out(&render_line(&line)),
-            Err(_) => out(data),
-        },
-        "lagged" => lagged(data),
-        _ => Ok(()),
-    })
-    .await
+    stream(&client, &query, printer("log", client.json, render_line)).await
 }
 
 fn render_line(line: &LogLine) -> String {
@@ -116,15 +123,11 @@ pub async fn monitor(args: &MonitorArgs) -> anyhow::Result<()> {
     let mut query = vec![("kinds", "message".to_owned())];
     query.extend(args.service.clone().map(|s| ("service", s)));
     query.extend(args.action.clone().map(|a| ("action", a)));
-    stream(&client, &query, |kind, data| match kind {
-        "message" if client.json => out(data),
-        "message" => match serde_json::from_str::<Traffic>(data) {
-            Ok(t) => out(&render_traffic(&t)),
-            Err(_) => out(data),
-        },
-        "lagged" => lagged(data),
-        _ => Ok(()),
-    })
+    stream(
+        &client,
+        &query,
+        printer("message", client.json, render_traffic),
+    )
     .await
 }
 
