@@ -6,7 +6,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
-use crate::message::{BusError, Message, Reply};
+use crate::message::{BusError, ErrorCode, Message, Reply};
+
+/// What a handler did with a message.
+#[derive(Debug)]
+pub enum Handled {
+    /// Handled now: the answer (or error).
+    Done(Result<Option<Reply>, BusError>),
+    /// Handed to another task, which answers it when done.
+    Forward(mpsc::Sender<Delivery>),
+}
+
+impl From<Result<Option<Reply>, BusError>> for Handled {
+    fn from(result: Result<Option<Reply>, BusError>) -> Self {
+        Handled::Done(result)
+    }
+}
 
 /// Registers internal service `name` with a mailbox of `capacity` (senders get `queue-full`
 /// when it is full) and runs `handle` for each message until `cancel` fires. An error is
@@ -17,7 +32,7 @@ pub fn spawn(
     bus: &Bus,
     tracker: &TaskTracker,
     cancel: CancellationToken,
-    mut handle: impl FnMut(&Message) -> Result<Option<Reply>, BusError> + Send + 'static,
+    mut handle: impl FnMut(&Message) -> Handled + Send + 'static,
 ) -> anyhow::Result<()> {
     let (tx, mut inbox) = mpsc::channel::<Delivery>(capacity);
     bus.register(name, Route::new(tx, OnFull::Refuse, RouteKind::Internal))?;
@@ -30,7 +45,20 @@ pub fn spawn(
             };
             let Some(d) = d else { break };
             let began = std::time::Instant::now();
-            let result = handle(&d.msg);
+            let result = match handle(&d.msg) {
+                Handled::Done(result) => result,
+                Handled::Forward(to) => match to.try_send(d) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Full(d)) => {
+                        forward_failed(&bus, name, d, ErrorCode::QueueFull, "busy");
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(d)) => {
+                        forward_failed(&bus, name, d, ErrorCode::Unavailable, "stopping");
+                        continue;
+                    }
+                },
+            };
             bus.processed(
                 &d.msg,
                 d.is_call(),
@@ -47,4 +75,17 @@ pub fn spawn(
         }
     });
     Ok(())
+}
+
+/// Answers a message that could not be handed over.
+fn forward_failed(bus: &Bus, name: &str, d: Delivery, code: ErrorCode, why: &str) {
+    let e = BusError::new(
+        code,
+        format!("`{name}` is {why}: `{}` was not handled", d.msg.action),
+    );
+    bus.processed(&d.msg, d.is_call(), std::time::Duration::ZERO, Err(&e));
+    let msg = d.msg.clone();
+    if let Some(Err(e)) = d.answer(Err(e)) {
+        bus.notify_failure(&msg, name, &e);
+    }
 }

@@ -18,6 +18,6 @@ pub fn spawn(bus: &Bus, tracker: &TaskTracker, cancel: CancellationToken) -> any
             from = %msg.source, action = %msg.action,
             "{}", PayloadPreview(&msg.payload)
         );
-        Ok(None)
+        Ok(None).into()
     })
 }

@@ -8,18 +8,23 @@
 //! | `services` | JSON array of the custom services' names                          |
 //! | `ping`     | `pong`                                                            |
 //! | `dead-letters` | JSON array of the dead letters, oldest first; payload `{"service": "x"}` keeps one service's |
+//! | `start`, `stop`, `restart` | payload `{"service": "x"}`: starts, stops (until started again) or restarts one service of the manifest; answers what changed |
+//! | `desired-state` | payload: the hub's desired state (JSON object); hands it to every service's `state-update`; `msb-state.enabled` starts or stops every custom service |
 //!
-//! Any other action is answered with `unknown-action`.
+//! `dead-letters` and the control actions are privileged: the node, the admin API, Com and
+//! services granted `privileged`. Any other action is answered with `unknown-action`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Delivery};
+use crate::internal::Handled;
 use crate::message::{BusError, ErrorCode, Reply};
+use crate::node::CONTROL_ACTIONS;
 use crate::service::{CounterSnapshot, ServiceCounters, Status};
 
 /// The orchestrator's name on the bus.
@@ -112,16 +117,25 @@ impl ServiceTable {
 pub fn spawn(
     bus: &Bus,
     table: Arc<ServiceTable>,
+    control: mpsc::Sender<Delivery>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let dead = bus.clone();
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
-        if msg.action == "dead-letters" {
-            check_privileged(&table, msg)?;
-            return dead_letters(&dead, msg).map(Some);
+        let control_action = CONTROL_ACTIONS.contains(&msg.action.as_str());
+        if control_action || msg.action == "dead-letters" {
+            if let Err(e) = check_privileged(&table, msg) {
+                return Handled::Done(Err(e));
+            }
         }
-        answer(&table, &msg.action).map(Some)
+        if control_action {
+            return Handled::Forward(control.clone());
+        }
+        if msg.action == "dead-letters" {
+            return dead_letters(&dead, msg).map(Some).into();
+        }
+        answer(&table, &msg.action).map(Some).into()
     })
 }
 
@@ -181,7 +195,7 @@ fn answer(table: &ServiceTable, action: &str) -> Result<Reply, BusError> {
         other => Err(BusError::new(
             ErrorCode::UnknownAction,
             format!(
-                "`{ORCHESTRATOR}` has no action `{other}` (it knows status, services, ping, dead-letters)"
+                "`{ORCHESTRATOR}` has no action `{other}` (it knows status, services, ping, dead-letters, start, stop, restart, desired-state)"
             ),
         )),
     }

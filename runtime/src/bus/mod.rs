@@ -42,6 +42,7 @@ struct Inner {
     max_payload: usize,
     traffic: Tap<Arc<Traffic>>,
     dead_letters: DeadLetters,
+    desired: tokio::sync::watch::Sender<Option<Arc<str>>>,
 }
 
 impl Bus {
@@ -54,6 +55,7 @@ impl Bus {
                 max_payload,
                 traffic: Tap::new(4096),
                 dead_letters: DeadLetters::default(),
+                desired: tokio::sync::watch::Sender::new(None),
             }),
         }
     }
@@ -66,6 +68,17 @@ impl Bus {
     /// Messages services took but could not finish.
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.inner.dead_letters
+    }
+
+    /// Sets the node's desired state (a JSON document from the hub); every running service
+    /// gets it through `state-update`, and every service that starts later gets the latest.
+    pub fn set_desired_state(&self, json: &str) {
+        self.inner.desired.send_replace(Some(Arc::from(json)));
+    }
+
+    /// Follows the desired state (`None` until the hub has sent one).
+    pub fn desired_state(&self) -> tokio::sync::watch::Receiver<Option<Arc<str>>> {
+        self.inner.desired.subscribe()
     }
 
     /// The call round-trip histogram of every service on the bus, by name.

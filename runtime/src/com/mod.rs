@@ -15,6 +15,7 @@ mod json_lines;
 pub use json_lines::to_json;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
+use crate::config::NodeConfig;
+use crate::orchestrator::ServiceTable;
 
 /// Com's name on the bus.
 pub const COM: &str = "com";
@@ -58,12 +61,14 @@ pub struct ComLink {
 
 /// Registers `com` on the bus and starts the configured Com.
 pub async fn spawn(
-    config: &ComConfig,
+    node: &NodeConfig,
     bus: &Bus,
+    services: Arc<ServiceTable>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let out = json_lines::open(config).await?;
+    let _ = services;
+    let out = json_lines::open(&node.com).await?;
     let (tx, inbox) = mpsc::channel(INBOX);
     bus.register(
         COM,

@@ -68,6 +68,7 @@ pub fn spawn(
     let counters = Arc::new(ServiceCounters::default());
     let span = tracing::info_span!("service", service = %spec.name);
     let actor = Actor {
+        desired: bus.desired_state(),
         spec,
         bus,
         self_tx: mailbox.0,
@@ -100,6 +101,8 @@ struct Actor {
     status: watch::Sender<Status>,
     counters: Arc<ServiceCounters>,
     cancel: CancellationToken,
+    /// The node's desired state, handed to `state-update` when it changes.
+    desired: watch::Receiver<Option<Arc<str>>>,
 }
 
 /// How serving an instance ended.
@@ -196,7 +199,7 @@ impl Actor {
         }
     }
 
-    async fn start_instance(&self, component: &LoadedComponent) -> Result<Instance, Fault> {
+    async fn start_instance(&mut self, component: &LoadedComponent) -> Result<Instance, Fault> {
         self.set_state(State::Starting);
         let ctx = HostContext {
             service: self.spec.name.clone(),
@@ -210,6 +213,10 @@ impl Actor {
         };
         let mut instance = Instance::new(component, ctx, self.spec.deadline).await?;
         instance.start().await?;
+        let state = self.desired.borrow_and_update().clone();
+        if let Some(state) = state {
+            instance.state_update(&state).await?;
+        }
         Ok(instance)
     }
 
@@ -219,6 +226,15 @@ impl Actor {
             let d = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return self.shut_down(instance).await,
+                Ok(()) = self.desired.changed() => {
+                    let state = self.desired.borrow_and_update().clone();
+                    if let Some(state) = state
+                        && let Err(fault) = instance.state_update(&state).await
+                    {
+                        return Ended::Faulted(fault);
+                    }
+                    continue;
+                }
                 d = self.mailbox.recv() => d,
             };
             let Some(d) = d else {

@@ -3,6 +3,10 @@
 //! submits while stopping is lost). A new manifest can be applied while it runs: only the
 //! services that changed are restarted.
 
+mod control;
+
+pub use control::CONTROL_ACTIONS;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +29,35 @@ use crate::service::{RestartPolicy, ServiceSpec, State, Status};
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
-    bus: Bus,
-    loader: Loader,
-    services: Arc<ServiceTable>,
-    running: Mutex<BTreeMap<String, Running>>,
-    limits: NodeSettings,
-    service_tasks: TaskTracker,
-    service_cancel: CancellationToken,
+    core: Arc<Core>,
     internal_tasks: TaskTracker,
     internal_cancel: CancellationToken,
     _ticker: EpochTicker,
+}
+
+/// What the node's owner and its control task share.
+#[derive(Debug)]
+struct Core {
+    bus: Bus,
+    loader: Loader,
+    services: Arc<ServiceTable>,
+    /// The services running now; also serialises every change to them.
+    running: Mutex<BTreeMap<String, Running>>,
+    /// What the node is asked to run: the manifest and the operator's overrides.
+    wanted: std::sync::Mutex<Wanted>,
+    limits: NodeSettings,
+    service_tasks: TaskTracker,
+    service_cancel: CancellationToken,
+}
+
+/// The manifest the node runs and what the operator or the hub changed on top of it.
+#[derive(Debug, Default)]
+struct Wanted {
+    manifest: Manifest,
+    /// False while the hub's desired state says `enabled: false`: no custom service runs.
+    disabled: bool,
+    /// Services stopped by a control action, until started again.
+    held: std::collections::BTreeSet<String>,
 }
 
 /// What the node config says about every service.
@@ -59,7 +82,7 @@ struct Running {
 }
 
 /// What applying a manifest did, by service name.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
     /// Services that were not running before.
     pub started: Vec<String>,
@@ -84,20 +107,30 @@ impl Node {
 
         let internal_tasks = TaskTracker::new();
         let internal_cancel = CancellationToken::new();
-        crate::com::spawn(&config.com, &bus, &internal_tasks, internal_cancel.clone()).await?;
-        crate::logger::spawn(&bus, &internal_tasks, internal_cancel.clone())?;
         let services = Arc::new(ServiceTable::default());
-        crate::orchestrator::spawn(
+        crate::com::spawn(
+            config,
             &bus,
             services.clone(),
             &internal_tasks,
             internal_cancel.clone(),
+        )
+        .await?;
+        crate::logger::spawn(&bus, &internal_tasks, internal_cancel.clone())?;
+        let (control_tx, control_rx) = mpsc::channel(16);
+        crate::orchestrator::spawn(
+            &bus,
+            services.clone(),
+            control_tx,
+            &internal_tasks,
+            internal_cancel.clone(),
         )?;
-        let node = Node {
+        let core = Arc::new(Core {
             bus,
             loader,
             services,
             running: Mutex::default(),
+            wanted: std::sync::Mutex::default(),
             limits: NodeSettings {
                 max_instances: config.engine.max_instances,
                 max_memory_mib: config.engine.max_memory_mib,
@@ -107,6 +140,14 @@ impl Node {
             },
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
+        });
+        internal_tasks.spawn(control::serve(
+            core.clone(),
+            control_rx,
+            internal_cancel.clone(),
+        ));
+        let node = Node {
+            core,
             internal_tasks,
             internal_cancel,
             _ticker: ticker,
@@ -122,8 +163,48 @@ impl Node {
     /// those no longer wanted, restarts those whose entry or component file changed (the old
     /// instance finishes its queue first; new messages wait for the new one), and leaves the
     /// others alone. A manifest the node cannot run is refused before anything changes.
+    /// Services stopped by a control action stay stopped, and none runs while the hub's
+    /// desired state disables them.
     pub async fn apply(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
-        let wanted: Vec<&ServiceEntry> = manifest.services.iter().filter(|s| s.enabled).collect();
+        self.core.apply(Some(manifest), None).await
+    }
+
+    /// Like [`Node::apply`], but first loads every enabled component (cheap for those already
+    /// running): a manifest naming a component that is missing, corrupt, of the wrong world
+    /// or asking for ungranted imports is refused before any service is touched.
+    pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
+        for s in manifest.services.iter().filter(|s| s.enabled) {
+            self.core
+                .loader
+                .load(&s.source())
+                .await
+                .with_context(|| format!("service `{}`", s.name))?;
+        }
+        self.apply(manifest).await
+    }
+}
+
+impl Core {
+    /// Converges on the wanted services: those of `manifest` (else the current one) that are
+    /// enabled, not held and not disabled by the hub. `restart` names a service to restart
+    /// even though it did not change.
+    async fn apply(
+        &self,
+        manifest: Option<&Manifest>,
+        restart: Option<&str>,
+    ) -> anyhow::Result<Applied> {
+        let mut running = self.running.lock().await;
+        let (manifest, wanted) = {
+            let state = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            let manifest = manifest.unwrap_or(&state.manifest).clone();
+            let wanted: Vec<ServiceEntry> = manifest
+                .services
+                .iter()
+                .filter(|s| s.enabled && !state.disabled && !state.held.contains(&s.name))
+                .cloned()
+                .collect();
+            (manifest, wanted)
+        };
         anyhow::ensure!(
             wanted.len() <= self.limits.max_instances as usize,
             "the manifest enables {} services but engine.max_instances is {}",
@@ -134,10 +215,13 @@ impl Node {
             .iter()
             .map(|s| self.spec(s))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .manifest = manifest.clone();
         for s in manifest.services.iter().filter(|s| !s.enabled) {
             tracing::info!(service = %s.name, "disabled in the manifest; not started");
         }
-        let mut running = self.running.lock().await;
         let mut applied = Applied::default();
         let names: Vec<String> = running.keys().cloned().collect();
         for name in names {
@@ -150,13 +234,13 @@ impl Node {
                 applied.stopped.push(name);
             }
         }
-        for (entry, spec) in wanted.into_iter().zip(specs) {
+        for (entry, spec) in wanted.iter().zip(specs) {
             let previous = match running.remove(&entry.name) {
                 None => {
                     applied.started.push(entry.name.clone());
                     None
                 }
-                Some(old) if !changed(&old, entry) => {
+                Some(old) if !changed(&old, entry) && restart != Some(entry.name.as_str()) => {
                     applied.unchanged.push(entry.name.clone());
                     running.insert(entry.name.clone(), old);
                     continue;
@@ -170,19 +254,6 @@ impl Node {
             running.insert(entry.name.clone(), started);
         }
         Ok(applied)
-    }
-
-    /// Like [`Node::apply`], but first loads every enabled component (cheap for those already
-    /// running): a manifest naming a component that is missing, corrupt, of the wrong world
-    /// or asking for ungranted imports is refused before any service is touched.
-    pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
-        for s in manifest.services.iter().filter(|s| s.enabled) {
-            self.loader
-                .load(&s.source())
-                .await
-                .with_context(|| format!("service `{}`", s.name))?;
-        }
-        self.apply(manifest).await
     }
 
     fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
@@ -271,25 +342,27 @@ impl Node {
             successor,
         })
     }
+}
 
+impl Node {
     /// The node's bus, to send and call like a service does.
     pub fn bus(&self) -> &Bus {
-        &self.bus
+        &self.core.bus
     }
 
     /// The loader (engine and compile cache) the node uses.
     pub fn loader(&self) -> &Loader {
-        &self.loader
+        &self.core.loader
     }
 
     /// The table of services (state and counters), shared with the admin API.
     pub fn services(&self) -> Arc<ServiceTable> {
-        self.services.clone()
+        self.core.services.clone()
     }
 
     /// Every service with its state and counters, by name.
     pub fn report(&self) -> Vec<ServiceReport> {
-        self.services.report()
+        self.core.services.report()
     }
 
     /// Waits until service `name` reaches a state for which `done` holds; returns its status.
@@ -299,6 +372,7 @@ impl Node {
         done: impl Fn(State) -> bool,
     ) -> anyhow::Result<Status> {
         let mut rx = self
+            .core
             .services
             .get(name)
             .with_context(|| format!("no service named `{name}`"))?
@@ -309,7 +383,7 @@ impl Node {
 
     /// Waits until every service has left the loading and starting states.
     pub async fn settled(&self) -> anyhow::Result<()> {
-        for name in self.services.names() {
+        for name in self.core.services.names() {
             self.wait_for(&name, |s| !matches!(s, State::Loading | State::Starting))
                 .await?;
         }
@@ -320,9 +394,9 @@ impl Node {
     /// what they submitted, then returns.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: stopping services");
-        self.service_cancel.cancel();
-        self.service_tasks.close();
-        self.service_tasks.wait().await;
+        self.core.service_cancel.cancel();
+        self.core.service_tasks.close();
+        self.core.service_tasks.wait().await;
         tracing::info!("services stopped; flushing Com");
         self.internal_cancel.cancel();
         self.internal_tasks.close();

@@ -1,0 +1,160 @@
+//! The node's control actions, which the `orchestrator` hands over (they change what runs,
+//! so they need the node itself): `start`, `stop` and `restart` one service
+//! (`{"service": "name"}`), and `desired-state` (the hub's desired properties as JSON).
+//!
+//! `desired-state` reaches every service through `state-update`; its `msb-state.enabled`
+//! starts (`true`) or stops (`false`) every custom service.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Core;
+use crate::bus::Delivery;
+use crate::message::{BusError, ErrorCode, Reply};
+
+/// The actions [`serve`] handles.
+pub const CONTROL_ACTIONS: [&str; 4] = ["start", "stop", "restart", "desired-state"];
+
+/// Handles control requests one at a time until `cancel` fires.
+pub(super) async fn serve(
+    core: Arc<Core>,
+    mut requests: mpsc::Receiver<Delivery>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let d = tokio::select! {
+            d = requests.recv() => d,
+            () = cancel.cancelled() => None,
+        };
+        let Some(d) = d else { break };
+        let began = Instant::now();
+        let result = handle(&core, &d.msg.action, &d.msg.payload).await;
+        match &result {
+            Ok(v) => {
+                tracing::info!(action = %d.msg.action, from = %d.msg.source, outcome = %v, "control action")
+            }
+            Err(e) => {
+                tracing::warn!(action = %d.msg.action, from = %d.msg.source, error = %e, "control action refused")
+            }
+        }
+        let result = result.map(|v| {
+            Some(Reply {
+                content_type: "application/json".into(),
+                payload: v.to_string().into_bytes(),
+            })
+        });
+        let msg = d.msg.clone();
+        core.bus.processed(
+            &msg,
+            d.is_call(),
+            began.elapsed(),
+            result.as_ref().map(|_| ()),
+        );
+        if let Some(Err(e)) = d.answer(result) {
+            core.bus
+                .notify_failure(&msg, crate::orchestrator::ORCHESTRATOR, &e);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    service: String,
+}
+
+/// `msb-state` in the desired state.
+#[derive(Deserialize, Default)]
+struct MsbState {
+    enabled: Option<bool>,
+}
+
+async fn handle(core: &Core, action: &str, payload: &[u8]) -> Result<Value, BusError> {
+    if action == "desired-state" {
+        return desired_state(core, payload).await;
+    }
+    let Target { service } = serde_json::from_slice(payload).map_err(|e| {
+        BusError::new(
+            ErrorCode::BadPayload,
+            format!("`{action}` takes {{\"service\": \"name\"}}: {e}"),
+        )
+    })?;
+    {
+        let mut wanted = core.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if !wanted.manifest.services.iter().any(|s| s.name == service) {
+            return Err(BusError::new(
+                ErrorCode::UnknownDestination,
+                format!("the node's manifest has no service named `{service}`"),
+            ));
+        }
+        match action {
+            "stop" => {
+                wanted.held.insert(service.clone());
+            }
+            "start" | "restart" => {
+                wanted.held.remove(&service);
+            }
+            other => {
+                return Err(BusError::new(
+                    ErrorCode::UnknownAction,
+                    format!("no control action `{other}`"),
+                ));
+            }
+        }
+    }
+    let restart = (action == "restart").then_some(service.as_str());
+    let applied = core
+        .apply(None, restart)
+        .await
+        .map_err(|e| BusError::new(ErrorCode::Other, format!("{e:#}")))?;
+    Ok(json!({ "service": service, "applied": applied }))
+}
+
+async fn desired_state(core: &Core, payload: &[u8]) -> Result<Value, BusError> {
+    let doc: Value = serde_json::from_slice(payload).map_err(|e| {
+        BusError::new(
+            ErrorCode::BadPayload,
+            format!("`desired-state` takes a JSON object: {e}"),
+        )
+    })?;
+    if !doc.is_object() {
+        return Err(BusError::new(
+            ErrorCode::BadPayload,
+            "`desired-state` takes a JSON object",
+        ));
+    }
+    let msb: MsbState = match doc.get("msb-state") {
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            BusError::new(
+                ErrorCode::BadPayload,
+                format!("`msb-state` in the desired state: {e}"),
+            )
+        })?,
+        None => MsbState::default(),
+    };
+    core.bus.set_desired_state(&doc.to_string());
+    let changed = msb.enabled.is_some_and(|enabled| {
+        let mut wanted = core.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let was = !wanted.disabled;
+        wanted.disabled = !enabled;
+        was != enabled
+    });
+    let applied = if changed {
+        core.apply(None, None)
+            .await
+            .map_err(|e| BusError::new(ErrorCode::Other, format!("{e:#}")))?
+    } else {
+        super::Applied::default()
+    };
+    let enabled = !core
+        .wanted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .disabled;
+    Ok(json!({ "enabled": enabled, "applied": applied }))
+}
