@@ -11,6 +11,7 @@
 //! bridge plugs in as another [`ComConfig`] variant with its own `run`.
 
 mod json_lines;
+pub mod spool;
 
 pub use json_lines::to_json;
 

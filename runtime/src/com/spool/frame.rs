@@ -1,0 +1,181 @@
+//! One record on disk: `len: u32 LE | crc32: u32 LE | seq: u64 LE | expires_ms: u64 LE | body`,
+//! where `len` counts everything after the crc and the crc covers the same bytes. A frame
+//! cut short by a crash, or whose crc does not match, ends the readable part of its file.
+
+use std::io::{self, Read};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame the spool reads back (a corrupt length must not allocate gigabytes).
+const MAX_FRAME: usize = 64 << 20;
+
+/// A message on its way to the hub, as the spool keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The message id the node gave it.
+    pub id: String,
+    /// The service that submitted it.
+    pub source: String,
+    /// MIME type of the payload.
+    pub content_type: String,
+    /// Message properties.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    #[serde(with = "serde_bytes_vec")]
+    pub payload: Vec<u8>,
+    /// When Com accepted it (ms since the Unix epoch).
+    pub accepted_ms: u64,
+}
+
+/// CBOR byte strings for the payload (not an array of numbers).
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
+/// Appends the frame of `record` to `out`; returns the frame's length.
+pub fn encode(out: &mut Vec<u8>, seq: u64, expires_ms: u64, record: &Record) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&expires_ms.to_le_bytes());
+    ciborium::into_writer(record, &mut *out).expect("writing CBOR to a Vec cannot fail");
+    let len = (out.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out.len() - start
+}
+
+/// A frame read back: its sequence number, expiry, length on disk and body.
+#[derive(Debug)]
+pub struct Frame {
+    pub seq: u64,
+    pub expires_ms: u64,
+    pub len: u64,
+    body: Vec<u8>,
+}
+
+impl Frame {
+    /// The record, or why it cannot be decoded.
+    pub fn record(&self) -> Result<Record, String> {
+        ciborium::from_reader(self.body.as_slice()).map_err(|e| e.to_string())
+    }
+}
+
+/// How reading a frame ended.
+#[derive(Debug)]
+pub enum Next {
+    /// A whole, intact frame.
+    Frame(Frame),
+    /// Nothing more (clean end of file).
+    End,
+    /// A cut or corrupt frame: the readable part ends here.
+    Torn(String),
+}
+
+/// Reads the next frame of `r`.
+pub fn read(r: &mut impl Read) -> io::Result<Next> {
+    let mut head = [0u8; 8];
+    match read_full(r, &mut head)? {
+        0 => return Ok(Next::End),
+        8 => {}
+        n => return Ok(Next::Torn(format!("{n} bytes of a frame header"))),
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if !(16..=MAX_FRAME).contains(&len) {
+        return Ok(Next::Torn(format!("impossible frame length {len}")));
+    }
+    let mut rest = vec![0u8; len];
+    let got = read_full(r, &mut rest)?;
+    if got < len {
+        return Ok(Next::Torn(format!("frame cut at {got} of {len} bytes")));
+    }
+    if crc32fast::hash(&rest) != crc {
+        return Ok(Next::Torn("frame checksum mismatch".into()));
+    }
+    let seq = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+    let expires_ms = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+    rest.drain(..16);
+    Ok(Next::Frame(Frame {
+        seq,
+        expires_ms,
+        len: (len + 8) as u64,
+        body: rest,
+    }))
+}
+
+/// Reads until `buf` is full or the end; returns how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            id: "m1".into(),
+            source: "sensor".into(),
+            content_type: "application/json".into(),
+            headers: vec![("unit".into(), "C".into())],
+            payload: b"{\"t\":21}".to_vec(),
+            accepted_ms: 7,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_torn_tail() {
+        let mut buf = Vec::new();
+        let n = encode(&mut buf, 42, 99, &record());
+        assert_eq!(n, buf.len());
+        encode(&mut buf, 43, 99, &record());
+        buf.truncate(buf.len() - 3);
+        let mut r = buf.as_slice();
+        let Next::Frame(f) = read(&mut r).unwrap() else {
+            panic!("first frame")
+        };
+        assert_eq!((f.seq, f.expires_ms, f.len), (42, 99, n as u64));
+        assert_eq!(f.record().unwrap(), record());
+        assert!(matches!(read(&mut r).unwrap(), Next::Torn(_)));
+        let mut bad = Vec::new();
+        encode(&mut bad, 1, 1, &record());
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(
+            matches!(read(&mut bad.as_slice()).unwrap(), Next::Torn(m) if m.contains("checksum"))
+        );
+        assert!(matches!(read(&mut [].as_slice()).unwrap(), Next::End));
+    }
+}
