@@ -7,6 +7,7 @@
 //! waited for.
 
 pub mod admin;
+pub mod mqtt;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -116,12 +117,22 @@ impl TestNode {
     /// Starts a node; `config_toml` is added to the node config (after the Com and cache
     /// settings the harness sets).
     pub async fn start_with(manifest_toml: &str, config_toml: &str) -> anyhow::Result<Self> {
+        Self::start_raw(
+            manifest_toml,
+            &format!("{config_toml}\n[com]\nkind = \"file\"\npath = \"com.jsonl\"\n"),
+        )
+        .await
+    }
+
+    /// Starts a node whose config is `config_toml` (with its own `[com]`) after the node id,
+    /// cache and data settings the harness sets.
+    pub async fn start_raw(manifest_toml: &str, config_toml: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("node.toml");
         std::fs::write(
             &config_path,
             format!(
-                "node_id = \"test-node\"\ncache_dir = \"cache\"\ndata_dir = \"state\"\n{config_toml}\n[com]\nkind = \"file\"\npath = \"com.jsonl\"\n"
+                "node_id = \"test-node\"\ncache_dir = \"cache\"\ndata_dir = \"state\"\n{config_toml}\n"
             ),
         )?;
         let config = NodeConfig::load(&config_path)?;

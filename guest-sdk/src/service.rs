@@ -82,12 +82,13 @@ impl DeliveryFailure {
     }
 }
 
-/// The node's desired state, as passed to [`Service::state_update`].
+/// The node's desired state, as passed to [`Service::state_update`]: the hub's desired
+/// properties, whose `msb-state` holds `enabled` and `debug`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
-    /// Whether the service should be doing its work (`true` when not given).
+    /// Whether custom services should be doing their work (`true` when not given).
     pub enabled: bool,
-    /// Whether the service should log verbosely (`false` when not given).
+    /// Whether debug output is forwarded to the hub (`false` when not given).
     pub debug: bool,
     /// The whole JSON document, including any fields not listed above.
     pub raw: serde_json::Value,
@@ -97,7 +98,8 @@ impl State {
     /// Parses the JSON the node sends.
     fn parse(json: &str) -> Result<State, serde_json::Error> {
         let raw: serde_json::Value = serde_json::from_str(json)?;
-        let flag = |name: &str| raw.get(name).and_then(serde_json::Value::as_bool);
+        let msb = raw.get("msb-state").unwrap_or(&raw);
+        let flag = |name: &str| msb.get(name).and_then(serde_json::Value::as_bool);
         Ok(State {
             enabled: flag("enabled").unwrap_or(true),
             debug: flag("debug").unwrap_or(false),

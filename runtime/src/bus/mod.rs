@@ -43,6 +43,7 @@ struct Inner {
     traffic: Tap<Arc<Traffic>>,
     dead_letters: DeadLetters,
     desired: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    com: Arc<crate::com::ComStats>,
 }
 
 impl Bus {
@@ -56,6 +57,7 @@ impl Bus {
                 traffic: Tap::new(4096),
                 dead_letters: DeadLetters::default(),
                 desired: tokio::sync::watch::Sender::new(None),
+                com: Arc::default(),
             }),
         }
     }
@@ -68,6 +70,11 @@ impl Bus {
     /// Messages services took but could not finish.
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.inner.dead_letters
+    }
+
+    /// What Com reports about its link and spool (for `/metrics`).
+    pub fn com_stats(&self) -> &Arc<crate::com::ComStats> {
+        &self.inner.com
     }
 
     /// Sets the node's desired state (a JSON document from the hub); every running service

@@ -13,7 +13,9 @@ type Out = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
 
 pub(super) async fn open(config: &ComConfig) -> anyhow::Result<Out> {
     let w: Box<dyn AsyncWrite + Unpin + Send> = match config {
-        ComConfig::Console => Box::new(tokio::io::stdout()),
+        ComConfig::Console | ComConfig::Mqtt(_) | ComConfig::AzureIotHub(_) => {
+            Box::new(tokio::io::stdout())
+        }
         ComConfig::File { path } => Box::new(
             tokio::fs::OpenOptions::new()
                 .create(true)

@@ -7,11 +7,15 @@
 //! (cloud-to-device). When [`ComLink::cancel`] fires — after every service has stopped — it
 //! drains its inbox, flushes, and returns.
 //!
-//! Today: `console` and `file` write one JSON line per message. The MQTT and Azure IoT Hub
-//! bridge plugs in as another [`ComConfig`] variant with its own `run`.
+//! `console` and `file` write one JSON line per message (the embedded default); `mqtt` and
+//! `azure-iot-hub` bridge to a broker through a durable spool ([`mqtt`], [`spool`]).
 
 mod json_lines;
+pub mod mqtt;
 pub mod spool;
+mod stats;
+
+pub use stats::ComStats;
 
 pub use json_lines::to_json;
 
@@ -47,6 +51,10 @@ pub enum ComConfig {
         /// The file to append to (created if missing).
         path: PathBuf,
     },
+    /// A plain MQTT broker.
+    Mqtt(Box<mqtt::MqttConfig>),
+    /// Azure IoT Hub over MQTT.
+    AzureIotHub(Box<mqtt::MqttConfig>),
 }
 
 /// What a Com implementation works with.
@@ -68,8 +76,11 @@ pub async fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = services;
-    let out = json_lines::open(&node.com).await?;
+    let broker = match &node.com {
+        ComConfig::Mqtt(c) => Some((false, c)),
+        ComConfig::AzureIotHub(c) => Some((true, c)),
+        ComConfig::Console | ComConfig::File { .. } => None,
+    };
     let (tx, inbox) = mpsc::channel(INBOX);
     bus.register(
         COM,
@@ -84,6 +95,24 @@ pub async fn spawn(
         bus: bus.clone(),
         cancel,
     };
-    tracker.spawn(json_lines::run(out, link));
+    match broker {
+        Some((azure, config)) => {
+            let (dialect, connector, spool) =
+                mqtt::prepare(azure, config, &node.node_id, &node.data_dir())?;
+            let setup = mqtt::Setup {
+                dialect,
+                config: (**config).clone(),
+                node_id: node.node_id.clone(),
+                spool,
+                stats: bus.com_stats().clone(),
+                services,
+            };
+            tracker.spawn(mqtt::run(link, connector, setup));
+        }
+        None => {
+            let out = json_lines::open(&node.com).await?;
+            tracker.spawn(json_lines::run(out, link));
+        }
+    }
     Ok(())
 }

@@ -7,6 +7,9 @@ use crate::bindings::busbar::service::bus::Host;
 use crate::com::{COM, COM_SUBMIT};
 use crate::message::{BusError, ErrorCode, Message, Reply, WitError};
 
+/// Longest wait for Com to accept a submitted message.
+const COM_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl HostState {
     /// A message from this service, built from the strings the import already owns.
     fn outgoing(
@@ -91,7 +94,17 @@ impl Host for HostState {
     ) -> Result<String, WitError> {
         let mut msg = self.outgoing(COM.into(), COM_SUBMIT.into(), content_type, payload);
         msg.headers = headers;
-        self.send_counted(msg).await
+        // Accepted means stored by Com (in the spool, for a broker): wait for its answer.
+        self.throttle().await;
+        let id = msg.id.clone();
+        let started = Instant::now();
+        let accepted = self.bus.call(msg, COM_ACCEPT_TIMEOUT).await;
+        self.credit_wait(started);
+        self.counters.record_sent(accepted.is_ok());
+        accepted.map(|_| id).map_err(|e| {
+            tracing::warn!(error = %e, "message to Com refused");
+            WitError::from(e)
+        })
     }
 
     async fn submit_action(

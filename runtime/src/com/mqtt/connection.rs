@@ -1,0 +1,281 @@
+//! The connection to the broker: one rumqttc event loop per session, a fresh one (with fresh
+//! credentials) after every loss, jittered exponential backoff between attempts, and a
+//! planned reconnection before an IoT Hub SAS token expires.
+//!
+//! A fresh event loop per session means rumqttc never replays a previous session's packets
+//! on its own: Com resends what the broker did not acknowledge, from its spool, in order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::MqttConfig;
+use super::dialect::Dialect;
+
+/// What the connection tells Com.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A session is up; publish through this client.
+    Connected(AsyncClient),
+    /// Something happened on the session.
+    Mqtt(Event),
+    /// The session ended (Com keeps everything unacknowledged for the next one).
+    Lost(String),
+}
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    host: String,
+    port: u16,
+    client_id: String,
+    credentials: Credentials,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    keep_alive: Duration,
+    max_packet: usize,
+    backoff_max: Duration,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Credentials {
+    None,
+    Password(String, Option<String>),
+    Sas(super::azure::Device, Duration),
+}
+
+impl Connector {
+    /// Checks the settings for `dialect` and prepares TLS.
+    pub fn new(config: &MqttConfig, dialect: &Dialect, node_id: &str) -> anyhow::Result<Self> {
+        let (host, client_id, credentials, tls_default) = match dialect {
+            Dialect::Azure(device) => {
+                for (set, field) in [
+                    (config.host.is_some(), "host"),
+                    (config.client_id.is_some(), "client_id"),
+                    (config.username.is_some(), "username"),
+                    (config.password.is_some(), "password"),
+                ] {
+                    anyhow::ensure!(
+                        !set,
+                        "com: `{field}` does not apply to kind = \"azure-iot-hub\" (it comes \
+                         from connection_string)"
+                    );
+                }
+                anyhow::ensure!(config.sas_ttl_s >= 1, "com: sas_ttl_s must be at least 1");
+                (
+                    device.host.clone(),
+                    device.device_id.clone(),
+                    Credentials::Sas(device.clone(), Duration::from_secs(config.sas_ttl_s)),
+                    true,
+                )
+            }
+            Dialect::Plain(_) => {
+                anyhow::ensure!(
+                    config.connection_string.is_none(),
+                    "com: `connection_string` applies only to kind = \"azure-iot-hub\""
+                );
+                let host = config
+                    .host
+                    .clone()
+                    .context("com: kind = \"mqtt\" needs `host` (the broker's address)")?;
+                let credentials = match (&config.username, &config.password) {
+                    (Some(u), p) => Credentials::Password(u.clone(), p.clone()),
+                    (None, Some(_)) => anyhow::bail!("com: `password` without `username`"),
+                    (None, None) => Credentials::None,
+                };
+                let client_id = config.client_id.clone().unwrap_or_else(|| node_id.into());
+                (host, client_id, credentials, false)
+            }
+        };
+        let tls = if config.tls.unwrap_or(tls_default) {
+            Some(Arc::new(tls_config(config.ca_file.as_deref())?))
+        } else {
+            None
+        };
+        let port = config
+            .port
+            .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        Ok(Self {
+            host,
+            port,
+            client_id,
+            credentials,
+            tls,
+            keep_alive: config.keep_alive(),
+            // Room for the largest message plus its topic and properties.
+            max_packet: config.max_message_bytes + 64 * 1024,
+            backoff_max: Duration::from_millis(config.backoff_max_ms.max(100)),
+            capacity: usize::from(config.in_flight) + 256,
+        })
+    }
+
+    /// `host:port`, for log lines.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Options for a new session, and when it must be renewed (the SAS token's expiry).
+    fn options(&self) -> (MqttOptions, Option<Instant>) {
+        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
+        o.set_keep_alive(self.keep_alive);
+        o.set_clean_session(true);
+        o.set_max_packet_size(self.max_packet, self.max_packet);
+        if let Some(tls) = &self.tls {
+            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
+        }
+        let mut renew = None;
+        match &self.credentials {
+            Credentials::None => {}
+            Credentials::Password(u, p) => {
+                o.set_credentials(u, p.clone().unwrap_or_default());
+            }
+            Credentials::Sas(device, ttl) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let expiry = (now + *ttl).as_secs();
+                o.set_credentials(device.username(), device.sas_token(expiry));
+                // Renew when 80% of the lifetime has passed.
+                renew = Some(Instant::now() + ttl.mul_f64(0.8));
+            }
+        }
+        (o, renew)
+    }
+
+    /// Keeps a session up until `cancel` fires, reporting to `events`.
+    pub async fn run(self, events: mpsc::Sender<LinkEvent>, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let (options, renew) = self.options();
+            let (client, mut eventloop) = AsyncClient::new(options, self.capacity);
+            let renew_at = renew.map(tokio::time::Instant::from_std);
+            let mut planned = false;
+            loop {
+                let event = tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = client.try_disconnect();
+                        return;
+                    }
+                    () = sleep_until(renew_at) => {
+                        tracing::info!("Com: renewing the SAS token (reconnecting)");
+                        planned = true;
+                        let _ = events.send(LinkEvent::Lost("SAS token renewal".into())).await;
+                        break;
+                    }
+                    e = eventloop.poll() => e,
+                };
+                let sent = match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if failures > 0 {
+                            tracing::info!(broker = %self.address(), attempts = failures, "Com: connected again");
+                        } else {
+                            tracing::info!(broker = %self.address(), session_present = ack.session_present, "Com: connected");
+                        }
+                        failures = 0;
+                        events.send(LinkEvent::Connected(client.clone())).await
+                    }
+                    Ok(e) => events.send(LinkEvent::Mqtt(e)).await,
+                    Err(e) => {
+                        failures += 1;
+                        let why = describe(&e);
+                        if failures <= 3 || failures.is_power_of_two() {
+                            tracing::warn!(broker = %self.address(), attempt = failures, error = %why, "Com: no connection to the broker");
+                        }
+                        let _ = events.send(LinkEvent::Lost(why)).await;
+                        break;
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            if !planned {
+                let wait = backoff(failures, self.backoff_max);
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Full-jitter exponential backoff: a random wait up to 100 ms × 2^(failures-1), capped.
+fn backoff(failures: u32, max: Duration) -> Duration {
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(max);
+    let ms = cap.as_millis().max(1) as u64;
+    Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
+}
+
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// rustls with the ring provider, trusting `ca_file` or the system's roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("com: reading ca_file {}", path.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("com: ca_file {} is not PEM", path.display()))?;
+                roots
+                    .add(cert)
+                    .context("com: ca_file holds an unusable certificate")?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            anyhow::ensure!(
+                added > 0,
+                "com: no trusted root certificates found on this system (install ca-certificates \
+                 or set com.ca_file)"
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("com: TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let max = Duration::from_secs(2);
+        for f in 1..30 {
+            let b = backoff(f, max);
+            assert!(b <= max, "{b:?}");
+        }
+        assert!(backoff(1, max) <= Duration::from_millis(100));
+        assert!(backoff(20, max) >= Duration::from_secs(1));
+    }
+}
