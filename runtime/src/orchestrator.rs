@@ -124,10 +124,10 @@ pub fn spawn(
     let dead = bus.clone();
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
         let control_action = CONTROL_ACTIONS.contains(&msg.action.as_str());
-        if control_action || msg.action == "dead-letters" {
-            if let Err(e) = check_privileged(&table, msg) {
-                return Handled::Done(Err(e));
-            }
+        if (control_action || msg.action == "dead-letters")
+            && let Err(e) = check_privileged(&table, msg)
+        {
+            return Handled::Done(Err(e));
         }
         if control_action {
             return Handled::Forward(control.clone());

@@ -243,7 +243,11 @@ async fn azure_iot_hub_d2c_twin_methods_c2d_and_limits() {
         .await;
     // The restarted probe gets the merged desired state through `state-update`.
     let states = cloud
-        .wait_for("state after re-enabling", enabled_states + 1, is_enabled_state)
+        .wait_for(
+            "state after re-enabling",
+            enabled_states + 1,
+            is_enabled_state,
+        )
         .await;
     let last = states.last().unwrap().json();
     assert_eq!(last["state"]["threshold"], 5, "{last}");

@@ -141,6 +141,7 @@ impl Collector for NodeCollector {
             let up = i64::from(s.status.state == ServiceState::Running);
             ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
         }
+        self.encode_com(&mut encoder)?;
         let latencies = self.bus.call_latencies();
         if let Some((_, first)) = latencies.first() {
             let mut family = encoder.encode_descriptor(
@@ -153,6 +154,77 @@ impl Collector for NodeCollector {
                 let labels = [("service", name.as_str())];
                 histogram.encode(family.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl NodeCollector {
+    /// Com's link and spool: `com_connected` (with a broker), spool depth and what the
+    /// spool refused, dropped or let expire.
+    fn encode_com(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let com = self.bus.com_stats();
+        if !com.broker.load(Relaxed) {
+            return Ok(());
+        }
+        let spool = com.spool();
+        let gauges: [(&str, &str, i64); 3] = [
+            (
+                "com_connected",
+                "1 while Com has a session with the broker (MQTT connection state), else 0",
+                i64::from(com.connected.load(Relaxed)),
+            ),
+            (
+                "com_spool_messages",
+                "Messages in the spool waiting for the broker's acknowledgement",
+                spool.pending as i64,
+            ),
+            (
+                "com_spool_bytes",
+                "Bytes of the messages waiting in the spool",
+                spool.pending_bytes as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "com_sessions",
+                "Sessions opened with the broker",
+                com.sessions.load(Relaxed),
+            ),
+            (
+                "com_delivered",
+                "Messages the broker acknowledged",
+                com.delivered.load(Relaxed),
+            ),
+            (
+                "com_spool_refused",
+                "Messages refused because the spool was full",
+                spool.refused,
+            ),
+            (
+                "com_spool_dropped",
+                "Oldest messages dropped to make room (drop-oldest)",
+                spool.dropped,
+            ),
+            (
+                "com_spool_expired",
+                "Messages dropped after outliving the spool's TTL",
+                spool.expired,
+            ),
+            (
+                "com_spool_corrupt",
+                "Unreadable spool records skipped",
+                spool.corrupt,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         Ok(())
     }

@@ -359,7 +359,7 @@ impl Com {
             self.unsent.remove(&seq);
         }
         while self.in_flight.len() < self.window {
-            match self.spool.next() {
+            match self.spool.next_record() {
                 Ok(Some((seq, record))) => {
                     let (topic, payload) = self.dialect.d2c(&record);
                     self.in_flight.insert(seq, record);

@@ -379,7 +379,7 @@ impl Spool {
 
     /// The next record to send, in order; expired and unreadable ones are skipped (and
     /// counted). `None` when every record has been handed out.
-    pub fn next(&mut self) -> std::io::Result<Option<(u64, Record)>> {
+    pub fn next_record(&mut self) -> std::io::Result<Option<(u64, Record)>> {
         loop {
             let Some(f) = self.read_frame()? else {
                 return Ok(None);

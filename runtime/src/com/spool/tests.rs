@@ -19,7 +19,7 @@ fn config() -> SpoolConfig {
 }
 
 fn drain(spool: &mut Spool) -> Vec<(u64, String)> {
-    std::iter::from_fn(|| spool.next().unwrap())
+    std::iter::from_fn(|| spool.next_record().unwrap())
         .map(|(seq, r)| (seq, r.id))
         .collect()
 }
