@@ -489,6 +489,12 @@ impl Com {
                         Ok(twin) => {
                             let desired = twin.get("desired").cloned().unwrap_or(Value::Null);
                             let version = desired.get("$version").and_then(Value::as_i64);
+                            // A patch newer than this snapshot may have arrived first.
+                            if let (Some(v), Some(have)) = (version, self.desired_version)
+                                && v < have
+                            {
+                                return;
+                            }
                             self.set_desired(desired, version);
                         }
                         Err(e) => tracing::warn!(error = %e, "Com: the twin is not JSON"),

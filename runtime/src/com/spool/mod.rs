@@ -6,7 +6,7 @@
 //! retires them, and a segment whose records are all retired is deleted. The first
 //! unacknowledged sequence number is written to `acked` now and then, so after a crash the
 //! spool resumes from there: what had been sent but not yet recorded as acknowledged is sent
-//! again (duplicates only across a crash, each with its message id).
+//! again. Duplicates happen across a crash or a lost session (QoS 1), each with its message id.
 //!
 //! Durability: a record is written (`write(2)`) before Com accepts it, so it survives the
 //! process being killed; `fdatasync` runs before accepting when `sync_ms = 0`, else at most
@@ -173,9 +173,14 @@ impl Spool {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the Com spool folder {}", dir.display()))?;
         let first_unacked = match std::fs::read_to_string(dir.join(ACKED_FILE)) {
-            Ok(text) => text.trim().parse::<u64>().with_context(|| {
-                format!("{}: not a sequence number", dir.join(ACKED_FILE).display())
-            })?,
+            Ok(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
+                // A cut `acked` file (power loss) costs duplicates, never the node's start.
+                tracing::warn!(
+                    file = %dir.join(ACKED_FILE).display(),
+                    "Com spool: unreadable acked position; delivering the whole spool again"
+                );
+                0
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e).context("reading the spool's acked file"),
         };
@@ -355,7 +360,8 @@ impl Spool {
         if !full(self) {
             return Ok(());
         }
-        if self.config.on_full == OnFull::DropOldest {
+        // A record larger than the whole quota is refused without emptying the queue for it.
+        if self.config.on_full == OnFull::DropOldest && len <= self.config.max_bytes {
             self.write_buf(buf)?;
             while full(self) {
                 match self.read_frame() {
