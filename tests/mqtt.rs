@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -22,31 +23,33 @@ pub struct Mosquitto {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Mosquitto {
-    /// Starts one and waits until it listens.
+    /// Starts one and waits until it listens (panics when it cannot: a test needs it).
     pub fn start() -> Self {
-        let mut m = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
-        m.run();
-        m
+        Self::try_start().unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    fn run(&mut self) {
+    /// Starts one and waits until it listens.
+    pub fn try_start() -> anyhow::Result<Self> {
+        let mut m = Self {
+            port: free_port()?,
+            dir: tempfile::tempdir()?,
+            child: None,
+        };
+        m.run()?;
+        Ok(m)
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
         // Run as root, mosquitto drops to its own user: it must be able to write its
         // persistence file here.
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod the mosquitto folder");
+            .context("chmod the mosquitto folder")?;
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -57,24 +60,25 @@ impl Mosquitto {
                 self.dir.path().display()
             ),
         )
-        .expect("write mosquitto.conf");
+        .context("writing mosquitto.conf")?;
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start mosquitto (apt-get install mosquitto)");
+            .context("starting mosquitto (apt-get install mosquitto)")?;
         self.child = Some(child);
         let until = Instant::now() + guard();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
+            anyhow::ensure!(
                 Instant::now() < until,
                 "mosquitto did not listen on {}",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Stops it (SIGTERM: it saves its sessions and queues) and waits for the exit.
@@ -91,7 +95,7 @@ impl Mosquitto {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        self.run();
+        self.run().unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 

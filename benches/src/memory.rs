@@ -48,9 +48,9 @@ fn node_rss(n: usize) -> anyhow::Result<u64> {
 /// RSS (KiB) of one idle `mosquitto_sub`: one process per service, as MQTT-as-bus designs
 /// run them.
 fn mqtt_client_rss() -> anyhow::Result<u64> {
-    let broker = crate::mqtt::Broker::start()?;
+    let broker = busbar_tests::mqtt::Mosquitto::try_start()?;
     let mut child = std::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port, "-t", "x"])
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "x"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
