@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-use super::{COM, COM_SUBMIT, ComConfig, ComLink};
+use super::{ComConfig, ComLink};
 use crate::bus::{Bus, Delivery};
 use crate::message::{BusError, ErrorCode, Message};
 
@@ -53,14 +53,7 @@ pub(super) async fn run(mut out: Out, mut link: ComLink) {
 
 async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
     let began = std::time::Instant::now();
-    if d.msg.action != COM_SUBMIT {
-        let e = BusError::new(
-            ErrorCode::UnknownAction,
-            format!(
-                "`{COM}` has no action `{}` (it takes `{COM_SUBMIT}`)",
-                d.msg.action
-            ),
-        );
+    if let Err(e) = super::check_action(&d.msg) {
         let msg = d.msg.clone();
         bus.processed(&msg, d.is_call(), began.elapsed(), Err(&e));
         if let Some(Err(e)) = d.answer(Err(e)) {

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
 use crate::config::NodeConfig;
+use crate::message::{BusError, ErrorCode};
 use crate::orchestrator::ServiceTable;
 
 /// Com's name on the bus.
@@ -38,6 +39,20 @@ pub const COM: &str = "com";
 pub const COM_SUBMIT: &str = "submit";
 /// Messages Com holds before senders wait.
 const INBOX: usize = 1024;
+
+/// `unknown-action` unless `msg` is a `submit`: the one action every Com takes.
+pub(crate) fn check_action(msg: &crate::message::Message) -> Result<(), BusError> {
+    if msg.action == COM_SUBMIT {
+        return Ok(());
+    }
+    Err(BusError::new(
+        ErrorCode::UnknownAction,
+        format!(
+            "`{COM}` has no action `{}` (it takes `{COM_SUBMIT}`)",
+            msg.action
+        ),
+    ))
+}
 
 /// Which Com the node runs (`[com]` in the node config).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]

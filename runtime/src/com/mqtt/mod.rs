@@ -24,7 +24,7 @@ pub use dialect::Dialect;
 use dialect::{Inbound, merge};
 
 use super::spool::{Record, Spool, SpoolError};
-use super::{COM, COM_SUBMIT, ComLink, ComStats};
+use super::{COM, ComLink, ComStats};
 use crate::bus::{Bus, Delivery};
 use crate::message::{BusError, ErrorCode, Message};
 use crate::observe::LogLine;
@@ -383,14 +383,8 @@ impl Com {
         let mut takers = Vec::with_capacity(batch.len());
         let now = crate::observe::unix_ms();
         for d in batch {
-            let refused = if d.msg.action != COM_SUBMIT {
-                Some(BusError::new(
-                    ErrorCode::UnknownAction,
-                    format!(
-                        "`{COM}` has no action `{}` (it takes `{COM_SUBMIT}`)",
-                        d.msg.action
-                    ),
-                ))
+            let refused = if let Err(e) = crate::com::check_action(&d.msg) {
+                Some(e)
             } else {
                 let size = d.msg.payload.len()
                     + d.msg
