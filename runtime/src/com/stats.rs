@@ -1,6 +1,6 @@
 //! What Com reports to `/metrics`: its link to the broker and its spool.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::spool::SpoolCounts;
 
@@ -15,34 +15,17 @@ pub struct ComStats {
     pub sessions: AtomicU64,
     /// Messages the broker acknowledged.
     pub delivered: AtomicU64,
-    spool: [AtomicU64; 6],
+    spool: std::sync::Mutex<SpoolCounts>,
 }
 
 impl ComStats {
     /// Records the spool's latest counts.
     pub fn set_spool(&self, c: SpoolCounts) {
-        for (slot, v) in self.spool.iter().zip([
-            c.pending,
-            c.pending_bytes,
-            c.refused,
-            c.dropped,
-            c.expired,
-            c.corrupt,
-        ]) {
-            slot.store(v, Ordering::Relaxed);
-        }
+        *self.spool.lock().unwrap_or_else(|e| e.into_inner()) = c;
     }
 
     /// The spool's latest counts.
     pub fn spool(&self) -> SpoolCounts {
-        let v = |i: usize| self.spool[i].load(Ordering::Relaxed);
-        SpoolCounts {
-            pending: v(0),
-            pending_bytes: v(1),
-            refused: v(2),
-            dropped: v(3),
-            expired: v(4),
-            corrupt: v(5),
-        }
+        *self.spool.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
