@@ -121,6 +121,7 @@ pub fn to_json(msg: &Message) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::com::{COM, COM_SUBMIT};
     use crate::message::new_message;
 
     #[test]
