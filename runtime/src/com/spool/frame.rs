@@ -20,37 +20,11 @@ pub struct Record {
     pub content_type: String,
     /// Message properties.
     pub headers: Vec<(String, String)>,
-    /// The body.
-    #[serde(with = "serde_bytes_vec")]
+    /// The body (a CBOR byte string, not an array of numbers).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// When Com accepted it (ms since the Unix epoch).
     pub accepted_ms: u64,
-}
-
-/// CBOR byte strings for the payload (not an array of numbers).
-mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Bytes;
-        impl serde::de::Visitor<'_> for Bytes {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        d.deserialize_byte_buf(Bytes)
-    }
 }
 
 /// Appends the frame of `record` to `out`; returns the frame's length.

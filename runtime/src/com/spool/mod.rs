@@ -52,7 +52,7 @@ pub struct SpoolConfig {
     /// Byte quota of messages waiting to be delivered.
     pub max_bytes: u64,
     /// How long a message may wait before it is dropped, e.g. `"7d"`.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// Policy when the quota is reached.
     pub on_full: OnFull,
@@ -69,18 +69,6 @@ impl Default for SpoolConfig {
             on_full: OnFull::Refuse,
             sync_ms: 20,
         }
-    }
-}
-
-/// `ttl = "7d"` through humantime.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
