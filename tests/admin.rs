@@ -181,3 +181,42 @@ impl AdminNode {
         Busbar::start(self.dir.path(), args)
     }
 }
+
+/// A `/metrics` page, parsed as Prometheus text.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The text, for assertion messages.
+    pub text: String,
+    scrape: prometheus_parse::Scrape,
+}
+
+impl Metrics {
+    /// Parses `text`; panics showing it when it is not Prometheus text.
+    pub fn parse(text: String) -> Self {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"));
+        Self { text, scrape }
+    }
+
+    /// The first sample named `name` whose labels include `labels`.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> prometheus_parse::Value {
+        self.scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name}{labels:?} in\n{}", self.text))
+            .value
+            .clone()
+    }
+
+    /// That sample as a number. OpenMetrics counters are typed under their family name
+    /// (`busbar_messages_processed`), which the Prometheus parser reads as untyped `_total`
+    /// samples: counters, gauges and untyped samples all count.
+    pub fn number(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value as P;
+        match self.sample(name, labels) {
+            P::Counter(n) | P::Gauge(n) | P::Untyped(n) => n,
+            other => panic!("{name}{labels:?} is not a number: {other:?}"),
+        }
+    }
+}

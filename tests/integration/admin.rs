@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use busbar_tests::admin::{AdminNode, OPS_TOKEN, SCADA_TOKEN, VIEWER_TOKEN};
+use busbar_tests::admin::{AdminNode, Metrics, OPS_TOKEN, SCADA_TOKEN, VIEWER_TOKEN};
 use busbar_tests::{guard, service};
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
@@ -454,44 +454,33 @@ async fn status_and_prometheus_metrics() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"));
-    let sample = |name: &str, service: &str| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && s.labels.get("service") == Some(service))
-            .unwrap_or_else(|| panic!("no {name}{{service={service}}} in\n{text}"))
-            .value
-            .clone()
-    };
-    use prometheus_parse::Value as P;
-    // OpenMetrics counters are typed under their family name (`busbar_messages_processed`),
-    // which the Prometheus text parser reads as untyped `_total` samples.
-    let number = |v: P| match v {
-        P::Counter(n) | P::Gauge(n) | P::Untyped(n) => n,
-        other => panic!("not a number: {other:?}"),
-    };
+    let metrics = Metrics::parse(text.clone());
     assert_eq!(
-        number(sample("busbar_messages_processed_total", "echo")),
+        metrics.number("busbar_messages_processed_total", &[("service", "echo")]),
         1.0
     );
     assert_eq!(
-        number(sample("busbar_messages_failed_total", "faulty")),
+        metrics.number("busbar_messages_failed_total", &[("service", "faulty")]),
         1.0
     );
     assert_eq!(
-        number(sample("busbar_messages_dead_lettered_total", "faulty")),
+        metrics.number(
+            "busbar_messages_dead_lettered_total",
+            &[("service", "faulty")]
+        ),
         1.0
     );
-    assert_eq!(number(sample("busbar_service_up", "echo")), 1.0);
-    assert!(number(sample("busbar_service_restarts_total", "faulty")) <= 1.0);
+    assert_eq!(
+        metrics.number("busbar_service_up", &[("service", "echo")]),
+        1.0
+    );
+    assert!(metrics.number("busbar_service_restarts_total", &[("service", "faulty")]) <= 1.0);
     assert!(
         text.contains("# TYPE busbar_messages_processed counter"),
         "{text}"
     );
-    match sample("busbar_call_duration_seconds", "echo") {
-        P::Histogram(buckets) => {
+    match metrics.sample("busbar_call_duration_seconds", &[("service", "echo")]) {
+        prometheus_parse::Value::Histogram(buckets) => {
             assert_eq!(buckets.last().unwrap().count, 1.0, "{text}");
         }
         other => panic!("call latency is not a histogram: {other:?}"),

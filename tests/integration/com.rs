@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use busbar_tests::admin::Metrics;
 use busbar_tests::mqtt::{Cloud, Mosquitto, Received};
 use busbar_tests::process::Busbar;
 use busbar_tests::{TestNode, eventually, service};
@@ -533,21 +534,9 @@ async fn a_node_killed_mid_burst_delivers_everything_it_accepted_after_restart()
         .text()
         .await
         .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"));
-    let metric = |name: &str| -> f64 {
-        use prometheus_parse::Value as P;
-        match scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name)
-            .map(|s| s.value.clone())
-        {
-            Some(P::Gauge(n) | P::Counter(n) | P::Untyped(n)) => n,
-            other => panic!("{name}: {other:?} in\n{text}"),
-        }
-    };
-    assert_eq!(metric("busbar_com_connected"), 1.0, "{text}");
+    let metrics = Metrics::parse(text);
+    let metric = |name: &str| metrics.number(name, &[]);
+    assert_eq!(metric("busbar_com_connected"), 1.0, "{}", metrics.text);
     assert!(metric("busbar_com_spool_messages") >= 0.0);
     assert!(metric("busbar_com_spool_bytes") >= 0.0);
     // The first node may have delivered everything before the kill: no count asserted.
