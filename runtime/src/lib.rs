@@ -30,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod dead_letter;
 pub mod engine;
+pub mod fleet;
 pub mod grants;
 pub mod host;
 pub mod internal;

@@ -1,0 +1,256 @@
+//! What a node and the fleet hub say to each other over HTTP(S), and how components are
+//! signed. Both sides use these types; the hub serves them (`busbar hub serve`), the node's
+//! fleet client reads them.
+//!
+//! Node endpoints (header `Authorization: Bearer <node token>`):
+//! - `POST /v1/sign-in`, body [`SignIn`] → [`SignedIn`]
+//! - `GET /v1/manifest?wait=SECONDS` with `If-None-Match: "<etag>"` → `200` [`FleetManifest`]
+//!   with an `ETag` header, or `304` when it has not changed within `wait` (long poll)
+//! - `GET /v1/blobs/{sha256}`, optionally `Range: bytes=N-` → `200`/`206` the component
+//! - `POST /v1/status`, body [`NodeStatus`] → `204` (also the heartbeat)
+//! - `POST /v1/logs`, body [`LogBatch`] → `204`
+//!
+//! Admin endpoints (header `Authorization: Bearer <admin token>`):
+//! - `PUT /v1/admin/blobs/{sha256}`, body the component, header `x-busbar-signature` → `201`
+//! - `POST /v1/admin/publish`, body [`Publish`] → [`Published`]
+//! - `GET /v1/admin/nodes` → `[NodeRecord]`
+//! - `GET /v1/admin/nodes/{node}/logs` → the node's forwarded log lines, as text
+//!
+//! Errors are `{"error": "<what is wrong>"}` with a 4xx/5xx status.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::grants::Grants;
+use crate::manifest::Limits;
+
+/// Header carrying a component's signature on upload.
+pub const SIGNATURE_HEADER: &str = "x-busbar-signature";
+
+/// Who a node is, sent at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignIn {
+    /// The node id of its config; must be the node the token belongs to.
+    pub node_id: String,
+    /// The machine's host name.
+    pub hostname: String,
+    /// The node's target triple, e.g. `aarch64-unknown-linux-gnu` (for precompiled
+    /// artifacts).
+    pub target: String,
+    /// busbar's version on the node.
+    pub runtime_version: String,
+    /// MAC addresses of the node's network interfaces.
+    #[serde(default)]
+    pub macs: Vec<String>,
+}
+
+/// The hub's answer to a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// The node id the hub knows the token by.
+    pub node_id: String,
+    /// How often the node should send its status, in seconds.
+    pub heartbeat_s: u64,
+    /// How long the hub holds a manifest request open, in seconds.
+    pub long_poll_s: u64,
+}
+
+/// What one node must run, as the hub serves it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetManifest {
+    /// The services, in start order.
+    #[serde(default)]
+    pub services: Vec<FleetService>,
+    /// Settings for the node.
+    #[serde(default)]
+    pub settings: NodeSettings,
+}
+
+/// Hub-side settings of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// Forward the node's log lines to the hub.
+    pub debug: bool,
+}
+
+/// One service of a fleet manifest: a signed component version and how to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetService {
+    /// Name on the bus.
+    pub name: String,
+    /// sha256 of the component (hex): where to download it (`/v1/blobs/{sha256}`).
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// ed25519 signature of the component (hex), see [`signed_message`].
+    pub signature: String,
+    /// Whether the node runs it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Configuration the service reads with `get-property`.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Capabilities beyond the sandbox.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A node's report to the hub: what it runs, and what happened since the last report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Every service with the version it runs.
+    pub services: Vec<ServiceStatus>,
+    /// Events since the last report (rollbacks, refused versions, swaps).
+    #[serde(default)]
+    pub events: Vec<NodeEvent>,
+}
+
+/// One service as a node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// The component version it runs now.
+    pub sha256: Option<String>,
+    /// Its lifecycle state, e.g. `running`.
+    pub state: String,
+    /// Restarts after faults.
+    pub restarts: u32,
+}
+
+/// Something a node reports once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The service concerned.
+    pub service: String,
+    /// `swapped`, `rolled-back` or `refused`.
+    pub kind: String,
+    /// The version concerned.
+    pub sha256: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Log lines a node forwards while debug is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    /// The lines, oldest first.
+    pub lines: Vec<String>,
+}
+
+/// An admin's request to run a component version on some nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The service, with its (already uploaded) component version.
+    pub service: FleetService,
+    /// Nodes whose own manifest gets it.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Tags whose manifest gets it (nodes carry tags); with no nodes and no tags: every node.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// What a publish changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The manifests updated, e.g. `all`, `tag:lab`, `node:gw1`.
+    pub manifests: Vec<String>,
+}
+
+/// What the hub knows about one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Its id.
+    pub node_id: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Whether its token is revoked.
+    pub revoked: bool,
+    /// What it said at its last sign-in.
+    pub identity: Option<SignIn>,
+    /// Its last sign-in, status or log batch, in ms since the Unix epoch.
+    pub last_seen_ms: Option<u64>,
+    /// Its last status.
+    pub status: Option<NodeStatus>,
+    /// Every event it reported, oldest first.
+    pub events: Vec<NodeEvent>,
+}
+
+/// The bytes a component signature covers: a fixed prefix and the component's sha256 (hex),
+/// so a signature cannot be mistaken for one over anything else.
+pub fn signed_message(sha256: &str) -> Vec<u8> {
+    format!("busbar-component-v1:{}", sha256.to_ascii_lowercase()).into_bytes()
+}
+
+/// Signs a component by its sha256 (hex); returns the signature as hex.
+pub fn sign(key: &SigningKey, sha256: &str) -> String {
+    hex::encode(key.sign(&signed_message(sha256)).to_bytes())
+}
+
+/// Checks `signature` (hex) of the component with `sha256` against `key`.
+pub fn verify(key: &VerifyingKey, sha256: &str, signature: &str) -> Result<(), String> {
+    let bytes =
+        hex::decode(signature.trim()).map_err(|e| format!("the signature is not hex: {e}"))?;
+    let sig = Signature::from_slice(&bytes)
+        .map_err(|_| format!("the signature has {} bytes, not 64", bytes.len()))?;
+    key.verify(&signed_message(sha256), &sig)
+        .map_err(|_| "the signature does not match the hub's public key".to_owned())
+}
+
+/// Reads a public key: 64 hex digits (as `busbar hub keygen` writes to `KEY.pub`).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "a public key is 64 hex digits".to_owned())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+}
+
+/// Reads a secret key: 64 hex digits (the seed `busbar hub keygen` writes to `KEY`).
+pub fn parse_secret_key(text: &str) -> Result<SigningKey, String> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "a secret key is 64 hex digits".to_owned())?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_for_its_digest_and_key() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let sha = "ab".repeat(32);
+        let sig = sign(&key, &sha);
+        verify(&key.verifying_key(), &sha, &sig).unwrap();
+        let e = verify(&key.verifying_key(), &"cd".repeat(32), &sig).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert!(verify(&other, &sha, &sig).is_err());
+        assert!(
+            verify(&key.verifying_key(), &sha, "zz")
+                .unwrap_err()
+                .contains("not hex")
+        );
+        let public = hex::encode(key.verifying_key().to_bytes());
+        assert_eq!(parse_public_key(&public).unwrap(), key.verifying_key());
+    }
+}
