@@ -108,8 +108,9 @@ impl State {
     }
 }
 
-/// Where [`export!`](crate::export) keeps the running service.
-type Slot<S> = LocalKey<RefCell<Option<S>>>;
+/// Where [`export!`](crate::export) and [`export_stateful!`](crate::export_stateful) keep the
+/// running service.
+pub(crate) type Slot<S> = LocalKey<RefCell<Option<S>>>;
 
 /// Export `start`: builds the service and keeps it.
 pub fn start<S: Service>(slot: &'static Slot<S>) -> Result<(), String> {

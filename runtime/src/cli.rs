@@ -107,9 +107,17 @@ impl NodeArgs {
         if let Some(path) = &self.pid_file {
             config.pid_file = Some(path.clone());
         }
-        let manifest = match &self.manifest {
-            Some(p) => Manifest::load(p)?,
-            None => demo_manifest()?,
+        let manifest = match (&self.manifest, &config.hub) {
+            (Some(p), None) => Manifest::load(p)?,
+            (None, None) => demo_manifest()?,
+            // The fleet client fetches it.
+            (None, Some(_)) => Manifest::default(),
+            (Some(p), Some(hub)) => anyhow::bail!(
+                "--manifest {}: this node takes its services from the hub {} ([hub] in the node \
+                 config); drop --manifest or the [hub] section",
+                p.display(),
+                hub.url
+            ),
         };
         Ok((config, manifest))
     }

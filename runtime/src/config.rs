@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub com: ComConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The fleet hub the node takes its services from (none: the manifest is local).
+    pub hub: Option<crate::fleet::HubConfig>,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +55,7 @@ impl Default for NodeConfig {
             engine: EngineConfig::default(),
             com: ComConfig::default(),
             admin: AdminConfig::default(),
+            hub: None,
         }
     }
 }
@@ -74,6 +77,9 @@ impl NodeConfig {
             && path.is_relative()
         {
             *path = base.join(&*path);
+        }
+        if let Some(hub) = &mut config.hub {
+            hub.resolve(base);
         }
         for dir in [
             &mut config.cache_dir,

@@ -31,7 +31,18 @@ pub async fn run(
         .transpose()?;
     // Before anything else, so a reload sent as soon as systemd hears READY finds a handler.
     let mut hangups = Hangups::new();
+    let fleet = config
+        .hub
+        .is_some()
+        .then(|| crate::fleet::Fleet::new(&config))
+        .transpose()?;
+    let manifest = match &fleet {
+        Some(fleet) => fleet.boot_manifest().await?,
+        None => manifest,
+    };
     let node = Node::start(&config, &manifest).await?;
+    let fleet_cancel = CancellationToken::new();
+    let fleet_task = fleet.map(|f| tokio::spawn(f.run(node.handle(), fleet_cancel.clone())));
     let admin = if config.admin.enabled {
         match AdminServer::start(&config, node.bus().clone(), node.services()).await {
             Ok(admin) => Some(admin),
@@ -54,6 +65,10 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = hangups.next() => {
+                if fleet_task.is_some() {
+                    tracing::info!("SIGHUP ignored: the services come from the hub");
+                    continue;
+                }
                 notify(&[NotifyState::Reloading]);
                 reload(&node, &config, &load).await;
                 notify(&[NotifyState::Ready]);
@@ -62,6 +77,10 @@ pub async fn run(
     }
     notify(&[NotifyState::Stopping]);
     watchdog.cancel();
+    fleet_cancel.cancel();
+    if let Some(task) = fleet_task {
+        let _ = task.await;
+    }
     if let Some(admin) = admin {
         admin.stop().await;
     }

@@ -38,6 +38,7 @@ pub mod logger;
 pub mod logging;
 pub mod manifest;
 pub mod message;
+pub mod net;
 pub mod node;
 pub mod observe;
 pub mod orchestrator;

@@ -177,7 +177,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let mut seen = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = format!("services[{i}]");

@@ -1,3 +1,16 @@
-//! The fleet control plane as a node sees it: the protocol it shares with the hub.
+//! The fleet control plane as a node sees it: sign in to the hub, follow its manifest,
+//! download and verify components into a local cache, apply them (hot-swapping new versions),
+//! remember the last good manifest for offline starts, and report back.
 
+mod client;
+mod config;
+mod download;
+mod identity;
 pub mod protocol;
+mod store;
+mod sync;
+
+pub use client::{HubClient, HubError};
+pub use config::HubConfig;
+pub use store::{FleetState, Store, write_atomic};
+pub use sync::Fleet;

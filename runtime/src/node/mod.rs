@@ -17,14 +17,14 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{Bus, Delivery, Route, RouteKind};
+use crate::bus::{Bus, Route, RouteKind};
 use crate::cache::CompileCache;
 use crate::component::Loader;
 use crate::config::NodeConfig;
 use crate::engine::EpochTicker;
 use crate::manifest::{Manifest, ServiceEntry, property_text};
 use crate::orchestrator::{ServiceHandle, ServiceReport, ServiceTable};
-use crate::service::{RestartPolicy, ServiceSpec, State, Status};
+use crate::service::{Handover, RestartPolicy, ServiceSpec, State, Status, Successor};
 
 /// A running node.
 #[derive(Debug)]
@@ -77,8 +77,23 @@ struct Running {
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     status: tokio::sync::watch::Receiver<Status>,
-    /// Where its queue goes when a new version replaces it.
-    successor: Arc<std::sync::OnceLock<mpsc::Sender<Delivery>>>,
+    /// Where its queue and state go when a new version replaces it.
+    successor: Arc<std::sync::OnceLock<Successor>>,
+    /// How it was started (without its own fallback).
+    spec: ServiceSpec,
+    /// The version it replaced, which it runs again if it rolled back.
+    fallback: Option<(ServiceEntry, ServiceSpec)>,
+}
+
+impl Running {
+    /// The entry and spec of the version it runs now: its own, or after a rollback the one
+    /// it replaced.
+    fn current(&self) -> (&ServiceEntry, &ServiceSpec) {
+        match &self.fallback {
+            Some((entry, spec)) if self.status.borrow().rolled_back.is_some() => (entry, spec),
+            _ => (&self.entry, &self.spec),
+        }
+    }
 }
 
 /// What applying a manifest did, by service name.
@@ -173,14 +188,41 @@ impl Node {
     /// running): a manifest naming a component that is missing, corrupt, of the wrong world
     /// or asking for ungranted imports is refused before any service is touched.
     pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
+        self.handle().reload(manifest).await
+    }
+
+    /// A handle that changes what this node runs, for tasks that outlive a borrow of it.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle(self.core.clone())
+    }
+}
+
+/// Changes what a running node runs; cheap to clone (the fleet client holds one).
+#[derive(Debug, Clone)]
+pub struct NodeHandle(Arc<Core>);
+
+impl NodeHandle {
+    /// See [`Node::reload`].
+    pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
         for s in manifest.services.iter().filter(|s| s.enabled) {
-            self.core
+            self.0
                 .loader
                 .load(&s.source())
                 .await
                 .with_context(|| format!("service `{}`", s.name))?;
         }
-        self.apply(manifest).await
+        self.0.apply(Some(manifest), None).await
+    }
+
+    /// Loads (compiles, checks) one service's component without running it.
+    pub async fn check(&self, entry: &ServiceEntry) -> anyhow::Result<()> {
+        self.0.loader.load(&entry.source()).await?;
+        Ok(())
+    }
+
+    /// The table of services (state and counters).
+    pub fn services(&self) -> Arc<ServiceTable> {
+        self.0.services.clone()
     }
 }
 
@@ -289,12 +331,15 @@ impl Core {
                 &self.limits.data_dir,
             )?),
             successor: Arc::default(),
+            handover: None,
+            fallback: None,
         })
     }
 
     /// Starts one service with a fresh mailbox. With `previous` (the version it replaces),
-    /// new messages go to the new mailbox at once, the old version finishes its queue and
-    /// hands over what is left, and the new one starts when the old one has ended.
+    /// new messages go to the new mailbox at once; the new version loads and instantiates
+    /// while the old one finishes its queue, then the old one hands over its state and what
+    /// is left, and the new one starts. Should the new version fail, it runs the old one again.
     fn spawn(
         &self,
         entry: &ServiceEntry,
@@ -305,8 +350,20 @@ impl Core {
         let route = Route::new(tx.clone(), entry.limits.on_full(), RouteKind::Custom);
         let successor = Arc::new(std::sync::OnceLock::new());
         spec.successor = successor.clone();
+        let own_spec = spec.clone();
+        let mut fallback = None;
         let previous = if let Some(old) = previous {
-            let _ = old.successor.set(tx.clone());
+            let handover = Arc::new(Handover::default());
+            let _ = old.successor.set(Successor {
+                mailbox: tx.clone(),
+                handover: handover.clone(),
+            });
+            spec.handover = Some(handover);
+            if old.status.borrow().state != State::Failed {
+                let (old_entry, old_spec) = old.current();
+                spec.fallback = Some(Box::new(old_spec.clone()));
+                fallback = Some((old_entry.clone(), old_spec.clone()));
+            }
             self.bus.replace(&entry.name, route);
             old.cancel.cancel();
             Some(old.task)
@@ -340,6 +397,8 @@ impl Core {
             task: spawned.task,
             status: spawned.status,
             successor,
+            spec: own_spec,
+            fallback,
         })
     }
 }
@@ -405,10 +464,10 @@ impl Node {
     }
 }
 
-/// Whether `entry` differs from what `old` runs: another entry, or another component file
-/// behind the same path.
+/// Whether `entry` differs from what `old` runs (after a rollback: the version it went back
+/// to): another entry, or another component file behind the same path.
 fn changed(old: &Running, entry: &ServiceEntry) -> bool {
-    if old.entry != *entry {
+    if old.current().0 != entry {
         return true;
     }
     let Some(loaded) = old.status.borrow().sha256.clone() else {

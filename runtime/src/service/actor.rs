@@ -37,8 +37,43 @@ pub struct ServiceSpec {
     /// Its capabilities.
     pub granted: Arc<crate::grants::Granted>,
     /// Set when a new version replaces this one: the old one then finishes its whole queue
-    /// (no drain deadline) and hands whatever it could not process to the new mailbox.
-    pub successor: Arc<std::sync::OnceLock<mpsc::Sender<Delivery>>>,
+    /// (no drain deadline), hands its state over and whatever it could not process to the
+    /// new mailbox.
+    pub successor: Arc<std::sync::OnceLock<Successor>>,
+    /// When this version replaces another: what the other hands over.
+    pub handover: Option<Arc<Handover>>,
+    /// When this version replaces another: how to run that one again should this one fail to
+    /// load, fail to start, or fault repeatedly within [`PROBATION`].
+    pub fallback: Option<Box<ServiceSpec>>,
+}
+
+/// How long a new version that replaced a running one is watched: a second fault within it
+/// rolls the service back (a failed load or start does at once).
+pub const PROBATION: Duration = Duration::from_secs(10);
+
+/// Where a replaced version sends what it leaves behind.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    /// The new version's mailbox.
+    pub mailbox: mpsc::Sender<Delivery>,
+    /// The old version's state and the moment it stopped processing.
+    pub handover: Arc<Handover>,
+}
+
+/// What the old version of a service hands to the new one during a hot swap.
+#[derive(Debug, Default)]
+pub struct Handover(std::sync::Mutex<Handed>);
+
+#[derive(Debug, Default)]
+struct Handed {
+    snapshot: Option<Vec<u8>>,
+    drained_at: Option<Instant>,
+}
+
+impl Handover {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Handed> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The task of one service, as [`spawn`] returns it.
@@ -77,15 +112,7 @@ pub fn spawn(
         counters: counters.clone(),
         cancel,
     };
-    let task = tracker.spawn(
-        async move {
-            if let Some(previous) = after {
-                let _ = previous.await;
-            }
-            actor.run(loader).await;
-        }
-        .instrument(span),
-    );
+    let task = tracker.spawn(actor.run(loader, after).instrument(span));
     Spawned {
         status,
         counters,
@@ -111,14 +138,22 @@ enum Ended {
     Faulted(Fault),
 }
 
+/// How running one version ended.
+enum Outcome {
+    Stopped,
+    Failed,
+    /// The new version failed within its probation: run the previous one again.
+    RollBack(String),
+}
+
 impl Actor {
     fn set_state(&self, state: State) {
         self.status.send_modify(|s| s.state = state);
         tracing::info!(%state, "service state");
     }
 
-    async fn run(mut self, loader: Loader) {
-        self.run_until_stopped(loader).await;
+    async fn run(mut self, loader: Loader, after: Option<tokio::task::JoinHandle<()>>) {
+        self.run_until_stopped(loader, after).await;
         self.release_queue();
     }
 
@@ -126,7 +161,7 @@ impl Actor {
     /// new version replaces this one, else to the dead-letter store. Ticks are dropped.
     fn release_queue(&mut self) {
         self.mailbox.close();
-        let successor = self.spec.successor.get().cloned();
+        let successor = self.spec.successor.get().map(|s| s.mailbox.clone());
         let reason = format!(
             "the node stopped before it was processed (drain_ms = {})",
             self.spec.drain.as_millis()
@@ -146,9 +181,54 @@ impl Actor {
         }
     }
 
-    async fn run_until_stopped(&mut self, loader: Loader) {
+    /// Runs the service until it is stopped or fails for good. With `after` (the version this
+    /// one replaces), the component is loaded and instantiated while that version finishes
+    /// its queue, so the swap pause is only the handover, `restore` and `start`.
+    async fn run_until_stopped(
+        &mut self,
+        loader: Loader,
+        mut after: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        loop {
+            let loaded = self.load(&loader).await;
+            let early = match (&loaded, after.take()) {
+                (Ok(component), Some(previous)) => {
+                    let early = self.instantiate(component).await;
+                    let _ = previous.await;
+                    early
+                        .map_err(|f| tracing::debug!(%f, "could not instantiate ahead of the swap"))
+                        .ok()
+                }
+                (Err(_), Some(previous)) => {
+                    let _ = previous.await;
+                    None
+                }
+                (_, None) => None,
+            };
+            let outcome = match loaded {
+                Ok(component) => self.supervise(&component, early).await,
+                Err(reason) => {
+                    self.status
+                        .send_modify(|s| s.last_fault = Some(reason.clone()));
+                    if self.spec.fallback.is_some() {
+                        Outcome::RollBack(reason)
+                    } else {
+                        Outcome::Failed
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Stopped => return self.set_state(State::Stopped),
+                Outcome::Failed => return self.fail().await,
+                Outcome::RollBack(reason) => self.roll_back(reason),
+            }
+        }
+    }
+
+    async fn load(&mut self, loader: &Loader) -> Result<Arc<LoadedComponent>, String> {
+        self.set_state(State::Loading);
         let began = Instant::now();
-        let component = match loader.load(&self.spec.source).await {
+        match loader.load(&self.spec.source).await {
             Ok(c) => {
                 tracing::info!(
                     ms = began.elapsed().as_secs_f64() * 1e3,
@@ -158,49 +238,139 @@ impl Actor {
                 );
                 let digest = c.digest().to_owned();
                 self.status.send_modify(|s| s.sha256 = Some(digest));
-                c
+                Ok(c)
             }
             Err(e) => {
                 let reason = format!("{e:#}");
                 tracing::error!(error = %reason, "service cannot be loaded");
-                self.status.send_modify(|s| s.last_fault = Some(reason));
-                return self.fail().await;
+                Err(reason)
             }
-        };
+        }
+    }
+
+    /// Starts instances of one loaded version and serves them, restarting after faults.
+    async fn supervise(
+        &mut self,
+        component: &LoadedComponent,
+        mut early: Option<Instance>,
+    ) -> Outcome {
         let mut supervisor = Supervisor::new(self.spec.restart);
+        let on_probation_until = self
+            .spec
+            .fallback
+            .is_some()
+            .then(|| Instant::now() + PROBATION);
+        let mut faults_on_probation = 0u32;
+        let mut state = self.handed_snapshot();
         loop {
-            let fault = match self.start_instance(&component).await {
-                Ok(instance) => match self.serve(instance).await {
-                    Ended::Cancelled => return self.set_state(State::Stopped),
-                    Ended::Faulted(f) => f,
+            let started = match early.take() {
+                Some(instance) => self.start_instance(instance, state.take()).await,
+                None => match self.instantiate(component).await {
+                    Ok(instance) => self.start_instance(instance, state.take()).await,
+                    Err(f) => Err(f),
                 },
-                Err(f) => f,
+            };
+            let (fault, in_start) = match started {
+                Ok(instance) => {
+                    self.record_swap_pause();
+                    match self.serve(instance).await {
+                        Ended::Cancelled => return Outcome::Stopped,
+                        Ended::Faulted(f) => (f, false),
+                    }
+                }
+                Err(f) => (f, true),
             };
             if self.cancel.is_cancelled() {
-                return self.set_state(State::Stopped);
+                return Outcome::Stopped;
             }
             self.status
                 .send_modify(|s| s.last_fault = Some(fault.to_string()));
+            if on_probation_until.is_some_and(|until| Instant::now() < until) {
+                faults_on_probation += 1;
+                if in_start || faults_on_probation >= 2 {
+                    return Outcome::RollBack(fault.to_string());
+                }
+            }
             match supervisor.on_fault(Instant::now()) {
                 Decision::Restart(wait) => {
                     tracing::warn!(%fault, backoff_ms = wait.as_millis() as u64, "service faulted; restarting");
                     self.set_state(State::Restarting);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = self.cancel.cancelled() => return self.set_state(State::Stopped),
+                        () = self.cancel.cancelled() => return Outcome::Stopped,
                     }
                     self.status.send_modify(|s| s.restarts += 1);
                 }
                 Decision::GiveUp => {
                     tracing::error!(%fault, "service faulted too often; marked failed");
-                    return self.fail().await;
+                    return Outcome::Failed;
                 }
             }
         }
     }
 
-    async fn start_instance(&mut self, component: &LoadedComponent) -> Result<Instance, Fault> {
-        self.set_state(State::Starting);
+    /// The state the replaced version handed over, if any.
+    fn handed_snapshot(&self) -> Option<Vec<u8>> {
+        self.spec
+            .handover
+            .as_ref()
+            .and_then(|h| h.lock().snapshot.clone())
+    }
+
+    /// After the first start that follows a swap: how long no version was processing.
+    fn record_swap_pause(&self) {
+        let Some(drained_at) = self
+            .spec
+            .handover
+            .as_ref()
+            .and_then(|h| h.lock().drained_at.take())
+        else {
+            return;
+        };
+        let pause = drained_at.elapsed();
+        tracing::info!(
+            pause_ms = pause.as_secs_f64() * 1e3,
+            "new version swapped in"
+        );
+        self.status
+            .send_modify(|s| s.swap_pause_us = Some(pause.as_micros() as u64));
+    }
+
+    /// Goes back to the version this one replaced, with the same mailbox and the state the
+    /// replaced version handed over.
+    fn roll_back(&mut self, reason: String) {
+        let previous = *self
+            .spec
+            .fallback
+            .take()
+            .expect("a rollback needs a previous version");
+        let failed = self
+            .spec
+            .source
+            .sha256
+            .clone()
+            .or_else(|| self.status.borrow().sha256.clone());
+        tracing::error!(
+            sha256 = failed.as_deref().unwrap_or("?"),
+            %reason,
+            "the new version failed; rolling back to the previous version"
+        );
+        self.status.send_modify(|s| {
+            s.rolled_back = Some(super::Rollback {
+                sha256: failed,
+                reason,
+            });
+        });
+        let spec = &mut self.spec;
+        spec.source = previous.source;
+        spec.properties = previous.properties;
+        spec.memory_bytes = previous.memory_bytes;
+        spec.sandbox = previous.sandbox;
+        spec.deadline = previous.deadline;
+        spec.granted = previous.granted;
+    }
+
+    async fn instantiate(&self, component: &LoadedComponent) -> Result<Instance, Fault> {
         let ctx = HostContext {
             service: self.spec.name.clone(),
             bus: self.bus.clone(),
@@ -211,7 +381,28 @@ impl Actor {
             sandbox: self.spec.sandbox.clone(),
             granted: self.spec.granted.clone(),
         };
-        let mut instance = Instance::new(component, ctx, self.spec.deadline).await?;
+        Instance::new(component, ctx, self.spec.deadline).await
+    }
+
+    /// Restores the handed-over state (if any), runs `start`, then gives the instance the
+    /// current desired state.
+    async fn start_instance(
+        &mut self,
+        mut instance: Instance,
+        state: Option<Vec<u8>>,
+    ) -> Result<Instance, Fault> {
+        self.set_state(State::Starting);
+        if let Some(state) = state {
+            let bytes = state.len();
+            if instance.restore(state).await? {
+                tracing::info!(bytes, "state restored from the previous version");
+            } else {
+                tracing::warn!(
+                    bytes,
+                    "the previous version handed over its state, but this one does not export `restore`; it starts fresh"
+                );
+            }
+        }
         instance.start().await?;
         let state = self.desired.borrow_and_update().clone();
         if let Some(state) = state {
@@ -317,6 +508,19 @@ impl Actor {
         }
         if drained > 0 {
             tracing::info!(drained, "processed queued messages before stopping");
+        }
+        if let Some(next) = self.spec.successor.get() {
+            next.handover.lock().drained_at = Some(Instant::now());
+            if healthy {
+                match instance.snapshot().await {
+                    Ok(Some(state)) => next.handover.lock().snapshot = Some(state),
+                    Ok(None) => {}
+                    Err(fault) => {
+                        tracing::warn!(%fault, "snapshot failed; the new version starts fresh");
+                        healthy = false;
+                    }
+                }
+            }
         }
         self.release_queue();
         if healthy && let Err(fault) = instance.stop().await {

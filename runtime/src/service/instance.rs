@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::TypedFunc;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::Service;
@@ -53,6 +54,14 @@ pub struct Instance {
     budget: Duration,
     /// Fuel per export call, when the engine counts fuel.
     fuel: Option<u64>,
+    /// `snapshot` and `restore`, when the component exports the `stateful-service` world.
+    stateful: Option<Stateful>,
+}
+
+/// The two exports of the `stateful-service` world.
+struct Stateful {
+    snapshot: TypedFunc<(), (Vec<u8>,)>,
+    restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
 }
 
 impl fmt::Debug for Instance {
@@ -87,17 +96,61 @@ impl Instance {
         });
         store.data_mut().arm_deadline(budget);
         store.set_epoch_deadline(1);
-        let service = component
+        let instance = component
             .pre()
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(|e| classify(e, budget))?;
+        let service = Service::new(&mut store, &instance).map_err(|e| classify(e, budget))?;
+        let snapshot = instance.get_typed_func(&mut store, "snapshot");
+        let restore = instance.get_typed_func(&mut store, "restore");
+        let stateful = match (snapshot, restore) {
+            (Ok(snapshot), Ok(restore)) => Some(Stateful { snapshot, restore }),
+            _ => None,
+        };
         Ok(Self {
             store,
             service,
             budget,
             fuel,
+            stateful,
         })
+    }
+
+    /// Whether the component exports `snapshot` and `restore` (world `stateful-service`).
+    pub fn is_stateful(&self) -> bool {
+        self.stateful.is_some()
+    }
+
+    /// Calls the `snapshot` export: the state to hand to the next version (`None` when the
+    /// component does not export it).
+    pub async fn snapshot(&mut self) -> Result<Option<Vec<u8>>, Fault> {
+        let Some(f) = self.stateful.as_ref().map(|s| s.snapshot) else {
+            return Ok(None);
+        };
+        self.arm();
+        let (state,) = f
+            .call_async(&mut self.store, ())
+            .await
+            .map_err(|e| classify(e, self.budget))?;
+        Ok(Some(state))
+    }
+
+    /// Calls the `restore` export with the previous version's snapshot; `Ok(false)` when the
+    /// component does not export it. An error from the service fails the start.
+    pub async fn restore(&mut self, state: Vec<u8>) -> Result<bool, Fault> {
+        let Some(f) = self.stateful.as_ref().map(|s| s.restore) else {
+            return Ok(false);
+        };
+        self.arm();
+        let (result,) = f
+            .call_async(&mut self.store, (state,))
+            .await
+            .map_err(|e| classify(e, self.budget))?;
+        result
+            .map(|()| true)
+            .map_err(|e| Fault::StartFailed(format!("restore failed: {e}")))
     }
 
     fn arm(&mut self) {

@@ -7,7 +7,7 @@ mod supervisor;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use actor::{ServiceSpec, Spawned, spawn};
+pub use actor::{Handover, PROBATION, ServiceSpec, Spawned, Successor, spawn};
 pub use instance::{Fault, Instance};
 pub use supervisor::{Decision, RestartPolicy, Supervisor};
 
@@ -64,6 +64,20 @@ pub struct Status {
     pub last_fault: Option<String>,
     /// The sha256 of the component it runs, once loaded: its version.
     pub sha256: Option<String>,
+    /// How long the last hot swap to this version held messages up, in µs: from the old
+    /// version's last message to this one being ready.
+    pub swap_pause_us: Option<u64>,
+    /// Set when this version failed and the service went back to the one it replaced.
+    pub rolled_back: Option<Rollback>,
+}
+
+/// A new version that failed, after which the service runs its previous version again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rollback {
+    /// The version that failed.
+    pub sha256: Option<String>,
+    /// Why.
+    pub reason: String,
 }
 
 impl Status {
@@ -73,6 +87,8 @@ impl Status {
             restarts: 0,
             last_fault: None,
             sha256: None,
+            swap_pause_us: None,
+            rolled_back: None,
         }
     }
 }

@@ -92,7 +92,10 @@ impl Connector {
             }
         };
         let tls = if config.tls.unwrap_or(tls_default) {
-            Some(Arc::new(tls_config(config.ca_file.as_deref())?))
+            Some(Arc::new(crate::net::tls_client_config(
+                config.ca_file.as_deref(),
+                "com",
+            )?))
         } else {
             None
         };
@@ -194,7 +197,7 @@ impl Connector {
                 }
             }
             if !planned {
-                let wait = backoff(failures, self.backoff_max);
+                let wait = crate::net::backoff(failures, self.backoff_max);
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
@@ -211,15 +214,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Full-jitter exponential backoff: a random wait up to 100 ms × 2^(failures-1), capped.
-fn backoff(failures: u32, max: Duration) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(max);
-    let ms = cap.as_millis().max(1) as u64;
-    Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
-}
-
 fn describe(e: &rumqttc::ConnectionError) -> String {
     match e {
         rumqttc::ConnectionError::ConnectionRefused(code) => {
@@ -229,53 +223,7 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
     }
 }
 
-/// rustls with the ring provider, trusting `ca_file` or the system's roots.
-fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("com: reading ca_file {}", path.display()))?
-            {
-                let cert =
-                    cert.with_context(|| format!("com: ca_file {} is not PEM", path.display()))?;
-                roots
-                    .add(cert)
-                    .context("com: ca_file holds an unusable certificate")?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            anyhow::ensure!(
-                added > 0,
-                "com: no trusted root certificates found on this system (install ca-certificates \
-                 or set com.ca_file)"
-            );
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("com: TLS setup")?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_jittered_and_capped() {
-        let max = Duration::from_secs(2);
-        for f in 1..30 {
-            let b = backoff(f, max);
-            assert!(b <= max, "{b:?}");
-        }
-        assert!(backoff(1, max) <= Duration::from_millis(100));
-        assert!(backoff(20, max) >= Duration::from_secs(1));
-    }
 }

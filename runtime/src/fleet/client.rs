@@ -1,0 +1,195 @@
+//! The node's HTTP(S) client of the hub: sign-in, manifest long poll, blob download, status
+//! and log batches. Every error names the hub and what it answered.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
+
+use super::HubConfig;
+use super::protocol::{FleetManifest, LogBatch, NodeStatus, SignIn, SignedIn};
+
+/// Why a request to the hub failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The hub could not be reached, or the connection broke.
+    #[error("hub {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The hub does not accept the node's token.
+    #[error(
+        "hub {url} refused the node token ({status}): {message}; check hub.token / hub.token_file \
+         (revoked tokens must be replaced with `busbar hub add-node`)"
+    )]
+    Unauthorized {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// Any other answer than the expected one.
+    #[error("hub {url} answered {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+}
+
+impl HubError {
+    /// Whether trying again later may work (network trouble, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HubError::Unreachable { .. } => true,
+            HubError::Unauthorized { .. } => false,
+            HubError::Status { status, .. } => *status >= 500 || *status == 429,
+        }
+    }
+}
+
+/// A connection to the hub with the node's token.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl HubClient {
+    /// A client for the hub of `config` (TLS with its `ca_file` or the system's roots).
+    pub fn new(config: &HubConfig) -> anyhow::Result<Self> {
+        let base = config.url.trim_end_matches('/').to_owned();
+        anyhow::ensure!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "hub.url `{}` must start with https:// or http://",
+            config.url
+        );
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(90));
+        if base.starts_with("https://") {
+            let tls = crate::net::tls_client_config(config.ca_file.as_deref(), "hub")?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        Ok(Self {
+            http: builder.build().context("hub: HTTP client set-up")?,
+            base,
+            token: config.token()?,
+        })
+    }
+
+    /// The hub's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends `req`; a non-success answer becomes a [`HubError`] with the hub's `error` text.
+    async fn send(&self, req: RequestBuilder) -> Result<Response, HubError> {
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(text);
+        let url = self.base.clone();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HubError::Unauthorized {
+                url,
+                status: status.as_u16(),
+                message,
+            },
+            _ => HubError::Status {
+                url,
+                status: status.as_u16(),
+                message,
+            },
+        })
+    }
+
+    /// A transport error as [`HubError::Unreachable`].
+    pub fn unreachable(&self, e: &reqwest::Error) -> HubError {
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            reason = format!("{reason}: {s}");
+            source = s.source();
+        }
+        HubError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+
+    /// Signs in with the node's identity.
+    pub async fn sign_in(&self, who: &SignIn) -> Result<SignedIn, HubError> {
+        let resp = self
+            .send(self.request(Method::POST, "/v1/sign-in").json(who))
+            .await?;
+        resp.json().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// The node's manifest unless it still has ETag `etag`; the hub holds the request up to
+    /// `wait` for a change.
+    pub async fn manifest(
+        &self,
+        etag: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<(FleetManifest, String)>, HubError> {
+        let mut req = self
+            .request(Method::GET, "/v1/manifest")
+            .query(&[("wait", wait.as_secs())])
+            .timeout(wait + Duration::from_secs(30));
+        if let Some(etag) = etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        let resp = self.send(req).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let etag = resp
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let manifest = resp.json().await.map_err(|e| HubError::Status {
+            url: self.base.clone(),
+            status: 200,
+            message: format!("the manifest is not valid: {e}"),
+        })?;
+        Ok(Some((manifest, etag)))
+    }
+
+    /// Starts downloading the component `sha256` from byte `from`.
+    pub async fn blob(&self, sha256: &str, from: u64) -> Result<Response, HubError> {
+        let mut req = self
+            .request(Method::GET, &format!("/v1/blobs/{sha256}"))
+            .timeout(Duration::from_secs(600));
+        if from > 0 {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
+        self.send(req).await
+    }
+
+    /// Sends the node's status (also its heartbeat).
+    pub async fn status(&self, status: &NodeStatus) -> Result<(), HubError> {
+        self.send(self.request(Method::POST, "/v1/status").json(status))
+            .await
+            .map(drop)
+    }
+
+    /// Sends a batch of log lines.
+    pub async fn logs(&self, batch: &LogBatch) -> Result<(), HubError> {
+        self.send(self.request(Method::POST, "/v1/logs").json(batch))
+            .await
+            .map(drop)
+    }
+}

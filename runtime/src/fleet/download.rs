@@ -1,0 +1,183 @@
+//! Downloading one component into the fleet cache: signature checked first, streamed into a
+//! `.part` file (resumed with a Range request after a broken transfer), size-capped, sha256
+//! checked, then fsynced and renamed into place. Transient failures are retried with
+//! jittered backoff.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use futures_util::StreamExt as _;
+use reqwest::StatusCode;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::client::{HubClient, HubError};
+use super::protocol::{FleetService, verify};
+use super::store::{Store, short, sync_dir};
+
+/// Attempts per component before giving up (until the next manifest round).
+const ATTEMPTS: u32 = 6;
+
+/// Why a component could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Something about the component itself is wrong; trying again will not help.
+    #[error("service `{service}` version {sha}: {reason}")]
+    Refused {
+        service: String,
+        sha: String,
+        reason: String,
+    },
+    /// The transfer kept failing.
+    #[error("service `{service}` version {sha}: download failed after {attempts} attempts: {last}")]
+    Failed {
+        service: String,
+        sha: String,
+        attempts: u32,
+        last: String,
+    },
+}
+
+/// One try's failure.
+enum Attempt {
+    Retry(String),
+    Refuse(String),
+}
+
+/// Makes sure the component of `svc` is in the cache and may be used: signed by `key`, at
+/// most `cap` bytes, with the sha256 the manifest names. Returns its path.
+pub async fn fetch(
+    hub: &HubClient,
+    store: &Store,
+    key: &VerifyingKey,
+    svc: &FleetService,
+    cap: u64,
+) -> Result<PathBuf, DownloadError> {
+    let refused = |reason: String| DownloadError::Refused {
+        service: svc.name.clone(),
+        sha: short(&svc.sha256).to_owned(),
+        reason,
+    };
+    let sha = svc.sha256.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(format!("`{}` is not a sha256", svc.sha256)));
+    }
+    verify(key, &sha, &svc.signature).map_err(|e| refused(format!("refused: {e}")))?;
+    let path = store.blob(&sha);
+    if path.exists() {
+        return Ok(path);
+    }
+    if svc.size > cap {
+        return Err(refused(format!(
+            "the component is {} bytes, more than hub.max_component_bytes = {cap}",
+            svc.size
+        )));
+    }
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match try_fetch(hub, store, &sha, svc.size).await {
+            Ok(()) => return Ok(path),
+            Err(Attempt::Refuse(reason)) => return Err(refused(reason)),
+            Err(Attempt::Retry(reason)) => {
+                tracing::warn!(service = %svc.name, sha256 = short(&sha), attempt, %reason, "component download failed; retrying");
+                last = reason;
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(crate::net::backoff(attempt, Duration::from_secs(5))).await;
+        }
+    }
+    Err(DownloadError::Failed {
+        service: svc.name.clone(),
+        sha: short(&sha).to_owned(),
+        attempts: ATTEMPTS,
+        last,
+    })
+}
+
+async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Result<(), Attempt> {
+    let part = store.partial(sha);
+    let io =
+        |what: &str, e: std::io::Error| Attempt::Retry(format!("{what} {}: {e}", part.display()));
+    let mut have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
+    if have > size {
+        have = 0;
+    }
+    let resp = hub.blob(sha, have).await.map_err(|e| match e {
+        e @ HubError::Status { status: 404, .. } => Attempt::Refuse(e.to_string()),
+        e if e.is_transient() => Attempt::Retry(e.to_string()),
+        e => Attempt::Refuse(e.to_string()),
+    })?;
+    let resumed = resp.status() == StatusCode::PARTIAL_CONTENT && have > 0;
+    let mut hasher = Sha256::new();
+    let mut file = if resumed {
+        let mut f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&part)
+            .await
+            .map_err(|e| io("opening", e))?;
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            let n = f.read(&mut buf).await.map_err(|e| io("reading", e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        tracing::info!(
+            sha256 = short(sha),
+            from = have,
+            "resuming the component download"
+        );
+        f
+    } else {
+        have = 0;
+        tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| io("creating", e))?
+    };
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Attempt::Retry(hub.unreachable(&e).to_string()))?;
+        have += chunk.len() as u64;
+        if have > size {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(Attempt::Refuse(format!(
+                "the hub sent more than the {size} bytes the manifest names"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| io("writing", e))?;
+    }
+    file.flush().await.map_err(|e| io("writing", e))?;
+    if have < size {
+        return Err(Attempt::Retry(format!(
+            "the transfer ended after {have} of {size} bytes"
+        )));
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(Attempt::Refuse(format!(
+            "refused: the downloaded component has sha256 {actual}, not the {sha} the hub \
+             signed (tampered or corrupted blob)"
+        )));
+    }
+    file.sync_all().await.map_err(|e| io("syncing", e))?;
+    drop(file);
+    let path = store.blob(sha);
+    tokio::fs::rename(&part, &path)
+        .await
+        .map_err(|e| io("renaming", e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    tracing::info!(
+        sha256 = short(sha),
+        bytes = size,
+        "component downloaded and verified"
+    );
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The node's fleet state on disk (`<data_dir>/fleet`): downloaded components by sha256
+//! (`blobs/`), and `state.json` with the last manifest the node fully downloaded, the
+//! versions that failed, and the last version of each service that ran well. A node that
+//! cannot reach its hub at boot starts from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{FleetManifest, FleetService};
+use crate::manifest::{Manifest, ServiceEntry};
+
+/// What the node remembers between runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    /// ETag of `manifest`.
+    pub etag: Option<String>,
+    /// The last manifest whose components were all downloaded and verified.
+    pub manifest: Option<FleetManifest>,
+    /// Versions that failed on this node (rolled back or refused), by service.
+    pub bad: BTreeMap<String, BTreeSet<String>>,
+    /// The last version of each service that ran past its probation.
+    pub good: BTreeMap<String, FleetService>,
+    /// What the node was last told to run of each service (after substitutions).
+    pub applied: BTreeMap<String, FleetService>,
+    /// What it ran of each service before that: where a rollback goes back to.
+    pub previous: BTreeMap<String, FleetService>,
+}
+
+impl FleetState {
+    /// Whether `sha256` failed as service `name` here.
+    pub fn is_bad(&self, name: &str, sha256: &str) -> bool {
+        self.bad.get(name).is_some_and(|b| b.contains(sha256))
+    }
+
+    /// What the node should run of `manifest`: each service at its wanted version, unless
+    /// that version failed here or was `refused` now (bad signature, digest or component);
+    /// then at its last good version, else at the version it runs now, else not at all.
+    pub fn effective(&self, manifest: &FleetManifest, refused: &BTreeSet<String>) -> FleetManifest {
+        let mut out = manifest.clone();
+        out.services = manifest
+            .services
+            .iter()
+            .filter_map(|s| {
+                let usable = |v: &FleetService| !self.is_bad(&v.name, &v.sha256) && !refused.contains(&v.sha256);
+                if usable(s) {
+                    return Some(s.clone());
+                }
+                let instead = [self.good.get(&s.name), self.applied.get(&s.name)]
+                    .into_iter()
+                    .flatten()
+                    .find(|v| usable(v));
+                match instead {
+                    Some(v) => {
+                        tracing::warn!(service = %s.name, wanted = short(&s.sha256), running = short(&v.sha256),
+                            "the wanted version cannot be used here; keeping an earlier one");
+                        Some(v.clone())
+                    }
+                    None => {
+                        tracing::error!(service = %s.name, wanted = short(&s.sha256),
+                            "the wanted version cannot be used here and no earlier one is known; not run");
+                        None
+                    }
+                }
+            })
+            .collect();
+        out
+    }
+
+    /// Records `manifest` as what the node runs now.
+    pub fn record_applied(&mut self, manifest: &FleetManifest) {
+        let mut applied = BTreeMap::new();
+        for s in &manifest.services {
+            if let Some(old) = self.applied.get(&s.name)
+                && old.sha256 != s.sha256
+            {
+                self.previous.insert(s.name.clone(), old.clone());
+            }
+            applied.insert(s.name.clone(), s.clone());
+        }
+        self.applied = applied;
+    }
+}
+
+/// The first 12 digits of a sha256, as logs show it.
+pub fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// The fleet folder.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) `dir` and its `blobs/` folder.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir.join("blobs"))
+            .with_context(|| format!("fleet cache {}: cannot create it", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Where the component with `sha256` is (or goes).
+    pub fn blob(&self, sha256: &str) -> PathBuf {
+        self.dir.join("blobs").join(format!("{sha256}.wasm"))
+    }
+
+    /// Where a partial download of `sha256` is kept until it completes.
+    pub fn partial(&self, sha256: &str) -> PathBuf {
+        self.dir.join("blobs").join(format!("{sha256}.part"))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The saved state; a missing file is an empty state, an unreadable one is an error
+    /// naming the file.
+    pub fn load(&self) -> anyhow::Result<FleetState> {
+        let path = self.state_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("fleet state {}: not valid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FleetState::default()),
+            Err(e) => Err(e).with_context(|| format!("fleet state {}", path.display())),
+        }
+    }
+
+    /// Saves the state atomically (temp file, fsync, rename).
+    pub fn save(&self, state: &FleetState) -> anyhow::Result<()> {
+        let path = self.state_path();
+        let json = serde_json::to_vec_pretty(state)?;
+        write_atomic(&path, &json)
+            .with_context(|| format!("fleet state {}: cannot write it", path.display()))
+    }
+
+    /// The node manifest for a fleet manifest: components from the cache, checked against
+    /// their sha256 when loaded.
+    pub fn manifest(&self, fleet: &FleetManifest) -> anyhow::Result<Manifest> {
+        let manifest = Manifest {
+            services: fleet
+                .services
+                .iter()
+                .map(|s| ServiceEntry {
+                    name: s.name.clone(),
+                    component: self.blob(&s.sha256),
+                    sha256: Some(s.sha256.clone()),
+                    precompiled: Vec::new(),
+                    enabled: s.enabled,
+                    config: s.config.clone(),
+                    limits: s.limits.clone(),
+                    grants: s.grants.clone(),
+                })
+                .collect(),
+        };
+        manifest
+            .validate()
+            .map_err(|e| anyhow::anyhow!("the hub's manifest: {e}"))?;
+        Ok(manifest)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, whole.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable (best effort: not every platform can open a folder).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, sha: char) -> FleetService {
+        FleetService {
+            name: name.into(),
+            sha256: sha.to_string().repeat(64),
+            size: 1,
+            signature: String::new(),
+            enabled: true,
+            config: BTreeMap::new(),
+            limits: Default::default(),
+            grants: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_bad_version_is_replaced_by_the_last_good_one_or_dropped() {
+        let mut state = FleetState::default();
+        let wanted = FleetManifest {
+            services: vec![service("a", '2'), service("b", '4')],
+            ..Default::default()
+        };
+        let none = BTreeSet::new();
+        assert_eq!(state.effective(&wanted, &none), wanted);
+        state
+            .bad
+            .entry("a".into())
+            .or_default()
+            .insert("2".repeat(64));
+        state
+            .bad
+            .entry("b".into())
+            .or_default()
+            .insert("4".repeat(64));
+        state.good.insert("a".into(), service("a", '1'));
+        let run = state.effective(&wanted, &none);
+        assert_eq!(run.services, vec![service("a", '1')]);
+        // Refused now: the version it runs stays.
+        let mut state = FleetState::default();
+        state.record_applied(&FleetManifest {
+            services: vec![service("a", '1')],
+            ..Default::default()
+        });
+        let refused = BTreeSet::from(["2".repeat(64)]);
+        let run = state.effective(&wanted, &refused);
+        assert_eq!(run.services, vec![service("a", '1'), service("b", '4')]);
+    }
+
+    #[test]
+    fn state_round_trips_and_a_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), FleetState::default());
+        let mut state = FleetState {
+            etag: Some("\"x\"".into()),
+            ..Default::default()
+        };
+        state.good.insert("a".into(), service("a", '1'));
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+        std::fs::write(dir.path().join("state.json"), "{").unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(e.contains("state.json: not valid"), "{e}");
+    }
+}

@@ -1,0 +1,452 @@
+//! Keeping a node in step with its hub: sign in, long-poll the manifest, download and check
+//! new versions, apply them (the node hot-swaps changed services), notice rollbacks, and
+//! report status, events and (while debug is on) log lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{HubClient, HubError};
+use super::download::{DownloadError, fetch};
+use super::protocol::{
+    FleetManifest, LogBatch, NodeEvent, NodeStatus, ServiceStatus, SignIn, SignedIn,
+};
+use super::store::{FleetState, Store, short};
+use crate::config::NodeConfig;
+use crate::manifest::Manifest;
+use crate::node::NodeHandle;
+use crate::observe::unix_ms;
+use crate::service::{PROBATION, State};
+
+/// How often statuses are checked for rollbacks and versions past their probation.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Most log lines per batch sent to the hub.
+const LOG_BATCH: usize = 500;
+
+/// The node's side of the fleet: its hub client, cache and remembered state.
+#[derive(Debug)]
+pub struct Fleet {
+    hub: HubClient,
+    store: Store,
+    key: VerifyingKey,
+    cap: u64,
+    backoff_max: Duration,
+    boot_wait: Duration,
+    identity: SignIn,
+    state: Mutex<FleetState>,
+    events: Mutex<Vec<NodeEvent>>,
+    /// The hub's answer to the last sign-in.
+    session: Mutex<Option<SignedIn>>,
+    debug: watch::Sender<bool>,
+    report_now: Notify,
+}
+
+/// A [`Fleet`] error that says whether to sign in again.
+enum Round {
+    /// The hub or the network failed; sign in again after a pause.
+    Hub(HubError),
+    /// Something else failed; try again after a pause.
+    Other(anyhow::Error),
+}
+
+impl From<HubError> for Round {
+    fn from(e: HubError) -> Self {
+        Round::Hub(e)
+    }
+}
+
+impl Fleet {
+    /// Sets up the fleet client of `config` (which must have a `[hub]`).
+    pub fn new(config: &NodeConfig) -> anyhow::Result<Arc<Self>> {
+        let hub_config = config
+            .hub
+            .as_ref()
+            .context("the node config has no [hub]")?;
+        let store = Store::open(&config.data_dir().join("fleet"))?;
+        let state = store.load()?;
+        let (debug, _) = watch::channel(state.manifest.as_ref().is_some_and(|m| m.settings.debug));
+        Ok(Arc::new(Self {
+            hub: HubClient::new(hub_config)?,
+            key: hub_config.public_key()?,
+            cap: hub_config.max_component_bytes,
+            backoff_max: Duration::from_millis(hub_config.backoff_max_ms.max(1)),
+            boot_wait: Duration::from_millis(hub_config.boot_wait_ms),
+            identity: super::identity::identity(&config.node_id),
+            store,
+            state: Mutex::new(state),
+            events: Mutex::default(),
+            session: Mutex::default(),
+            debug,
+            report_now: Notify::new(),
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FleetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn event(&self, service: &str, kind: &str, sha256: &str, detail: String) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(NodeEvent {
+                at_ms: unix_ms(),
+                service: service.to_owned(),
+                kind: kind.to_owned(),
+                sha256: sha256.to_owned(),
+                detail,
+            });
+        self.report_now.notify_one();
+    }
+
+    /// The manifest to start with: the hub's, when it answers (and its components download)
+    /// within `hub.boot_wait_ms`; else the last good one from the cache.
+    pub async fn boot_manifest(&self) -> anyhow::Result<Manifest> {
+        let from_hub = tokio::time::timeout(self.boot_wait, async {
+            self.sign_in().await?;
+            match self.hub.manifest(None, Duration::ZERO).await? {
+                Some((manifest, etag)) => self.prepare(&manifest, &etag, None).await,
+                None => Err(Round::Other(anyhow::anyhow!("the hub sent no manifest"))),
+            }
+        })
+        .await;
+        match from_hub {
+            Ok(Ok(manifest)) => return Ok(manifest),
+            Ok(Err(Round::Hub(e))) => {
+                log_hub_error(&e, "cannot get the manifest at boot");
+            }
+            Ok(Err(Round::Other(e))) => {
+                tracing::warn!("fleet: cannot use the hub's manifest at boot: {e:#}");
+            }
+            Err(_) => tracing::warn!(
+                wait_ms = self.boot_wait.as_millis() as u64,
+                "fleet: the hub did not answer in time at boot"
+            ),
+        }
+        let state = self.state().clone();
+        let Some(saved) = &state.manifest else {
+            tracing::warn!(
+                "fleet: no manifest saved yet; starting with no services until the hub answers"
+            );
+            return Ok(Manifest::default());
+        };
+        let effective = state.effective(saved, &BTreeSet::new());
+        tracing::warn!(
+            services = effective.services.len(),
+            "fleet: starting offline from the last good manifest and the component cache"
+        );
+        self.store.manifest(&effective)
+    }
+
+    async fn sign_in(&self) -> Result<SignedIn, HubError> {
+        let signed = self.hub.sign_in(&self.identity).await?;
+        tracing::info!(hub = %self.hub.url(), node_id = %signed.node_id, "fleet: signed in");
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(signed.clone());
+        Ok(signed)
+    }
+
+    /// Downloads and checks the components of `manifest`, and returns the node manifest to
+    /// apply; with `node`, also loads each changed component first. Versions refused (bad
+    /// signature, digest, size, or a component that does not load) keep the version running
+    /// now and are reported. Saves the manifest as the last good one.
+    async fn prepare(
+        &self,
+        manifest: &FleetManifest,
+        etag: &str,
+        node: Option<&NodeHandle>,
+    ) -> Result<Manifest, Round> {
+        let mut refused = BTreeSet::new();
+        for svc in manifest.services.iter().filter(|s| s.enabled) {
+            match fetch(&self.hub, &self.store, &self.key, svc, self.cap).await {
+                Ok(_) => {}
+                Err(e @ DownloadError::Refused { .. }) => {
+                    tracing::error!("fleet: {e}; the service keeps the version it runs");
+                    self.event(&svc.name, "refused", &svc.sha256, e.to_string());
+                    refused.insert(svc.sha256.clone());
+                }
+                Err(e @ DownloadError::Failed { .. }) => {
+                    return Err(Round::Other(e.into()));
+                }
+            }
+        }
+        if let Some(node) = node {
+            let state = self.state().clone();
+            let trial = self.store.manifest(&state.effective(manifest, &refused));
+            for entry in trial.map_err(Round::Other)?.services {
+                let changed = state
+                    .applied
+                    .get(&entry.name)
+                    .is_none_or(|a| Some(&a.sha256) != entry.sha256.as_ref());
+                if changed
+                    && entry.enabled
+                    && let Err(e) = node.check(&entry).await
+                {
+                    let sha = entry.sha256.clone().unwrap_or_default();
+                    tracing::error!(service = %entry.name, "fleet: version {} refused: {e:#}; the service keeps the version it runs", short(&sha));
+                    self.event(&entry.name, "refused", &sha, format!("{e:#}"));
+                    refused.insert(sha);
+                }
+            }
+        }
+        let mut state = self.state();
+        let effective = state.effective(manifest, &refused);
+        let node_manifest = self.store.manifest(&effective).map_err(Round::Other)?;
+        state.manifest = Some(manifest.clone());
+        state.etag = Some(etag.to_owned());
+        state.record_applied(&effective);
+        self.store.save(&state).map_err(Round::Other)?;
+        self.debug.send_replace(manifest.settings.debug);
+        Ok(node_manifest)
+    }
+
+    /// Follows the hub until `cancel`: applies new manifests, watches rollbacks, reports.
+    pub async fn run(self: Arc<Self>, node: NodeHandle, cancel: CancellationToken) {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = self.follow(&node) => {}
+            () = self.watch_services(&node) => {}
+            () = self.report(&node) => {}
+            () = self.forward_logs() => {}
+        }
+        // One last report, so the hub sees the node's final state.
+        let _ = self.hub.status(&self.status(&node, true)).await;
+    }
+
+    async fn follow(&self, node: &NodeHandle) {
+        let mut failures = 0u32;
+        let mut signed_in = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        loop {
+            let round = async {
+                if !signed_in {
+                    self.sign_in().await?;
+                    signed_in = true;
+                }
+                let long_poll = self
+                    .session
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map_or(25, |s| s.long_poll_s);
+                let etag = self.state().etag.clone();
+                let Some((manifest, etag)) = self
+                    .hub
+                    .manifest(etag.as_deref(), Duration::from_secs(long_poll))
+                    .await?
+                else {
+                    return Ok(());
+                };
+                tracing::info!(etag = %etag, services = manifest.services.len(), "fleet: new manifest");
+                let wanted = self.prepare(&manifest, &etag, Some(node)).await?;
+                let done = node.reload(&wanted).await.map_err(Round::Other)?;
+                tracing::info!(
+                    started = ?done.started, swapped = ?done.restarted, stopped = ?done.stopped,
+                    unchanged = done.unchanged.len(), "fleet: manifest applied"
+                );
+                for name in &done.restarted {
+                    if let Some(s) = self.state().applied.get(name) {
+                        self.event(name, "swapped", &s.sha256, "new version applied".into());
+                    }
+                }
+                self.report_now.notify_one();
+                Ok::<(), Round>(())
+            }
+            .await;
+            match round {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    match e {
+                        Round::Hub(e) => {
+                            signed_in = false;
+                            log_hub_error(&e, "cannot follow the manifest");
+                        }
+                        Round::Other(e) => tracing::error!("fleet: manifest not applied: {e:#}"),
+                    }
+                    tokio::time::sleep(crate::net::backoff(failures, self.backoff_max)).await;
+                }
+            }
+        }
+    }
+
+    /// Notices rollbacks (the version is marked bad, the hub told) and versions that ran
+    /// through their probation (remembered as good).
+    async fn watch_services(&self, node: &NodeHandle) {
+        let mut running_since: BTreeMap<(String, String), Instant> = BTreeMap::new();
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let mut changed = false;
+            let mut events = Vec::new();
+            {
+                let mut state = self.state();
+                for report in node.services().report() {
+                    let name = report.name;
+                    let status = report.status;
+                    if let Some(rb) = &status.rolled_back
+                        && let Some(bad) = &rb.sha256
+                        && !state.is_bad(&name, bad)
+                    {
+                        state
+                            .bad
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(bad.clone());
+                        if let Some(prev) = state.previous.get(&name).cloned() {
+                            state.good.insert(name.clone(), prev.clone());
+                            state.applied.insert(name.clone(), prev);
+                        }
+                        events.push((name.clone(), bad.clone(), rb.reason.clone()));
+                        changed = true;
+                    }
+                    let Some(sha) = status.sha256 else { continue };
+                    let applied = state.applied.get(&name).cloned();
+                    if status.state == State::Running
+                        && let Some(applied) = applied
+                        && applied.sha256 == sha
+                        && state.good.get(&name) != Some(&applied)
+                    {
+                        let since = *running_since
+                            .entry((name.clone(), sha))
+                            .or_insert_with(Instant::now);
+                        if since.elapsed() >= PROBATION {
+                            state.good.insert(name.clone(), applied);
+                            changed = true;
+                        }
+                    }
+                }
+                if changed && let Err(e) = self.store.save(&state) {
+                    tracing::error!("fleet: {e:#}");
+                }
+            }
+            for (name, bad, reason) in events {
+                tracing::error!(service = %name, version = short(&bad), %reason, "fleet: rolled back; reporting to the hub");
+                self.event(&name, "rolled-back", &bad, reason);
+            }
+        }
+    }
+
+    fn status(&self, node: &NodeHandle, take_events: bool) -> NodeStatus {
+        let services = node
+            .services()
+            .report()
+            .into_iter()
+            .map(|r| ServiceStatus {
+                name: r.name,
+                sha256: r.status.sha256,
+                state: r.status.state.as_str().to_owned(),
+                restarts: r.status.restarts,
+            })
+            .collect();
+        let events = if take_events {
+            std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Vec::new()
+        };
+        NodeStatus { services, events }
+    }
+
+    /// Sends the status every heartbeat, and at once when something happened.
+    async fn report(&self, node: &NodeHandle) {
+        loop {
+            let heartbeat = self
+                .session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(30, |s| s.heartbeat_s.max(1));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(heartbeat)) => {}
+                () = self.report_now.notified() => {}
+            }
+            let status = self.status(node, true);
+            if let Err(e) = self.hub.status(&status).await {
+                tracing::debug!("fleet: status not sent: {e}");
+                self.keep_events(status.events);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Puts back events a report could not deliver, before any newer ones.
+    fn keep_events(&self, unsent: Vec<NodeEvent>) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::replace(&mut *events, unsent);
+        events.extend(newer);
+    }
+
+    /// While the hub's settings say `debug`, sends the node's log lines in batches.
+    async fn forward_logs(&self) {
+        let mut debug = self.debug.subscribe();
+        loop {
+            if !*debug.borrow_and_update() {
+                if debug.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                continue;
+            }
+            tracing::info!("fleet: debug on; forwarding log lines to the hub");
+            let (_, mut lines) = crate::observe::log_hub().follow();
+            let mut batch = Vec::new();
+            loop {
+                let flush = tokio::time::sleep(Duration::from_millis(500));
+                tokio::select! {
+                    line = lines.recv() => match line {
+                        Some(Ok(line)) => {
+                            batch.push(render(&line));
+                            if batch.len() < LOG_BATCH {
+                                continue;
+                            }
+                        }
+                        Some(Err(skipped)) => batch.push(format!("... {skipped} log lines skipped")),
+                        None => return std::future::pending().await,
+                    },
+                    () = flush => {}
+                    _ = debug.changed() => {}
+                }
+                if !batch.is_empty() {
+                    let lines = std::mem::take(&mut batch);
+                    if let Err(e) = self.hub.logs(&LogBatch { lines }).await {
+                        tracing::debug!("fleet: log lines not sent: {e}");
+                    }
+                }
+                if !*debug.borrow() {
+                    tracing::info!("fleet: debug off; log forwarding stopped");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn render(line: &crate::observe::LogLine) -> String {
+    let mut text = format!(
+        "{} {} {}{}",
+        line.ts_ms,
+        line.level,
+        line.service
+            .as_deref()
+            .map(|s| format!("[{s}] "))
+            .unwrap_or_default(),
+        line.message
+    );
+    for (k, v) in &line.fields {
+        text.push_str(&format!(" {k}={v}"));
+    }
+    text
+}
+
+fn log_hub_error(e: &HubError, doing: &str) {
+    if e.is_transient() {
+        tracing::warn!("fleet: {doing}: {e}");
+    } else {
+        tracing::error!("fleet: {doing}: {e}");
+    }
+}
