@@ -45,7 +45,9 @@ pub struct AdminNode {
     /// The node process.
     pub process: Busbar,
     /// Its folder (manifest, config, cache, `state/`).
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    /// Removes `dir` when the node is dropped, when the node made it.
+    _owned: Option<tempfile::TempDir>,
     /// The admin API's base URL.
     pub url: String,
     /// The node's local all-access token.
@@ -81,14 +83,31 @@ impl AdminNode {
             url: read("admin-url"),
             token: read("admin-token"),
             process,
-            dir,
+            dir: dir.path().to_owned(),
+            _owned: Some(dir),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Wraps a started `busbar run` in `dir` (not removed on drop) once its admin API
+    /// listens.
+    pub fn attach(mut process: Busbar, dir: &std::path::Path) -> Self {
+        process.wait_log(1, &["admin API listening"]);
+        let state = dir.join("state");
+        let read = |f: &str| std::fs::read_to_string(state.join(f)).unwrap();
+        Self {
+            url: read("admin-url"),
+            token: read("admin-token"),
+            process,
+            dir: dir.to_owned(),
+            _owned: None,
             http: reqwest::Client::new(),
         }
     }
 
     /// The node's data dir.
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.dir.join("state")
     }
 
     /// A request to `path`, with `token` (none: no `Authorization` header).
@@ -173,12 +192,12 @@ impl AdminNode {
 
     /// Runs `busbar ARGS` (an operator command) against this node, in its folder.
     pub fn cli(&self, args: &[&str]) -> Finished {
-        Busbar::run(self.dir.path(), args)
+        Busbar::run(&self.dir, args)
     }
 
     /// Starts a long-running operator command (`logs --follow`, `monitor`).
     pub fn cli_start(&self, args: &[&str]) -> Busbar {
-        Busbar::start(self.dir.path(), args)
+        Busbar::start(&self.dir, args)
     }
 }
 

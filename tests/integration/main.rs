@@ -5,6 +5,7 @@ mod admin;
 mod com;
 mod daemon;
 mod faults;
+mod fleet;
 mod loading;
 mod operator;
 mod precompiled;

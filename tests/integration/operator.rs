@@ -28,7 +28,7 @@ fn stdout_json(done: &Finished) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn call_prints_the_reply_for_json_and_cbor_payloads() {
     let node = node();
-    let dir = node.dir.path();
+    let dir = node.dir.as_path();
     std::fs::write(dir.join("reading.json"), r#"{"celsius": 21.5}"#).unwrap();
     let mut cbor = Vec::new();
     ciborium::into_writer(&json!({ "celsius": 23.0, "tags": ["a", "b"] }), &mut cbor).unwrap();
@@ -73,7 +73,7 @@ async fn call_prints_the_reply_for_json_and_cbor_payloads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_tell_failures_apart() {
     let node = node();
-    let dir = node.dir.path();
+    let dir = node.dir.as_path();
     std::fs::write(dir.join("slow.json"), r#"{"ms": 600}"#).unwrap();
     std::fs::write(dir.join("broken.json"), "{oops").unwrap();
     let cases: [(&[&str], i32, &str); 7] = [
@@ -123,7 +123,7 @@ async fn exit_codes_tell_failures_apart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_publish() {
     let node = node();
-    std::fs::write(node.dir.path().join("event.json"), r#"{"door": "open"}"#).unwrap();
+    std::fs::write(node.dir.join("event.json"), r#"{"door": "open"}"#).unwrap();
     let done = node.cli(&["publish", "echo", "echo", "--payload", "event.json"]);
     assert_eq!(code(&done), 0, "{}", done.all());
     assert!(
@@ -187,7 +187,7 @@ async fn logs_and_monitor_follow_the_node() {
         );
     }
 
-    std::fs::write(node.dir.path().join("up.json"), r#"["a"]"#).unwrap();
+    std::fs::write(node.dir.join("up.json"), r#"["a"]"#).unwrap();
     let mut logs = node.cli_start(&["logs", "--follow", "-n", "0", "--service", "echo"]);
     let mut monitor = node.cli_start(&["monitor", "--service", "echo", "--action", "up*"]);
     // Both are connected once a call shows up in each; poke until it does.

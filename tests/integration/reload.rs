@@ -46,7 +46,7 @@ async fn sighup_restarts_only_the_services_that_changed() {
 
     // New config for `tweak`, a new component behind `swap`'s path, `dropped` out, `added` in.
     std::fs::copy(guest("faulty"), &swap).unwrap();
-    let manifest_path = node.dir.path().join("manifest.toml");
+    let manifest_path = node.dir.join("manifest.toml");
     std::fs::write(&manifest_path, manifest(2, &swap, true)).unwrap();
     node.process.signal("HUP");
     node.process.wait_log(1, &["manifest reloaded"]);
@@ -88,7 +88,7 @@ async fn sighup_restarts_only_the_services_that_changed() {
     assert_eq!(echo["result"], json!([1]));
 
     // A manifest naming a component that is not there is refused before anything changes.
-    let broken = manifest(3, &node.dir.path().join("missing.wasm"), true);
+    let broken = manifest(3, &node.dir.join("missing.wasm"), true);
     std::fs::write(&manifest_path, broken).unwrap();
     node.process.signal("HUP");
     node.process
@@ -118,7 +118,7 @@ async fn a_restarted_service_finishes_its_queue_before_the_new_version_starts() 
         let sleep = json!({ "jsonrpc": "2.0", "method": "slow/sleep", "params": { "ms": 300 } });
         node.rpc_as(Some(&node.token), "/rpc", &sleep).await;
     }
-    std::fs::write(node.dir.path().join("manifest.toml"), slow(2)).unwrap();
+    std::fs::write(node.dir.join("manifest.toml"), slow(2)).unwrap();
     node.process.signal("HUP");
     node.process.wait_log(1, &["manifest reloaded"]);
     node.process
