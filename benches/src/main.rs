@@ -2,9 +2,11 @@
 //! the table compares ratios on a shared, noisy machine. See docs/BENCHMARKS.md.
 
 mod bus;
+mod com;
 mod memory;
 mod mqtt;
 mod start;
+mod swap;
 
 use std::fmt::Write as _;
 
@@ -58,33 +60,40 @@ pub fn pct_us(sorted: &[u64], p: f64) -> f64 {
     sorted[i.clamp(1, sorted.len()) - 1] as f64 / 1e3
 }
 
+/// Whether row `id` is to run: all of them, or those `BUSBAR_BENCH_ROWS` lists (e.g. `B4,B6`).
+fn selected(id: &str) -> bool {
+    std::env::var("BUSBAR_BENCH_ROWS").map_or(true, |rows| rows.split(',').any(|r| r.trim() == id))
+}
+
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    eprintln!("B1 bus throughput ...");
-    rows.extend(runtime.block_on(bus::throughput())?);
-    eprintln!("B2 call round trip ...");
-    rows.extend(runtime.block_on(bus::call_latency())?);
-    eprintln!("B3 cold start ...");
-    rows.extend(runtime.block_on(start::cold_start())?);
-    rows.push(Row {
-        id: "B4",
-        what: "hot-swap pause under 10,000 msg/s".into(),
-        busbar: "not measured: hot swap is not built yet (issue 5)".into(),
-        baseline: "-".into(),
-        target: "p99 ≤ 5 ms, 0 lost".into(),
-    });
-    eprintln!("B5 memory ...");
-    rows.extend(memory::idle_memory()?);
-    rows.push(Row {
-        id: "B6",
-        what: "D2C to mosquitto, QoS 1, durable spool".into(),
-        busbar: "not measured: the MQTT Com is not built yet (issue 4)".into(),
-        baseline: "-".into(),
-        target: "≥ 50% of a bare rumqttc publisher".into(),
-    });
+    if selected("B1") {
+        eprintln!("B1 bus throughput ...");
+        rows.extend(runtime.block_on(bus::throughput())?);
+    }
+    if selected("B2") {
+        eprintln!("B2 call round trip ...");
+        rows.extend(runtime.block_on(bus::call_latency())?);
+    }
+    if selected("B3") {
+        eprintln!("B3 cold start ...");
+        rows.extend(runtime.block_on(start::cold_start())?);
+    }
+    if selected("B4") {
+        eprintln!("B4 hot swap ...");
+        rows.extend(runtime.block_on(swap::hot_swap())?);
+    }
+    if selected("B5") {
+        eprintln!("B5 memory ...");
+        rows.extend(memory::idle_memory()?);
+    }
+    if selected("B6") {
+        eprintln!("B6 Com throughput ...");
+        rows.extend(runtime.block_on(com::throughput())?);
+    }
     println!("{}", table(&rows));
     Ok(())
 }

@@ -289,6 +289,11 @@ impl Core {
                 }
                 Some(old) => {
                     applied.restarted.push(entry.name.clone());
+                    // Compile before messages are redirected, so the swap pause does not
+                    // include it (a failure shows in the new version's start: rollback).
+                    if let Err(e) = self.loader.load(&entry.source()).await {
+                        tracing::warn!(service = %entry.name, "the new version does not load: {e:#}");
+                    }
                     Some(old)
                 }
             };
