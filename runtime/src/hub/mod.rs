@@ -7,10 +7,20 @@
 //! [`server`] serves the protocol of [`crate::fleet::protocol`]: [`node_api`] for nodes,
 //! [`admin_api`] for admins; [`client`] is the admin's command-line side.
 
+pub mod admin_api;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod layers;
+pub mod node_api;
 pub mod range;
 pub mod records;
+pub mod server;
+pub mod state;
+#[cfg(test)]
+mod tests;
 
+pub use cli::{HubArgs, run};
+pub use server::HubServer;
