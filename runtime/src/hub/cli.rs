@@ -297,4 +297,58 @@ mod tests {
         let gw1 = &config.nodes["gw1"];
         assert!(gw1.debug && gw1.revoked && gw1.tags == ["lab"]);
     }
+
+    #[test]
+    fn the_command_lines_parse() {
+        use clap::{CommandFactory as _, Parser as _};
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "busbar",
+            "hub",
+            "publish",
+            "--hub",
+            "http://h",
+            "--token",
+            "t",
+            "--key",
+            "k",
+            "--service",
+            "echo",
+            "--component",
+            "e.wasm",
+            "--node",
+            "gw1",
+            "--tag",
+            "lab",
+            "--config",
+            "n=3",
+            "--disabled",
+        ])
+        .unwrap();
+        let crate::cli::Command::Hub(HubArgs {
+            command: HubCommand::Publish(p),
+        }) = cli.command
+        else {
+            panic!("not hub publish");
+        };
+        assert_eq!((p.nodes, p.tags), (vec!["gw1".into()], vec!["lab".into()]));
+        for line in [
+            &["busbar", "hub", "set-debug", "--dir", "d", "gw1", "on"][..],
+            &["busbar", "hub", "logs", "--hub", "h", "--token", "t", "gw1"],
+            &[
+                "busbar",
+                "hub",
+                "serve",
+                "--dir",
+                "d",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[
+                "busbar", "hub", "add-node", "--dir", "d", "gw1", "--tag", "a", "--tag", "b",
+            ],
+        ] {
+            crate::cli::Cli::try_parse_from(line).unwrap();
+        }
+    }
 }

@@ -133,6 +133,7 @@ impl HubClient {
 
 /// `busbar hub publish`: upload the component with its signature, then publish it.
 pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+    crate::manifest::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
     let key_text = std::fs::read_to_string(&args.key)
         .with_context(|| format!("cannot read secret key {}", args.key.display()))?;
     let key = protocol::parse_secret_key(&key_text)

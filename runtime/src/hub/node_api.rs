@@ -189,9 +189,9 @@ pub async fn status(
     for e in &status.events {
         let sha = &e.sha256[..e.sha256.len().min(12)];
         if matches!(e.kind.as_str(), "rolled-back" | "refused") {
-            tracing::warn!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, "{}", e.detail);
+            tracing::warn!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
         } else {
-            tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, "{}", e.detail);
+            tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
         }
     }
     hub.records.update(&id, |d| d.report(status)).await?;
