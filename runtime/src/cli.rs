@@ -54,6 +54,8 @@ pub enum Command {
     Publish(crate::client::PublishArgs),
     /// Call a service action on a running node and print its reply.
     Call(crate::client::CallArgs),
+    /// The fleet hub: keys, fleet dir, nodes, serve, publish.
+    Hub(crate::hub::HubArgs),
 }
 
 /// `busbar compile --target TRIPLE in.wasm -o out.cwasm`.
@@ -164,6 +166,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Monitor(args) => until(shutdown, crate::client::monitor(&args)).await,
         Command::Publish(args) => until(shutdown, crate::client::publish(&args)).await,
         Command::Call(args) => until(shutdown, crate::client::call(&args)).await,
+        Command::Hub(args) => crate::hub::run(args, shutdown).await,
     }
 }
 

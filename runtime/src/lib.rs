@@ -16,6 +16,8 @@
 //! - [`admin`] is the operators' HTTP API (JSON-RPC, events, status, metrics), fed by
 //!   [`observe`]; [`client`] is its command-line side.
 //!
+//! - [`fleet`] is the protocol between nodes and the fleet hub; [`hub`] is the hub.
+//!
 //! The `busbar` binary ([`cli`]) wraps all of it.
 
 pub mod admin;
@@ -33,6 +35,7 @@ pub mod engine;
 pub mod fleet;
 pub mod grants;
 pub mod host;
+pub mod hub;
 pub mod internal;
 pub mod logger;
 pub mod logging;

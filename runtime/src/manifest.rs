@@ -209,7 +209,9 @@ impl Manifest {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// Checks a service name: 1 to 64 lowercase letters, digits, `-`, `_`, `.`, starting with a
+/// letter or a digit, and not one of [`RESERVED_NAMES`].
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("`{name}` must be 1 to 64 characters long"));
     }

@@ -13,6 +13,7 @@
 //! Admin endpoints (header `Authorization: Bearer <admin token>`):
 //! - `PUT /v1/admin/blobs/{sha256}`, body the component, header `x-busbar-signature` → `201`
 //! - `POST /v1/admin/publish`, body [`Publish`] → [`Published`]
+//! - `POST /v1/admin/remove`, body [`Remove`] → [`Published`] (the manifests it changed)
 //! - `GET /v1/admin/nodes` → `[NodeRecord]`
 //! - `GET /v1/admin/nodes/{node}/logs` → the node's forwarded log lines, as text
 //!
@@ -166,7 +167,22 @@ pub struct Publish {
     pub tags: Vec<String>,
 }
 
-/// What a publish changed.
+/// An admin's request to stop running a service on some nodes: it is taken out of the
+/// named manifests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remove {
+    /// The service's name.
+    pub service: String,
+    /// Nodes whose own manifest loses it.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Tags whose manifest loses it; with no nodes and no tags: the manifest of every node.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// What a publish (or a removal) changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     /// The manifests updated, e.g. `all`, `tag:lab`, `node:gw1`.

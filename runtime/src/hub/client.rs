@@ -1,0 +1,313 @@
+//! The admin side of the hub's API, for `busbar hub publish`, `remove`, `nodes`, `logs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use sha2::{Digest as _, Sha256};
+
+use crate::client::Failure;
+use crate::fleet::protocol::{
+    self, FleetService, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
+};
+
+/// How to reach a hub as an admin.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The hub's base URL, e.g. http://127.0.0.1:8440.
+    #[arg(long, env = "BUSBAR_HUB_URL")]
+    pub hub: String,
+    /// The admin token (`busbar hub init` printed it).
+    #[arg(long, env = "BUSBAR_HUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+/// `busbar hub publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// How to reach the hub.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The secret signing key (as `busbar hub keygen` wrote it).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The service's name on the bus.
+    #[arg(long)]
+    pub service: String,
+    /// The component (.wasm).
+    #[arg(long)]
+    pub component: PathBuf,
+    /// Publish to this node (repeatable).
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Publish to nodes with this tag (repeatable). No --node and no --tag: every node.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// A configuration property, key=value; the value is JSON when it parses as JSON, else
+    /// a string (repeatable).
+    #[arg(long = "config", value_parser = parse_property)]
+    pub config: Vec<(String, serde_json::Value)>,
+    /// Publish it disabled: nodes keep it but do not run it.
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+/// `busbar hub remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// How to reach the hub.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The service's name.
+    #[arg(long)]
+    pub service: String,
+    /// Remove it from this node's own manifest (repeatable).
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Remove it from this tag's manifest (repeatable). No --node and no --tag: from the
+    /// manifest of every node.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+/// Parses `key=value`; the value is JSON when it parses, else a string.
+fn parse_property(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected key=value"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}`: the key is empty"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+    Ok((key.into(), value))
+}
+
+/// A connection to a hub's admin API.
+#[derive(Debug)]
+struct HubClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl HubClient {
+    /// A client for the hub of `args`.
+    fn new(args: &AdminArgs) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: args.hub.trim_end_matches('/').to_owned(),
+            token: args.token.trim().to_owned(),
+        }
+    }
+
+    /// A request to `path` with the admin token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends `req`; an error answer becomes its `error` text.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| {
+            Failure::unreachable(format!("cannot reach the hub at {}: {e}", self.url))
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        let message = format!("the hub answered {status}: {reason}");
+        Err(match status.as_u16() {
+            401 | 403 => Failure::unauthorized(message),
+            _ => Failure::other(message),
+        }
+        .into())
+    }
+}
+
+/// `busbar hub publish`: upload the component with its signature, then publish it.
+pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+    crate::manifest::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
+    let key_text = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("cannot read secret key {}", args.key.display()))?;
+    let key = protocol::parse_secret_key(&key_text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
+    let wasm = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read component {}", args.component.display()))?;
+    let sha = hex::encode(Sha256::digest(&wasm));
+    let signature = protocol::sign(&key, &sha);
+    let size = wasm.len() as u64;
+    let hub = HubClient::new(&args.admin);
+    hub.send(
+        hub.request(reqwest::Method::PUT, &format!("/v1/admin/blobs/{sha}"))
+            .header(SIGNATURE_HEADER, &signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(wasm),
+    )
+    .await?;
+    let publish = Publish {
+        service: FleetService {
+            name: args.service.clone(),
+            sha256: sha.clone(),
+            size,
+            signature,
+            enabled: !args.disabled,
+            config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+            limits: Default::default(),
+            grants: Default::default(),
+        },
+        nodes: args.nodes.clone(),
+        tags: args.tags.clone(),
+    };
+    let published: Published = hub
+        .send(
+            hub.request(reqwest::Method::POST, "/v1/admin/publish")
+                .json(&publish),
+        )
+        .await?
+        .json()
+        .await
+        .context("the hub's answer to the publish is not JSON")?;
+    println!(
+        "published {} {} to {}",
+        args.service,
+        &sha[..12],
+        published.manifests.join(", ")
+    );
+    Ok(())
+}
+
+/// `busbar hub remove`.
+pub async fn remove(args: &RemoveArgs) -> anyhow::Result<()> {
+    let hub = HubClient::new(&args.admin);
+    let remove = Remove {
+        service: args.service.clone(),
+        nodes: args.nodes.clone(),
+        tags: args.tags.clone(),
+    };
+    let removed: Published = hub
+        .send(
+            hub.request(reqwest::Method::POST, "/v1/admin/remove")
+                .json(&remove),
+        )
+        .await?
+        .json()
+        .await
+        .context("the hub's answer to the removal is not JSON")?;
+    println!(
+        "removed {} from {}",
+        args.service,
+        removed.manifests.join(", ")
+    );
+    Ok(())
+}
+
+/// `busbar hub nodes`: a table of the nodes, then their last events.
+pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
+    let hub = HubClient::new(args);
+    let records: Vec<NodeRecord> = hub
+        .send(hub.request(reqwest::Method::GET, "/v1/admin/nodes"))
+        .await?
+        .json()
+        .await
+        .context("the hub's node list is not JSON")?;
+    let now = super::records::now_ms();
+    println!(
+        "{:<20} {:<12} {:<28} {:<10} {:>6}  SERVICES",
+        "NODE", "LAST SEEN", "TARGET", "VERSION", "EVENTS"
+    );
+    for r in &records {
+        let seen = match r.last_seen_ms {
+            Some(ms) => format!("{} s ago", now.saturating_sub(ms) / 1000),
+            None => "never".into(),
+        };
+        let seen = if r.revoked {
+            format!("{seen} (revoked)")
+        } else {
+            seen
+        };
+        let identity = r.identity.as_ref();
+        let services = r.status.as_ref().map_or_else(String::new, |s| {
+            s.services
+                .iter()
+                .map(|s| {
+                    let sha = s.sha256.as_deref().unwrap_or("-");
+                    format!("{}@{} {}", s.name, &sha[..sha.len().min(12)], s.state)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        println!(
+            "{:<20} {:<12} {:<28} {:<10} {:>6}  {services}",
+            r.node_id,
+            seen,
+            identity.map_or("-", |i| i.target.as_str()),
+            identity.map_or("-", |i| i.runtime_version.as_str()),
+            r.events.len(),
+        );
+    }
+    let mut events: Vec<_> = records
+        .iter()
+        .flat_map(|r| r.events.iter().map(move |e| (r.node_id.as_str(), e)))
+        .collect();
+    events.sort_by_key(|(_, e)| e.at_ms);
+    let last = &events[events.len().saturating_sub(10)..];
+    if !last.is_empty() {
+        println!("\nlast events:");
+        for (node, e) in last {
+            println!(
+                "{} {node:<20} {:<12} {:<20} {} {}",
+                crate::client::clock(e.at_ms),
+                e.kind,
+                e.service,
+                &e.sha256[..e.sha256.len().min(12)],
+                e.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `busbar hub logs NODE`: the node's forwarded log lines.
+pub async fn logs(args: &AdminArgs, node: &str) -> anyhow::Result<()> {
+    let hub = HubClient::new(args);
+    let text = hub
+        .send(hub.request(
+            reqwest::Method::GET,
+            &format!("/v1/admin/nodes/{node}/logs"),
+        ))
+        .await?
+        .text()
+        .await
+        .context("cannot read the hub's answer")?;
+    print!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_json_when_they_parse() {
+        assert_eq!(
+            parse_property("n=3").unwrap(),
+            ("n".into(), serde_json::json!(3))
+        );
+        assert_eq!(
+            parse_property("s=hello world").unwrap(),
+            ("s".into(), serde_json::json!("hello world"))
+        );
+        assert_eq!(
+            parse_property("o={\"a\":true}").unwrap().1,
+            serde_json::json!({"a": true})
+        );
+        assert!(parse_property("novalue").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! `hub.toml`: the hub's admin token and public key, its timing, and the nodes it knows.
+//! Tokens are only ever stored as their sha256.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::fleet::protocol;
+
+/// The hub's configuration file, in the fleet dir.
+pub const HUB_TOML: &str = "hub.toml";
+
+/// The contents of `hub.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// sha256 (hex) of the admin token.
+    pub admin_token_sha256: String,
+    /// The ed25519 public key (64 hex digits) every published component is checked against.
+    pub public_key: String,
+    /// How often nodes send their status, in seconds.
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u64,
+    /// How long a manifest request is held open at most, in seconds.
+    #[serde(default = "default_long_poll_s")]
+    pub long_poll_s: u64,
+    /// The nodes, by id.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeEntry>,
+}
+
+/// One node of `hub.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// sha256 (hex) of the node's token.
+    pub token_sha256: String,
+    /// Its tags: it runs what is published to them.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether it forwards its log lines.
+    #[serde(default)]
+    pub debug: bool,
+    /// Whether its token is refused.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// Default of `heartbeat_s`.
+fn default_heartbeat_s() -> u64 {
+    30
+}
+
+/// Default of `long_poll_s`.
+fn default_long_poll_s() -> u64 {
+    25
+}
+
+impl HubConfig {
+    /// A fresh configuration with no nodes.
+    pub fn new(admin_token_sha256: String, public_key: String) -> Self {
+        Self {
+            admin_token_sha256,
+            public_key,
+            heartbeat_s: default_heartbeat_s(),
+            long_poll_s: default_long_poll_s(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Parses and checks `hub.toml` text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).with_context(|| format!("{origin}: bad TOML"))?;
+        config
+            .check()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(config)
+    }
+
+    /// Reads `hub.toml` from the fleet dir.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(HUB_TOML);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (create the fleet dir with `busbar hub init`)",
+                path.display()
+            )
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Writes `hub.toml` to the fleet dir atomically.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(HUB_TOML);
+        let text = toml::to_string(self).context("cannot serialize hub.toml")?;
+        super::files::write_atomic(&path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// What is wrong with the configuration, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        check_digest(&self.admin_token_sha256).map_err(|e| format!("admin_token_sha256: {e}"))?;
+        self.verifying_key()
+            .map_err(|e| format!("public_key: {e}"))?;
+        if self.heartbeat_s == 0 {
+            return Err("heartbeat_s: must be at least 1".into());
+        }
+        for (id, node) in &self.nodes {
+            check_id(id).map_err(|e| format!("nodes.{id}: {e}"))?;
+            check_digest(&node.token_sha256)
+                .map_err(|e| format!("nodes.{id}.token_sha256: {e}"))?;
+            for tag in &node.tags {
+                check_id(tag).map_err(|e| format!("nodes.{id}.tags: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The public key published components are checked against.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, String> {
+        protocol::parse_public_key(&self.public_key)
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin(&self, token: &str) -> bool {
+        same_digest(&token_sha256(token), &self.admin_token_sha256)
+    }
+
+    /// The node whose token is `token`, revoked or not.
+    pub fn node_by_token(&self, token: &str) -> Option<(&str, &NodeEntry)> {
+        let digest = token_sha256(token);
+        // Every entry is compared, so the time taken does not tell which one matched.
+        let mut found = None;
+        for (id, node) in &self.nodes {
+            if same_digest(&digest, &node.token_sha256) && found.is_none() {
+                found = Some((id.as_str(), node));
+            }
+        }
+        found
+    }
+
+    /// The node `id`, or an error naming it.
+    pub fn node_mut(&mut self, id: &str) -> anyhow::Result<&mut NodeEntry> {
+        self.nodes
+            .get_mut(id)
+            .ok_or_else(|| anyhow::anyhow!("hub.toml has no node `{id}`"))
+    }
+}
+
+/// sha256 (hex) of a token, as `hub.toml` stores it.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+/// A fresh random token: 32 random bytes as hex.
+pub fn fresh_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Compares two hex digests in time independent of where they differ.
+fn same_digest(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| {
+            acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+        }) == 0
+}
+
+/// Checks a sha256 written as hex.
+pub fn check_digest(digest: &str) -> Result<(), String> {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("expected 64 hex digits, got `{digest}`"))
+    }
+}
+
+/// Checks a node id or a tag: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("`{id}` must be 1 to 64 characters long"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "`{id}` may hold only letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> HubConfig {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let mut c = HubConfig::new(
+            token_sha256("admin-secret"),
+            hex::encode(key.verifying_key().to_bytes()),
+        );
+        c.nodes.insert(
+            "gw1".into(),
+            NodeEntry {
+                token_sha256: token_sha256("gw1-secret"),
+                tags: vec!["lab".into()],
+                ..NodeEntry::default()
+            },
+        );
+        c.nodes.insert(
+            "gw2".into(),
+            NodeEntry {
+                token_sha256: token_sha256("gw2-secret"),
+                revoked: true,
+                ..NodeEntry::default()
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn hub_toml_round_trips() {
+        let c = config();
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("[nodes.gw1]"), "{text}");
+        assert_eq!(HubConfig::parse(&text, "hub.toml").unwrap(), c);
+    }
+
+    #[test]
+    fn tokens_are_looked_up_by_their_hash() {
+        let c = config();
+        assert!(c.is_admin("admin-secret"));
+        assert!(!c.is_admin("gw1-secret"));
+        let (id, node) = c.node_by_token("gw1-secret").unwrap();
+        assert_eq!((id, node.revoked), ("gw1", false));
+        assert!(c.node_by_token("gw2-secret").unwrap().1.revoked);
+        assert!(c.node_by_token("nobody").is_none());
+        assert_eq!(fresh_token().len(), 64);
+        assert_ne!(fresh_token(), fresh_token());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let mut c = config();
+        c.nodes.get_mut("gw1").unwrap().token_sha256 = "nope".into();
+        let e = c.check().unwrap_err();
+        assert!(e.contains("nodes.gw1.token_sha256"), "{e}");
+        assert!(check_id("a b").is_err() && check_id("GW-1.x_y").is_ok());
+    }
+}

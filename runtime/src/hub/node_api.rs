@@ -1,0 +1,247 @@
+//! The endpoints nodes call: sign-in, manifest (long poll), blobs, status, logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+use super::error::{HubError, blocking};
+use super::range;
+use super::state::Hub;
+use crate::fleet::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
+
+/// `POST /v1/sign-in`.
+pub async fn sign_in(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<SignIn>, JsonRejection>,
+) -> Result<Json<SignedIn>, HubError> {
+    let (id, _) = hub.authorize_node(&headers)?;
+    let Json(sign_in) = body?;
+    if sign_in.node_id != id {
+        return Err(HubError::forbidden(format!(
+            "this token belongs to node `{id}`, not to `{}`",
+            sign_in.node_id
+        )));
+    }
+    tracing::info!(
+        node = %id,
+        target = %sign_in.target,
+        runtime_version = %sign_in.runtime_version,
+        hostname = %sign_in.hostname,
+        "node signed in"
+    );
+    hub.records
+        .update(&id, |d| d.identity = Some(sign_in))
+        .await?;
+    let config = hub.config.load();
+    Ok(Json(SignedIn {
+        node_id: id,
+        heartbeat_s: config.heartbeat_s,
+        long_poll_s: config.long_poll_s,
+    }))
+}
+
+/// The query of `GET /v1/manifest`.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// How long to wait for a change, in seconds (capped at `long_poll_s`).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `GET /v1/manifest?wait=S`: the manifest, or `304` when it still has the ETag the node
+/// sent and did not change within `wait` seconds.
+pub async fn manifest(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Response, HubError> {
+    let (id, _) = hub.authorize_node(&headers)?;
+    let Query(query) = query?;
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let wait = Duration::from_secs(query.wait.min(hub.config.load().long_poll_s));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before the first look, so a change in between is not missed.
+    let mut changes = hub.changes.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let (manifest, etag) = hub.manifest_of(&id)?;
+        if !known.as_deref().is_some_and(|k| matches(k, &etag)) {
+            return Ok(([(header::ETAG, etag)], Json(manifest)).into_response());
+        }
+        let woken = tokio::select! {
+            r = tokio::time::timeout_at(deadline, changes.changed()) => matches!(r, Ok(Ok(()))),
+            () = hub.cancel.cancelled() => false,
+        };
+        if !woken {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
+    }
+}
+
+/// Whether an `If-None-Match` value names `etag` (or `*`).
+fn matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
+
+/// Checks a sha256 in a path: 64 lowercase hex digits.
+pub fn check_sha(sha: &str) -> Result<(), HubError> {
+    if sha.len() == 64
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(HubError::bad_request(format!(
+            "`{sha}` is not a sha256: expected 64 lowercase hex digits"
+        )))
+    }
+}
+
+/// `GET /v1/blobs/{sha256}`, optionally with `Range: bytes=N-`: the component, streamed.
+pub async fn blob(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> Result<Response, HubError> {
+    hub.authorize_node(&headers)?;
+    check_sha(&sha)?;
+    let path = hub.dir.blob(&sha);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HubError::not_found(format!("no blob {sha} on the hub")));
+        }
+        Err(e) => {
+            return Err(HubError::internal(format!(
+                "cannot open {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| HubError::internal(format!("cannot stat {}: {e}", path.display())))?
+        .len();
+    let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match range::parse(asked, size) {
+        Ok(r) => r,
+        Err(message) => {
+            let mut response =
+                HubError::new(StatusCode::RANGE_NOT_SATISFIABLE, message).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+    };
+    let (status, length) = match range {
+        Some(r) => {
+            file.seek(std::io::SeekFrom::Start(r.start))
+                .await
+                .map_err(|e| HubError::internal(format!("cannot seek {}: {e}", path.display())))?;
+            (StatusCode::PARTIAL_CONTENT, r.len())
+        }
+        None => (StatusCode::OK, size),
+    };
+    let stream = tokio_util::io::ReaderStream::new(file.take(length));
+    let mut response = (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response();
+    if let Some(r) = range
+        && let Ok(v) = HeaderValue::from_str(&r.content_range(size))
+    {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+/// `POST /v1/status`: the node's services and events; also its heartbeat.
+pub async fn status(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<NodeStatus>, JsonRejection>,
+) -> Result<StatusCode, HubError> {
+    let (id, _) = hub.authorize_node(&headers)?;
+    let Json(status) = body?;
+    for e in &status.events {
+        let sha = &e.sha256[..e.sha256.len().min(12)];
+        if matches!(e.kind.as_str(), "rolled-back" | "refused") {
+            tracing::warn!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
+        } else {
+            tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
+        }
+    }
+    hub.records.update(&id, |d| d.report(status)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/logs`: log lines appended to `logs/<id>.log` and the hub's own log.
+pub async fn logs(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<LogBatch>, JsonRejection>,
+) -> Result<StatusCode, HubError> {
+    let (id, _) = hub.authorize_node(&headers)?;
+    let Json(batch) = body?;
+    let mut text = String::new();
+    for line in &batch.lines {
+        let line = line.trim_end_matches(['\r', '\n']);
+        tracing::info!(node = %id, "{line}");
+        text.push_str(line);
+        text.push('\n');
+    }
+    let path = hub.dir.log(&id);
+    blocking(move || {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot append to {}: {e}", path.display()))
+    })
+    .await?;
+    hub.records.update(&id, |_| ()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags_match() {
+        assert!(matches("\"abc\"", "\"abc\""));
+        assert!(matches("W/\"abc\"", "\"abc\""));
+        assert!(matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(matches("*", "\"abc\""));
+        assert!(!matches("\"abd\"", "\"abc\""));
+        assert!(check_sha(&"a".repeat(64)).is_ok());
+        assert!(check_sha(&"A".repeat(64)).is_err());
+        assert!(check_sha("../etc").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The hub's HTTP server (`busbar hub serve`): its routes, and the task that re-reads
+//! `hub.toml` when it changes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use tokio_util::sync::CancellationToken;
+
+use super::admin_api::{self, MAX_BLOB_BYTES};
+use super::error::HubError;
+use super::files::FleetDir;
+use super::node_api;
+use super::state::Hub;
+
+/// Largest log batch a node may send.
+pub const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
+/// How often `hub.toml` is checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_millis(250);
+
+/// A running hub.
+#[derive(Debug)]
+pub struct HubServer {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The hub's routes, as `protocol.rs` lists them.
+fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/sign-in", post(node_api::sign_in))
+        .route("/v1/manifest", get(node_api::manifest))
+        .route("/v1/blobs/{sha}", get(node_api::blob))
+        .route("/v1/status", post(node_api::status))
+        .route(
+            "/v1/logs",
+            post(node_api::logs).layer(DefaultBodyLimit::max(MAX_LOG_BATCH_BYTES)),
+        )
+        .route(
+            "/v1/admin/blobs/{sha}",
+            put(admin_api::put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)),
+        )
+        .route("/v1/admin/publish", post(admin_api::publish))
+        .route("/v1/admin/remove", post(admin_api::remove))
+        .route("/v1/admin/nodes", get(admin_api::nodes))
+        .route("/v1/admin/nodes/{id}/logs", get(admin_api::node_logs))
+        .fallback(|uri: axum::http::Uri| async move {
+            HubError::not_found(format!("no route {}", uri.path()))
+        })
+        .with_state(hub)
+}
+
+impl HubServer {
+    /// Reads the fleet dir `dir`, binds `listen` and serves until [`HubServer::stop`].
+    pub async fn start(dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+        let cancel = CancellationToken::new();
+        let hub = Hub::open(FleetDir::new(dir), cancel.clone())?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("hub: cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the hub listens beyond loopback without TLS: put a TLS proxy in front");
+        }
+        let reloader = hub.clone();
+        let stop_reload = cancel.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RELOAD_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => reloader.reload_if_changed(),
+                    () = stop_reload.cancelled() => break,
+                }
+            }
+        });
+        let stop = cancel.clone();
+        let app = router(hub);
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "hub stopped");
+            }
+        });
+        tracing::info!(dir = %dir.display(), "hub listening on http://{addr}");
+        Ok(Self { addr, cancel, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8440`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Ends the long polls and gives requests in flight a moment to finish.
+    pub async fn stop(mut self) {
+        const GRACE: Duration = Duration::from_secs(2);
+        self.cancel.cancel();
+        if tokio::time::timeout(GRACE, &mut self.task).await.is_err() {
+            tracing::warn!("hub requests still running at shutdown were cut off");
+            self.task.abort();
+        }
+    }
+}

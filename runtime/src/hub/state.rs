@@ -1,0 +1,143 @@
+//! What the hub's handlers share: the fleet dir, `hub.toml` (re-read when it changes), the
+//! published layers, the nodes' records, and the signal that wakes long polls.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use axum::http::{HeaderMap, header};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{HUB_TOML, HubConfig, NodeEntry};
+use super::error::HubError;
+use super::files::FleetDir;
+use super::layers::{Layers, etag};
+use super::records::Records;
+use crate::fleet::protocol::FleetManifest;
+
+/// The hub's shared state.
+#[derive(Debug)]
+pub struct Hub {
+    /// The fleet dir.
+    pub dir: FleetDir,
+    /// `hub.toml` as last read.
+    pub config: ArcSwap<HubConfig>,
+    /// When `hub.toml` was last read: its modification time and size.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    /// The published layers.
+    pub layers: RwLock<Layers>,
+    /// Held while the layers are changed, so changes are written one at a time.
+    pub writer: tokio::sync::Mutex<()>,
+    /// What nodes told the hub.
+    pub records: Records,
+    /// Bumped whenever a node's manifest may have changed.
+    pub changes: watch::Sender<u64>,
+    /// Fires when the server stops (ends long polls).
+    pub cancel: CancellationToken,
+}
+
+impl Hub {
+    /// Reads the fleet dir: `hub.toml` and the published layers.
+    pub fn open(dir: FleetDir, cancel: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let stamp = stamp_of(dir.root());
+        let config = HubConfig::load(dir.root())?;
+        dir.create_subdirs().map_err(|e| {
+            anyhow::anyhow!("cannot create the dirs of {}: {e}", dir.root().display())
+        })?;
+        let layers = Layers::load(&dir)?;
+        Ok(Arc::new(Self {
+            records: Records::new(dir.clone()),
+            dir,
+            config: ArcSwap::from_pointee(config),
+            stamp: Mutex::new(stamp),
+            layers: RwLock::new(layers),
+            writer: tokio::sync::Mutex::new(()),
+            changes: watch::Sender::new(0),
+            cancel,
+        }))
+    }
+
+    /// Re-reads `hub.toml` if it changed since it was last read; wakes long polls when it
+    /// did. A broken file is reported and the previous configuration kept.
+    pub fn reload_if_changed(&self) {
+        let stamp = stamp_of(self.dir.root());
+        {
+            let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == stamp {
+                return;
+            }
+            *last = stamp;
+        }
+        match HubConfig::load(self.dir.root()) {
+            Ok(config) => {
+                self.config.store(Arc::new(config));
+                self.bump();
+                tracing::info!("{HUB_TOML} re-read");
+            }
+            Err(e) => tracing::warn!("{e:#}; keeping the previous configuration"),
+        }
+    }
+
+    /// Wakes the long polls: some node's manifest may have changed.
+    pub fn bump(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Checks the admin token of a request.
+    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), HubError> {
+        if self.config.load().is_admin(bearer(headers)?) {
+            Ok(())
+        } else {
+            Err(HubError::unauthorized("unknown admin token"))
+        }
+    }
+
+    /// The node a request's token belongs to, unless it is unknown or revoked.
+    pub fn authorize_node(&self, headers: &HeaderMap) -> Result<(String, NodeEntry), HubError> {
+        let config = self.config.load();
+        let (id, node) = config
+            .node_by_token(bearer(headers)?)
+            .ok_or_else(|| HubError::unauthorized("unknown node token"))?;
+        if node.revoked {
+            return Err(HubError::unauthorized(format!(
+                "node token for `{id}` is revoked"
+            )));
+        }
+        Ok((id.to_owned(), node.clone()))
+    }
+
+    /// Node `id`'s manifest now, and its ETag; 401 when the node was removed or revoked
+    /// meanwhile.
+    pub fn manifest_of(&self, id: &str) -> Result<(FleetManifest, String), HubError> {
+        let config = self.config.load();
+        let node = config
+            .nodes
+            .get(id)
+            .filter(|n| !n.revoked)
+            .ok_or_else(|| HubError::unauthorized(format!("node `{id}` is revoked or gone")))?;
+        let manifest = self
+            .layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node_manifest(id, node);
+        let tag = etag(&manifest);
+        Ok((manifest, tag))
+    }
+}
+
+/// The bearer token of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, HubError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| HubError::unauthorized("missing `Authorization: Bearer TOKEN` header"))
+}
+
+/// The modification time and size of `hub.toml`, if it can be read.
+fn stamp_of(dir: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(dir.join(HUB_TOML)).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
