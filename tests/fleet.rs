@@ -65,7 +65,7 @@ impl Hub {
             admin_token: printed(&init, "admin token: "),
             dir,
             url: String::new(),
-            http: reqwest::Client::new(),
+            http: busbar::net::http_client(),
         };
         hub.serve("127.0.0.1:0");
         hub
@@ -132,7 +132,8 @@ impl Hub {
         Busbar::start_env(self.dir.path(), &all, &env).wait_finished()
     }
 
-    /// Publishes `component` as `service` for node `node`, with `key=value` config pairs.
+    /// Publishes `component` as `service` for node `node`, with `key=value` config pairs
+    /// (and `--grants`/`--limits` JSON given as `--grants={...}`).
     pub fn publish(&self, service: &str, component: &Path, node: &str, config: &[&str]) {
         let component = component.to_str().unwrap();
         let mut args = vec![
@@ -149,10 +150,54 @@ impl Hub {
             node,
         ];
         for c in config {
-            args.extend_from_slice(&["--config", c]);
+            if c.starts_with("--") {
+                args.push(c);
+            } else {
+                args.extend_from_slice(&["--config", c]);
+            }
         }
         let out = self.cli(&args);
         assert!(out.status.success(), "publish failed: {}", out.all());
+    }
+
+    /// Uploads `component` (signed with the hub's key) without publishing it; returns the
+    /// service entry a publish would send.
+    pub async fn upload(&self, service: &str, component: &Path) -> Value {
+        use busbar::fleet::protocol::{SIGNATURE_HEADER, parse_secret_key, sign};
+        use sha2::Digest as _;
+        let bytes = std::fs::read(component).unwrap();
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let key = std::fs::read_to_string(self.dir.path().join("signing.key")).unwrap();
+        let signature = sign(&parse_secret_key(&key).unwrap(), &sha);
+        let resp = self
+            .http
+            .put(format!("{}/v1/admin/blobs/{sha}", self.url))
+            .bearer_auth(&self.admin_token)
+            .header(SIGNATURE_HEADER, &signature)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "upload: {}", resp.status());
+        serde_json::json!({ "name": service, "sha256": sha, "size": bytes.len(), "signature": signature })
+    }
+
+    /// Publishes an uploaded `entry` to node `node` through the admin API.
+    pub async fn publish_uploaded(&self, entry: &Value, node: &str) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/admin/publish", self.url))
+            .bearer_auth(&self.admin_token)
+            .json(&serde_json::json!({ "service": entry, "nodes": [node] }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "publish: {status} {}",
+            resp.text().await.unwrap()
+        );
     }
 
     /// `GET /v1/admin/nodes`.

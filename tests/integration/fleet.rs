@@ -10,6 +10,9 @@ use busbar_tests::{guard, guest};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+/// The sender may address the receiver.
+const SENDER_GRANTS: &str = r#"--grants={"destinations":["seq-receiver"]}"#;
+
 fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -91,7 +94,7 @@ async fn a_new_version_is_hot_swapped_under_load_losing_nothing_and_keeping_its_
         "seq-sender",
         &guest("seq_sender"),
         "gw1",
-        &[&format!("count={count}"), "batch=20"],
+        &[&format!("count={count}"), "batch=20", SENDER_GRANTS],
     );
     let node = start_node(work.path(), "gw1", &hub.url, &token, &hub.public_key_file());
     runs(&node, "seq-receiver", &sha256(&v1)).await;
@@ -147,7 +150,12 @@ async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
     let v1 = guest("seq_receiver");
     let v1_sha = sha256(&v1);
     hub.publish("seq-receiver", &v1, "gw1", &[]);
-    hub.publish("seq-sender", &guest("seq_sender"), "gw1", &["batch=5"]);
+    hub.publish(
+        "seq-sender",
+        &guest("seq_sender"),
+        "gw1",
+        &["batch=5", SENDER_GRANTS],
+    );
     let node = start_node(work.path(), "gw1", &hub.url, &token, &hub.public_key_file());
     runs(&node, "seq-receiver", &v1_sha).await;
 
@@ -156,7 +164,7 @@ async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
     hub.publish("seq-receiver", &bad, "gw1", &[]);
     let event = hub_event(&hub, "gw1", "rolled-back", &bad_sha).await;
     assert!(
-        event["detail"].as_str().unwrap().contains("traps in start"),
+        event["detail"].as_str().unwrap().contains("trapped"),
         "{event}"
     );
     let status = runs(&node, "seq-receiver", &v1_sha).await;
@@ -181,7 +189,12 @@ async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
     // A config change of the sender touches only the sender.
     let sender_sha = sha256(&guest("seq_sender"));
     let restarts = status["restarts"].clone();
-    hub.publish("seq-sender", &guest("seq_sender"), "gw1", &["batch=7"]);
+    hub.publish(
+        "seq-sender",
+        &guest("seq_sender"),
+        "gw1",
+        &["batch=7", SENDER_GRANTS],
+    );
     hub_event(&hub, "gw1", "swapped", &sender_sha).await;
     let receiver = service_status(&node, "seq-receiver").await.unwrap();
     assert_eq!(receiver["restarts"], restarts, "{receiver}");
@@ -207,14 +220,13 @@ async fn tampered_blobs_and_wrong_signatures_are_refused_and_the_old_version_kee
     // The hub's copy of v2 is altered after it was signed.
     let v2 = new_version(&v1, work.path(), "v2");
     let v2_sha = sha256(&v2);
+    let entry = hub.upload("seq-receiver", &v2).await;
     let blob = hub.fleet_dir().join(format!("blobs/{v2_sha}.wasm"));
     let mut tampered = std::fs::read(&v2).unwrap();
     let last = tampered.len() - 1;
     tampered[last] ^= 0xff;
-    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
     std::fs::write(&blob, &tampered).unwrap();
-    hub.publish("seq-receiver", &v2, "gw1", &[]);
-    std::fs::write(&blob, &tampered).unwrap();
+    hub.publish_uploaded(&entry, "gw1").await;
     let event = hub_event(&hub, "gw1", "refused", &v2_sha).await;
     let detail = event["detail"].as_str().unwrap();
     assert!(detail.contains("tampered"), "{event}");
@@ -333,7 +345,7 @@ mod flaky {
         let seen = Arc::new(Seen::default());
         let proxy = Arc::new(Proxy {
             upstream: upstream.to_owned(),
-            http: reqwest::Client::new(),
+            http: busbar::net::http_client(),
             seen: seen.clone(),
         });
         let app = axum::Router::new().fallback(forward).with_state(proxy);
@@ -394,10 +406,15 @@ mod flaky {
         if n == 1 {
             // Promise everything, send half, then break the connection.
             let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
-            let stream = futures_util::stream::iter([
-                Ok(half),
-                Err(std::io::Error::other("cut off by the test proxy")),
-            ]);
+            let cut = async {
+                // Let the first half reach the node before the connection breaks.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Err(std::io::Error::other("cut off by the test proxy"))
+            };
+            let stream = futures_util::StreamExt::chain(
+                futures_util::stream::iter([Ok(half)]),
+                futures_util::stream::once(cut),
+            );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             return (status, headers, Body::from_stream(stream)).into_response();
         }

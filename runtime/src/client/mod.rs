@@ -85,7 +85,7 @@ impl Client {
                 ))
             })?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http: crate::net::http_client(),
             url: url.trim_end_matches('/').to_owned(),
             token,
             json: args.json,

@@ -62,13 +62,15 @@ impl HubClient {
             "hub.url `{}` must start with https:// or http://",
             config.url
         );
-        let mut builder = reqwest::Client::builder()
+        let tls = if base.starts_with("https://") {
+            crate::net::tls_client_config(config.ca_file.as_deref(), "hub")?
+        } else {
+            crate::net::tls_client_config(None, "")?
+        };
+        let builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(90));
-        if base.starts_with("https://") {
-            let tls = crate::net::tls_client_config(config.ca_file.as_deref(), "hub")?;
-            builder = builder.tls_backend_preconfigured(tls);
-        }
         Ok(Self {
             http: builder.build().context("hub: HTTP client set-up")?,
             base,

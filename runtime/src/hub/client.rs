@@ -51,6 +51,19 @@ pub struct PublishArgs {
     /// Publish it disabled: nodes keep it but do not run it.
     #[arg(long)]
     pub disabled: bool,
+    /// Its sandbox limits, as the JSON of a manifest's `limits`, e.g.
+    /// '{"mailbox": 1024, "deadline_ms": 500}'.
+    #[arg(long, value_parser = parse_json::<crate::manifest::Limits>)]
+    pub limits: Option<crate::manifest::Limits>,
+    /// Its grants, as the JSON of a manifest's `grants`, e.g.
+    /// '{"destinations": ["seq-receiver"]}'.
+    #[arg(long, value_parser = parse_json::<crate::grants::Grants>)]
+    pub grants: Option<crate::grants::Grants>,
+}
+
+/// Parses a JSON argument into `T`, naming what is wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("not valid: {e}"))
 }
 
 /// `busbar hub remove`.
@@ -95,7 +108,7 @@ impl HubClient {
     /// A client for the hub of `args`.
     fn new(args: &AdminArgs) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: crate::net::http_client(),
             url: args.hub.trim_end_matches('/').to_owned(),
             token: args.token.trim().to_owned(),
         }
@@ -159,8 +172,8 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
             signature,
             enabled: !args.disabled,
             config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
-            limits: Default::default(),
-            grants: Default::default(),
+            limits: args.limits.clone().unwrap_or_default(),
+            grants: args.grants.clone().unwrap_or_default(),
         },
         nodes: args.nodes.clone(),
         tags: args.tags.clone(),

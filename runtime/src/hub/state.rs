@@ -84,8 +84,10 @@ impl Hub {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Checks the admin token of a request.
+    /// Checks the admin token of a request (against `hub.toml` as it is now: a node just
+    /// added, revoked or given a tag counts at once).
     pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), HubError> {
+        self.reload_if_changed();
         if self.config.load().is_admin(bearer(headers)?) {
             Ok(())
         } else {
@@ -95,6 +97,7 @@ impl Hub {
 
     /// The node a request's token belongs to, unless it is unknown or revoked.
     pub fn authorize_node(&self, headers: &HeaderMap) -> Result<(String, NodeEntry), HubError> {
+        self.reload_if_changed();
         let config = self.config.load();
         let (id, node) = config
             .node_by_token(bearer(headers)?)

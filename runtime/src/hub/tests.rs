@@ -69,7 +69,7 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         .await
         .unwrap();
     let url = server.url();
-    let http = reqwest::Client::new();
+    let http = crate::net::http_client();
 
     // Sign-in: its own id, not another's.
     let resp = http
