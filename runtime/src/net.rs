@@ -54,6 +54,21 @@ pub fn tls_client_config(
         .with_no_client_auth())
 }
 
+/// An HTTP client for the operator commands and tests. reqwest is built without a default
+/// TLS provider (busbar uses ring everywhere, for the ARM cross builds), so every client is
+/// given rustls with ring and the system's roots (none found: HTTPS fails, HTTP works).
+pub fn http_client() -> reqwest::Client {
+    http_builder()
+        .build()
+        .expect("an HTTP client with preconfigured TLS builds")
+}
+
+/// [`http_client`]'s builder, to set timeouts before building.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let tls = tls_client_config(None, "").expect("TLS set-up without a CA file");
+    reqwest::Client::builder().tls_backend_preconfigured(tls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,19 +83,4 @@ mod tests {
         assert!(backoff(1, max) <= Duration::from_millis(100));
         assert!(backoff(20, max) >= Duration::from_secs(1));
     }
-}
-
-/// An HTTP client for the operator commands and tests. reqwest is built without a default
-/// TLS provider (busbar uses ring everywhere, for the ARM cross builds), so every client is
-/// given rustls with ring and the system's roots (none found: HTTPS fails, HTTP works).
-pub fn http_client() -> reqwest::Client {
-    http_builder()
-        .build()
-        .expect("an HTTP client with preconfigured TLS builds")
-}
-
-/// [`http_client`]'s builder, to set timeouts before building.
-pub fn http_builder() -> reqwest::ClientBuilder {
-    let tls = tls_client_config(None, "").expect("TLS set-up without a CA file");
-    reqwest::Client::builder().tls_backend_preconfigured(tls)
 }

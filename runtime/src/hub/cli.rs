@@ -79,7 +79,7 @@ enum HubCommand {
         listen: SocketAddr,
     },
     /// Upload a component, signed, and publish it as a service to nodes, tags or all nodes.
-    Publish(PublishArgs),
+    Publish(Box<PublishArgs>),
     /// Take a service out of the manifests of nodes, tags or all nodes.
     Remove(client::RemoveArgs),
     /// List the nodes: last contact, target, version, services, events.

@@ -222,8 +222,3 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         other => other.to_string(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
