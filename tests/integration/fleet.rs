@@ -186,6 +186,21 @@ async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
     assert_eq!(report["duplicates"], 0, "{report}");
     assert_eq!(report["missing"], json!([]), "{report}");
 
+    // A component that is not a busbar service (no `process` export...) is refused before
+    // anything changes.
+    let wrong = guest("not_a_service");
+    let wrong_sha = sha256(&wrong);
+    hub.publish("seq-receiver", &wrong, "gw1", &[]);
+    let refused = hub_event(&hub, "gw1", "refused", &wrong_sha).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not a busbar service"),
+        "{refused}"
+    );
+    runs(&node, "seq-receiver", &v1_sha).await;
+
     // A config change of the sender touches only the sender.
     let sender_sha = sha256(&guest("seq_sender"));
     let restarts = status["restarts"].clone();

@@ -25,6 +25,16 @@ pub enum HubError {
         status: u16,
         message: String,
     },
+    /// The token is valid but belongs to another node id.
+    #[error(
+        "hub {url} refused this node ({status}): {message}; node_id in the node config must be \
+         the id hub.token was made for"
+    )]
+    WrongNode {
+        url: String,
+        status: u16,
+        message: String,
+    },
     /// Any other answer than the expected one.
     #[error("hub {url} answered {status}: {message}")]
     Status {
@@ -39,7 +49,7 @@ impl HubError {
     pub fn is_transient(&self) -> bool {
         match self {
             HubError::Unreachable { .. } => true,
-            HubError::Unauthorized { .. } => false,
+            HubError::Unauthorized { .. } | HubError::WrongNode { .. } => false,
             HubError::Status { status, .. } => *status >= 500 || *status == 429,
         }
     }
@@ -70,7 +80,8 @@ impl HubClient {
         let builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(90));
+            // Above the longest long poll a hub may hold (hub::config::MAX_LONG_POLL_S).
+            .read_timeout(Duration::from_secs(330));
         Ok(Self {
             http: builder.build().context("hub: HTTP client set-up")?,
             base,
@@ -103,7 +114,12 @@ impl HubClient {
             .unwrap_or(text);
         let url = self.base.clone();
         Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HubError::Unauthorized {
+            StatusCode::FORBIDDEN => HubError::WrongNode {
+                url,
+                status: status.as_u16(),
+                message,
+            },
+            StatusCode::UNAUTHORIZED => HubError::Unauthorized {
                 url,
                 status: status.as_u16(),
                 message,

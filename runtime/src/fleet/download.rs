@@ -96,20 +96,45 @@ pub async fn fetch(
     })
 }
 
+/// The first byte of a `206` answer, from `Content-Range: bytes START-END/SIZE`.
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let value = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = value.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
 async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Result<(), Attempt> {
     let part = store.partial(sha);
     let io =
         |what: &str, e: std::io::Error| Attempt::Retry(format!("{what} {}: {e}", part.display()));
     let mut have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
-    if have > size {
+    if have >= size {
+        // Complete (a crash came before the rename) or longer than it should be: check it
+        // from the start.
         have = 0;
+        let _ = tokio::fs::remove_file(&part).await;
     }
     let resp = hub.blob(sha, have).await.map_err(|e| match e {
         e @ HubError::Status { status: 404, .. } => Attempt::Refuse(e.to_string()),
+        HubError::Status { status: 416, .. } => {
+            let _ = std::fs::remove_file(&part);
+            Attempt::Retry("the hub refused the resume range; starting over".into())
+        }
         e if e.is_transient() => Attempt::Retry(e.to_string()),
         e => Attempt::Refuse(e.to_string()),
     })?;
     let resumed = resp.status() == StatusCode::PARTIAL_CONTENT && have > 0;
+    if resumed && content_range_start(&resp) != Some(have) {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(Attempt::Retry(format!(
+            "the hub resumed at another offset than {have} (Content-Range {:?}); starting over",
+            resp.headers().get(reqwest::header::CONTENT_RANGE)
+        )));
+    }
     let mut hasher = Sha256::new();
     let mut file = if resumed {
         let mut f = tokio::fs::OpenOptions::new()

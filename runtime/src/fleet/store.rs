@@ -46,7 +46,8 @@ impl FleetState {
             .iter()
             .filter_map(|s| {
                 let usable = |v: &FleetService| !self.is_bad(&v.name, &v.sha256) && !refused.contains(&v.sha256);
-                if usable(s) {
+                // A disabled service does not run whatever its version.
+                if !s.enabled || usable(s) {
                     return Some(s.clone());
                 }
                 let instead = [self.good.get(&s.name), self.applied.get(&s.name)]
@@ -57,7 +58,13 @@ impl FleetState {
                     Some(v) => {
                         tracing::warn!(service = %s.name, wanted = short(&s.sha256), running = short(&v.sha256),
                             "the wanted version cannot be used here; keeping an earlier one");
-                        Some(v.clone())
+                        // The earlier version, with what the hub wants now of the rest.
+                        Some(FleetService {
+                            sha256: v.sha256.clone(),
+                            size: v.size,
+                            signature: v.signature.clone(),
+                            ..s.clone()
+                        })
                     }
                     None => {
                         tracing::error!(service = %s.name, wanted = short(&s.sha256),
@@ -120,13 +127,27 @@ impl Store {
         self.dir.join("state.json")
     }
 
-    /// The saved state; a missing file is an empty state, an unreadable one is an error
-    /// naming the file.
+    /// The saved state; a missing file is an empty state. A file that is not valid is moved
+    /// aside (`state.json.bad`, logged) and the node starts as if it had none: the hub
+    /// sends everything again. A file that cannot be read is an error naming it.
     pub fn load(&self) -> anyhow::Result<FleetState> {
         let path = self.state_path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("fleet state {}: not valid", path.display())),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    let aside = path.with_extension("json.bad");
+                    tracing::error!(
+                        "fleet state {} is not valid ({e}); moved to {} — starting without a saved manifest",
+                        path.display(),
+                        aside.display()
+                    );
+                    std::fs::rename(&path, &aside).with_context(|| {
+                        format!("fleet state {}: cannot move it aside", path.display())
+                    })?;
+                    Ok(FleetState::default())
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FleetState::default()),
             Err(e) => Err(e).with_context(|| format!("fleet state {}", path.display())),
         }
@@ -232,6 +253,10 @@ mod tests {
         let refused = BTreeSet::from(["2".repeat(64)]);
         let run = state.effective(&wanted, &refused);
         assert_eq!(run.services, vec![service("a", '1'), service("b", '4')]);
+        // A disabled service is left as the hub says, whatever its version.
+        let mut off = wanted.clone();
+        off.services[0].enabled = false;
+        assert_eq!(state.effective(&off, &refused).services[0], off.services[0]);
     }
 
     #[test]
@@ -247,7 +272,7 @@ mod tests {
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
         std::fs::write(dir.path().join("state.json"), "{").unwrap();
-        let e = format!("{:#}", store.load().unwrap_err());
-        assert!(e.contains("state.json: not valid"), "{e}");
+        assert_eq!(store.load().unwrap(), FleetState::default());
+        assert!(dir.path().join("state.json.bad").exists());
     }
 }

@@ -27,6 +27,8 @@ use crate::service::{PROBATION, State};
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Most log lines per batch sent to the hub.
 const LOG_BATCH: usize = 500;
+/// Longest a log line waits before its batch is sent.
+const LOG_FLUSH: Duration = Duration::from_millis(500);
 
 /// The node's side of the fleet: its hub client, cache and remembered state.
 #[derive(Debug)]
@@ -44,6 +46,18 @@ pub struct Fleet {
     session: Mutex<Option<SignedIn>>,
     debug: watch::Sender<bool>,
     report_now: Notify,
+}
+
+/// A manifest ready to apply.
+struct Prepared {
+    /// What the node runs.
+    node_manifest: Manifest,
+    /// The hub's manifest with unusable versions replaced.
+    effective: FleetManifest,
+    /// The hub's manifest.
+    manifest: FleetManifest,
+    /// Its ETag, when every component could be downloaded (else it is fetched again).
+    etag: Option<String>,
 }
 
 /// A [`Fleet`] error that says whether to sign in again.
@@ -110,7 +124,11 @@ impl Fleet {
         let from_hub = tokio::time::timeout(self.boot_wait, async {
             self.sign_in().await?;
             match self.hub.manifest(None, Duration::ZERO).await? {
-                Some((manifest, etag)) => self.prepare(&manifest, &etag, None).await,
+                Some((manifest, etag)) => {
+                    let ready = self.prepare(&manifest, &etag, None).await?;
+                    self.commit(&ready);
+                    Ok(ready.node_manifest)
+                }
                 None => Err(Round::Other(anyhow::anyhow!("the hub sent no manifest"))),
             }
         })
@@ -135,7 +153,14 @@ impl Fleet {
             );
             return Ok(Manifest::default());
         };
-        let effective = state.effective(saved, &BTreeSet::new());
+        // Versions whose component is not in the cache cannot run offline.
+        let missing: BTreeSet<String> = saved
+            .services
+            .iter()
+            .filter(|s| !self.store.blob(&s.sha256).exists())
+            .map(|s| s.sha256.clone())
+            .collect();
+        let effective = state.effective(saved, &missing);
         tracing::warn!(
             services = effective.services.len(),
             "fleet: starting offline from the last good manifest and the component cache"
@@ -150,33 +175,41 @@ impl Fleet {
         Ok(signed)
     }
 
-    /// Downloads and checks the components of `manifest`, and returns the node manifest to
-    /// apply; with `node`, also loads each changed component first. Versions refused (bad
-    /// signature, digest, size, or a component that does not load) keep the version running
-    /// now and are reported. Saves the manifest as the last good one.
+    /// Downloads and checks the components of `manifest`; with `node`, also loads each
+    /// changed component first. Versions refused (bad signature, digest, size, or a
+    /// component that does not load) are marked bad and the service keeps the version it
+    /// runs; a component that could not be downloaded now keeps its service as it is for
+    /// this round. Nothing is saved until [`Fleet::commit`].
     async fn prepare(
         &self,
         manifest: &FleetManifest,
         etag: &str,
         node: Option<&NodeHandle>,
-    ) -> Result<Manifest, Round> {
-        let mut refused = BTreeSet::new();
+    ) -> Result<Prepared, Round> {
+        if let Some(node) = node {
+            self.note_rollbacks(node);
+        }
+        let mut skipped = BTreeSet::new();
+        let mut complete = true;
         for svc in manifest.services.iter().filter(|s| s.enabled) {
             match fetch(&self.hub, &self.store, &self.key, svc, self.cap).await {
                 Ok(_) => {}
                 Err(e @ DownloadError::Refused { .. }) => {
                     tracing::error!("fleet: {e}; the service keeps the version it runs");
-                    self.event(&svc.name, "refused", &svc.sha256, e.to_string());
-                    refused.insert(svc.sha256.clone());
+                    self.refuse(&svc.name, &svc.sha256, e.to_string());
                 }
                 Err(e @ DownloadError::Failed { .. }) => {
-                    return Err(Round::Other(e.into()));
+                    tracing::error!(
+                        "fleet: {e}; the service keeps the version it runs until the next try"
+                    );
+                    skipped.insert(svc.sha256.clone());
+                    complete = false;
                 }
             }
         }
         if let Some(node) = node {
             let state = self.state().clone();
-            let trial = self.store.manifest(&state.effective(manifest, &refused));
+            let trial = self.store.manifest(&state.effective(manifest, &skipped));
             for entry in trial.map_err(Round::Other)?.services {
                 let changed = state
                     .applied
@@ -188,20 +221,50 @@ impl Fleet {
                 {
                     let sha = entry.sha256.clone().unwrap_or_default();
                     tracing::error!(service = %entry.name, "fleet: version {} refused: {e:#}; the service keeps the version it runs", short(&sha));
-                    self.event(&entry.name, "refused", &sha, format!("{e:#}"));
-                    refused.insert(sha);
+                    self.refuse(&entry.name, &sha, format!("{e:#}"));
                 }
             }
         }
-        let mut state = self.state();
-        let effective = state.effective(manifest, &refused);
+        let effective = self.state().effective(manifest, &skipped);
         let node_manifest = self.store.manifest(&effective).map_err(Round::Other)?;
-        state.manifest = Some(manifest.clone());
-        state.etag = Some(etag.to_owned());
-        state.record_applied(&effective);
-        self.store.save(&state).map_err(Round::Other)?;
-        self.debug.send_replace(manifest.settings.debug);
-        Ok(node_manifest)
+        Ok(Prepared {
+            node_manifest,
+            effective,
+            manifest: manifest.clone(),
+            etag: complete.then(|| etag.to_owned()),
+        })
+    }
+
+    /// Marks a version bad for a service (it is not tried again) and tells the hub.
+    fn refuse(&self, service: &str, sha256: &str, detail: String) {
+        {
+            let mut state = self.state();
+            state
+                .bad
+                .entry(service.to_owned())
+                .or_default()
+                .insert(sha256.to_owned());
+            if let Err(e) = self.store.save(&state) {
+                tracing::error!("fleet: {e:#}");
+            }
+        }
+        self.event(service, "refused", sha256, detail);
+    }
+
+    /// Saves a manifest the node now runs: what it runs of each service, and (when every
+    /// component was there) the manifest and its ETag as the last good one.
+    fn commit(&self, ready: &Prepared) {
+        let mut state = self.state();
+        state.record_applied(&ready.effective);
+        if let Some(etag) = &ready.etag {
+            state.manifest = Some(ready.manifest.clone());
+            state.etag = Some(etag.clone());
+        }
+        if let Err(e) = self.store.save(&state) {
+            tracing::error!("fleet: {e:#}");
+        }
+        drop(state);
+        self.debug.send_replace(ready.manifest.settings.debug);
     }
 
     /// Follows the hub until `cancel`: applies new manifests, watches rollbacks, reports.
@@ -245,8 +308,12 @@ impl Fleet {
                     return Ok(());
                 };
                 tracing::info!(etag = %etag, services = manifest.services.len(), "fleet: new manifest");
-                let wanted = self.prepare(&manifest, &etag, Some(node)).await?;
-                let done = node.reload(&wanted).await.map_err(Round::Other)?;
+                let ready = self.prepare(&manifest, &etag, Some(node)).await?;
+                let done = node
+                    .reload(&ready.node_manifest)
+                    .await
+                    .map_err(Round::Other)?;
+                self.commit(&ready);
                 tracing::info!(
                     started = ?done.started, swapped = ?done.restarted, stopped = ?done.stopped,
                     unchanged = done.unchanged.len(), "fleet: manifest applied"
@@ -257,6 +324,11 @@ impl Fleet {
                     }
                 }
                 self.report_now.notify_one();
+                if ready.etag.is_none() {
+                    return Err(Round::Other(anyhow::anyhow!(
+                        "some components could not be downloaded; trying again"
+                    )));
+                }
                 Ok::<(), Round>(())
             }
             .await;
@@ -277,59 +349,73 @@ impl Fleet {
         }
     }
 
-    /// Notices rollbacks (the version is marked bad, the hub told) and versions that ran
-    /// through their probation (remembered as good).
+    /// Notices rollbacks and versions that ran through their probation (remembered as good).
     async fn watch_services(&self, node: &NodeHandle) {
         let mut running_since: BTreeMap<(String, String), Instant> = BTreeMap::new();
         loop {
             tokio::time::sleep(WATCH_EVERY).await;
+            self.note_rollbacks(node);
+            let mut state = self.state();
             let mut changed = false;
-            let mut events = Vec::new();
-            {
-                let mut state = self.state();
-                for report in node.services().report() {
-                    let name = report.name;
-                    let status = report.status;
-                    if let Some(rb) = &status.rolled_back
-                        && let Some(bad) = &rb.sha256
-                        && !state.is_bad(&name, bad)
-                    {
-                        state
-                            .bad
-                            .entry(name.clone())
-                            .or_default()
-                            .insert(bad.clone());
-                        if let Some(prev) = state.previous.get(&name).cloned() {
-                            state.good.insert(name.clone(), prev.clone());
-                            state.applied.insert(name.clone(), prev);
-                        }
-                        events.push((name.clone(), bad.clone(), rb.reason.clone()));
+            for report in node.services().report() {
+                let (name, status) = (report.name, report.status);
+                let Some(sha) = status.sha256 else { continue };
+                let applied = state.applied.get(&name).cloned();
+                if status.state == State::Running
+                    && let Some(applied) = applied
+                    && applied.sha256 == sha
+                    && state.good.get(&name) != Some(&applied)
+                {
+                    let since = *running_since
+                        .entry((name.clone(), sha))
+                        .or_insert_with(Instant::now);
+                    if since.elapsed() >= PROBATION {
+                        state.good.insert(name, applied);
                         changed = true;
                     }
-                    let Some(sha) = status.sha256 else { continue };
-                    let applied = state.applied.get(&name).cloned();
-                    if status.state == State::Running
-                        && let Some(applied) = applied
-                        && applied.sha256 == sha
-                        && state.good.get(&name) != Some(&applied)
-                    {
-                        let since = *running_since
-                            .entry((name.clone(), sha))
-                            .or_insert_with(Instant::now);
-                        if since.elapsed() >= PROBATION {
-                            state.good.insert(name.clone(), applied);
-                            changed = true;
-                        }
-                    }
-                }
-                if changed && let Err(e) = self.store.save(&state) {
-                    tracing::error!("fleet: {e:#}");
                 }
             }
-            for (name, bad, reason) in events {
-                tracing::error!(service = %name, version = short(&bad), %reason, "fleet: rolled back; reporting to the hub");
-                self.event(&name, "rolled-back", &bad, reason);
+            if changed && let Err(e) = self.store.save(&state) {
+                tracing::error!("fleet: {e:#}");
             }
+        }
+    }
+
+    /// Marks the versions the node rolled back from as bad (the service now runs the one it
+    /// ran before, remembered as good) and tells the hub.
+    fn note_rollbacks(&self, node: &NodeHandle) {
+        let mut events = Vec::new();
+        {
+            let mut state = self.state();
+            for report in node.services().report() {
+                let name = report.name;
+                let Some(rb) = report.status.rolled_back else {
+                    continue;
+                };
+                let Some(bad) = rb.sha256 else { continue };
+                if state.is_bad(&name, &bad) {
+                    continue;
+                }
+                state
+                    .bad
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(bad.clone());
+                if let Some(prev) = state.previous.get(&name).cloned() {
+                    state.good.insert(name.clone(), prev.clone());
+                    state.applied.insert(name.clone(), prev);
+                }
+                events.push((name, bad, rb.reason));
+            }
+            if !events.is_empty()
+                && let Err(e) = self.store.save(&state)
+            {
+                tracing::error!("fleet: {e:#}");
+            }
+        }
+        for (name, bad, reason) in events {
+            tracing::error!(service = %name, version = short(&bad), %reason, "fleet: rolled back; reporting to the hub");
+            self.event(&name, "rolled-back", &bad, reason);
         }
     }
 
@@ -395,8 +481,8 @@ impl Fleet {
             tracing::info!("fleet: debug on; forwarding log lines to the hub");
             let (_, mut lines) = crate::observe::log_hub().follow();
             let mut batch = Vec::new();
+            let mut flush_at = tokio::time::Instant::now() + LOG_FLUSH;
             loop {
-                let flush = tokio::time::sleep(Duration::from_millis(500));
                 tokio::select! {
                     line = lines.recv() => match line {
                         Some(Ok(line)) => {
@@ -408,9 +494,10 @@ impl Fleet {
                         Some(Err(skipped)) => batch.push(format!("... {skipped} log lines skipped")),
                         None => return std::future::pending().await,
                     },
-                    () = flush => {}
+                    () = tokio::time::sleep_until(flush_at) => {}
                     _ = debug.changed() => {}
                 }
+                flush_at = tokio::time::Instant::now() + LOG_FLUSH;
                 if !batch.is_empty() {
                     let lines = std::mem::take(&mut batch);
                     if let Err(e) = self.hub.logs(&LogBatch { lines }).await {

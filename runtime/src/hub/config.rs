@@ -55,6 +55,9 @@ fn default_heartbeat_s() -> u64 {
     30
 }
 
+/// Longest `long_poll_s`: below the nodes' read timeout.
+pub const MAX_LONG_POLL_S: u64 = 300;
+
 /// Default of `long_poll_s`.
 fn default_long_poll_s() -> u64 {
     25
@@ -108,6 +111,11 @@ impl HubConfig {
             .map_err(|e| format!("public_key: {e}"))?;
         if self.heartbeat_s == 0 {
             return Err("heartbeat_s: must be at least 1".into());
+        }
+        if self.long_poll_s > MAX_LONG_POLL_S {
+            return Err(format!(
+                "long_poll_s: at most {MAX_LONG_POLL_S} (nodes give up on a silent request after 5 minutes)"
+            ));
         }
         for (id, node) in &self.nodes {
             check_id(id).map_err(|e| format!("nodes.{id}: {e}"))?;

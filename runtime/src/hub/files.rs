@@ -8,7 +8,6 @@
 //! logs/<id>.log
 //! ```
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The sub-directories of a fleet dir.
@@ -70,15 +69,7 @@ impl FleetDir {
     }
 }
 
-/// Replaces `path` with `contents` atomically: a temp file in the same dir, synced, renamed.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use crate::fleet::write_atomic;
 
 /// Serializes `value` as pretty JSON to `path`, atomically.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {

@@ -51,12 +51,11 @@ pub struct ServiceSpec {
 /// rolls the service back (a failed load or start does at once).
 pub const PROBATION: Duration = Duration::from_secs(10);
 
-/// Where a replaced version sends what it leaves behind.
+/// Where a replaced version leaves what the new one takes over.
 #[derive(Debug, Clone)]
 pub struct Successor {
-    /// The new version's mailbox.
-    pub mailbox: mpsc::Sender<Delivery>,
-    /// The old version's state and the moment it stopped processing.
+    /// The old version's state, unprocessed deliveries and the moment it stopped
+    /// processing.
     pub handover: Arc<Handover>,
 }
 
@@ -68,6 +67,9 @@ pub struct Handover(std::sync::Mutex<Handed>);
 struct Handed {
     snapshot: Option<Vec<u8>>,
     drained_at: Option<Instant>,
+    /// What the old version could not process (it faulted while draining, or a sender had
+    /// looked up its mailbox just before the swap): handled first by the new one, in order.
+    leftovers: Vec<Delivery>,
 }
 
 impl Handover {
@@ -107,6 +109,7 @@ pub fn spawn(
         spec,
         bus,
         self_tx: mailbox.0,
+        pending: std::collections::VecDeque::new(),
         mailbox: mailbox.1,
         status: status_tx,
         counters: counters.clone(),
@@ -121,6 +124,8 @@ pub fn spawn(
 }
 
 struct Actor {
+    /// Deliveries handed over by the version this one replaced, handled before the mailbox.
+    pending: std::collections::VecDeque<Delivery>,
     spec: ServiceSpec,
     bus: Bus,
     self_tx: mpsc::Sender<Delivery>,
@@ -157,28 +162,35 @@ impl Actor {
         self.release_queue();
     }
 
-    /// Nothing queued vanishes when the task ends: it goes to the successor's mailbox when a
-    /// new version replaces this one, else to the dead-letter store. Ticks are dropped.
+    /// Nothing queued vanishes when the task ends: it is handed to the new version when one
+    /// replaces this one (handled before its own mailbox), else it goes to the dead-letter
+    /// store. Ticks are dropped.
     fn release_queue(&mut self) {
         self.mailbox.close();
-        let successor = self.spec.successor.get().map(|s| s.mailbox.clone());
+        let mut left: Vec<Delivery> = self.pending.drain(..).collect();
+        while let Ok(d) = self.mailbox.try_recv() {
+            left.push(d);
+        }
+        left.retain(|d| !matches!(d.reply, crate::bus::ReplyTo::Tick(_)));
+        if let Some(next) = self.spec.successor.get() {
+            next.handover.lock().leftovers.extend(left);
+            return;
+        }
         let reason = format!(
             "the node stopped before it was processed (drain_ms = {})",
             self.spec.drain.as_millis()
         );
-        while let Ok(d) = self.mailbox.try_recv() {
-            if matches!(d.reply, crate::bus::ReplyTo::Tick(_)) {
-                continue;
-            }
-            let d = match &successor {
-                Some(next) => match next.try_send(d) {
-                    Ok(()) => continue,
-                    Err(e) => e.into_inner(),
-                },
-                None => d,
-            };
+        for d in left {
             self.dead_letter(&d.msg, &reason);
         }
+    }
+
+    /// The next delivery: one handed over by the previous version, else from the mailbox
+    /// without waiting.
+    fn try_next(&mut self) -> Option<Delivery> {
+        self.pending
+            .pop_front()
+            .or_else(|| self.mailbox.try_recv().ok())
     }
 
     /// Runs the service until it is stopped or fails for good. With `after` (the version this
@@ -195,12 +207,14 @@ impl Actor {
                 (Ok(component), Some(previous)) => {
                     let early = self.instantiate(component).await;
                     let _ = previous.await;
+                    self.take_leftovers();
                     early
                         .map_err(|f| tracing::debug!(%f, "could not instantiate ahead of the swap"))
                         .ok()
                 }
                 (Err(_), Some(previous)) => {
                     let _ = previous.await;
+                    self.take_leftovers();
                     None
                 }
                 (_, None) => None,
@@ -309,6 +323,20 @@ impl Actor {
         }
     }
 
+    /// Queues what the replaced version left, ahead of the mailbox.
+    fn take_leftovers(&mut self) {
+        if let Some(h) = &self.spec.handover {
+            let left = std::mem::take(&mut h.lock().leftovers);
+            if !left.is_empty() {
+                tracing::info!(
+                    count = left.len(),
+                    "handling what the previous version left"
+                );
+            }
+            self.pending.extend(left);
+        }
+    }
+
     /// The state the replaced version handed over, if any.
     fn handed_snapshot(&self) -> Option<Vec<u8>> {
         self.spec
@@ -414,6 +442,12 @@ impl Actor {
     async fn serve(&mut self, mut instance: Instance) -> Ended {
         self.set_state(State::Running);
         loop {
+            if let Some(d) = self.pending.pop_front() {
+                if let Err(fault) = self.handle(&mut instance, d).await {
+                    return Ended::Faulted(fault);
+                }
+                continue;
+            }
             let d = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return self.shut_down(instance).await,
@@ -496,7 +530,7 @@ impl Actor {
         let mut drained = 0u32;
         let mut healthy = true;
         while until.is_none_or(|u| Instant::now() < u) {
-            let Ok(d) = self.mailbox.try_recv() else {
+            let Some(d) = self.try_next() else {
                 break;
             };
             drained += 1;
@@ -535,9 +569,12 @@ impl Actor {
         self.set_state(State::Failed);
         let reason = self.status.borrow().last_fault.clone().unwrap_or_default();
         loop {
-            let d = tokio::select! {
-                () = self.cancel.cancelled() => return,
-                d = self.mailbox.recv() => d,
+            let d = match self.pending.pop_front() {
+                Some(d) => Some(d),
+                None => tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    d = self.mailbox.recv() => d,
+                },
             };
             let Some(d) = d else { return };
             d.take_tick();

@@ -107,7 +107,21 @@ impl Instance {
         let restore = instance.get_typed_func(&mut store, "restore");
         let stateful = match (snapshot, restore) {
             (Ok(snapshot), Ok(restore)) => Some(Stateful { snapshot, restore }),
-            _ => None,
+            (Err(_), Err(_)) => None,
+            (s, r) => {
+                let problem =
+                    |name: &str, e: Option<wasmtime::Error>| e.map(|e| format!("`{name}`: {e:#}"));
+                let problems: Vec<String> =
+                    [problem("snapshot", s.err()), problem("restore", r.err())]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                tracing::warn!(
+                    "the component exports only part of world stateful-service ({}); its state is not handed over across swaps",
+                    problems.join(", ")
+                );
+                None
+            }
         };
         Ok(Self {
             store,
