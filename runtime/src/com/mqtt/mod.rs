@@ -421,6 +421,8 @@ impl Com {
             return;
         }
         let results = self.spool.append(&records);
+        // Counts first: a submitter that hears back may read them at once.
+        self.update_stats();
         for (d, r) in takers.into_iter().zip(results) {
             let result = r.map(|_| ()).map_err(|e| match e {
                 SpoolError::Full { .. } => BusError::new(ErrorCode::QueueFull, e.to_string()),
@@ -428,7 +430,6 @@ impl Com {
             });
             self.answer(d, result);
         }
-        self.update_stats();
     }
 
     fn answer(&self, d: Delivery, result: Result<(), BusError>) {
