@@ -137,3 +137,60 @@ async fn a_restarted_service_finishes_its_queue_before_the_new_version_starts() 
         .await;
     assert_eq!(echo["result"], json!([2]), "the new version answers");
 }
+
+/// A new version that faults twice within its probation goes back to the version it
+/// replaced, which answers again; the status says which version failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_faulting_twice_on_probation_is_rolled_back() {
+    use busbar::manifest::Manifest;
+    use busbar::service::State;
+    use busbar_tests::{TestNode, eventually, guard};
+    let manifest = |component: &str| {
+        format!(
+            "[[services]]\nname = \"svc\"\ncomponent = {:?}\n",
+            guest(component).display().to_string()
+        )
+    };
+    let node = TestNode::start(&manifest("echo")).await.unwrap();
+    let echo_sha = node.wait_state("svc", State::Running).await.sha256;
+    let next = Manifest::parse(&manifest("faulty"), false, "<test>", node.dir()).unwrap();
+    node.node.apply(&next).await.unwrap();
+    eventually("the faulty version running", || {
+        let s = node
+            .node
+            .report()
+            .into_iter()
+            .find(|r| r.name == "svc")?
+            .status;
+        (s.state == State::Running && s.sha256 != echo_sha).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        let e = node
+            .call("svc", "panic", &json!(null), guard())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, busbar::message::ErrorCode::ServiceFault, "{e}");
+    }
+    let status = eventually("the rollback", || {
+        let s = node
+            .node
+            .report()
+            .into_iter()
+            .find(|r| r.name == "svc")?
+            .status;
+        (s.state == State::Running && s.sha256 == echo_sha).then_some(s)
+    })
+    .await;
+    let rollback = status
+        .rolled_back
+        .expect("the status names the failed version");
+    assert!(rollback.reason.contains("trapped"), "{rollback:?}");
+    assert_ne!(rollback.sha256, echo_sha);
+    let reply = node
+        .call("svc", "echo", &json!("back"), guard())
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, b"\"back\"");
+    node.shutdown().await;
+}
