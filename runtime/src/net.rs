@@ -69,6 +69,14 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(tls)
 }
 
+/// The `error` text of an error answer `{"error": "..."}`, else the body as it is.
+pub fn error_text(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

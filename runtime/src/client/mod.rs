@@ -101,27 +101,7 @@ impl Client {
 
     /// Sends `req`; maps no connection and refused tokens to their exit codes.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            Failure::unreachable(format!(
-                "cannot reach the node at {} (is it running?): {e}",
-                self.url
-            ))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(body);
-        let message = format!("the node answered {status}: {reason}");
-        Err(match status.as_u16() {
-            401 | 403 => Failure::unauthorized(message),
-            _ => Failure::other(message),
-        }
-        .into())
+        send_checked(req, "the node", &self.url, " (is it running?)").await
     }
 
     /// `GET path` as JSON.
@@ -178,4 +158,29 @@ pub fn clock(ts_ms: u64) -> String {
         s / 60 % 60,
         s % 60
     )
+}
+
+/// Sends `req` to `who` at `url`: no connection, a refused token and any other error answer
+/// become [`Failure`]s (with their exit codes) carrying the server's `error` text.
+pub(crate) async fn send_checked(
+    req: reqwest::RequestBuilder,
+    who: &str,
+    url: &str,
+    hint: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Failure::unreachable(format!("cannot reach {who} at {url}{hint}: {e}")))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let reason = crate::net::error_text(resp.text().await.unwrap_or_default());
+    let message = format!("{who} answered {status}: {reason}");
+    Err(match status.as_u16() {
+        401 | 403 => Failure::unauthorized(message),
+        _ => Failure::other(message),
+    }
+    .into())
 }

@@ -107,11 +107,7 @@ impl HubClient {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
-        let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or(text);
+        let message = crate::net::error_text(resp.text().await.unwrap_or_default());
         let url = self.base.clone();
         Err(match status {
             StatusCode::FORBIDDEN => HubError::WrongNode {

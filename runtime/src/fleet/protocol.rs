@@ -247,6 +247,21 @@ pub fn parse_secret_key(text: &str) -> Result<SigningKey, String> {
     Ok(SigningKey::from_bytes(&bytes))
 }
 
+/// A service entry for tests: `name` at a version whose sha256 is `sha` repeated.
+#[cfg(test)]
+pub(crate) fn test_service(name: &str, sha: char) -> FleetService {
+    FleetService {
+        name: name.into(),
+        sha256: sha.to_string().repeat(64),
+        size: 1,
+        signature: String::new(),
+        enabled: true,
+        config: BTreeMap::new(),
+        limits: Default::default(),
+        grants: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,18 +209,7 @@ pub fn sync_dir(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn service(name: &str, sha: char) -> FleetService {
-        FleetService {
-            name: name.into(),
-            sha256: sha.to_string().repeat(64),
-            size: 1,
-            signature: String::new(),
-            enabled: true,
-            config: BTreeMap::new(),
-            limits: Default::default(),
-            grants: Default::default(),
-        }
-    }
+    use crate::fleet::protocol::test_service as service;
 
     #[test]
     fn a_bad_version_is_replaced_by_the_last_good_one_or_dropped() {

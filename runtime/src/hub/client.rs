@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
-use crate::client::Failure;
 use crate::fleet::protocol::{
     self, FleetService, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
 };
@@ -123,24 +122,7 @@ impl HubClient {
 
     /// Sends `req`; an error answer becomes its `error` text.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            Failure::unreachable(format!("cannot reach the hub at {}: {e}", self.url))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(body);
-        let message = format!("the hub answered {status}: {reason}");
-        Err(match status.as_u16() {
-            401 | 403 => Failure::unauthorized(message),
-            _ => Failure::other(message),
-        }
-        .into())
+        crate::client::send_checked(req, "the hub", &self.url, "").await
     }
 }
 

@@ -165,18 +165,7 @@ pub fn etag(manifest: &FleetManifest) -> String {
 mod tests {
     use super::*;
 
-    fn service(name: &str, sha: char) -> FleetService {
-        FleetService {
-            name: name.into(),
-            sha256: sha.to_string().repeat(64),
-            size: 1,
-            signature: String::new(),
-            enabled: true,
-            config: BTreeMap::new(),
-            limits: Default::default(),
-            grants: Default::default(),
-        }
-    }
+    use crate::fleet::protocol::test_service as service;
 
     #[test]
     fn later_layers_replace_by_name_keeping_the_first_position() {
