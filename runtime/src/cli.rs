@@ -171,7 +171,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
 }
 
 /// Runs an operator command until it ends or Ctrl-C / SIGTERM ends it (exit 0).
-async fn until(
+pub(crate) async fn until(
     shutdown: CancellationToken,
     command: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {

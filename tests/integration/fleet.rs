@@ -10,6 +10,33 @@ use busbar_tests::{guard, guest};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+/// A hub with node `gw1` and `seq-receiver` v1 published to it.
+struct Fleet {
+    hub: Hub,
+    /// gw1's node token.
+    token: String,
+    /// gw1's folder.
+    work: tempfile::TempDir,
+    v1: std::path::PathBuf,
+    v1_sha: String,
+}
+
+impl Fleet {
+    fn with_v1() -> Self {
+        let hub = Hub::start();
+        let token = hub.add_node("gw1");
+        let v1 = guest("seq_receiver");
+        hub.publish("seq-receiver", &v1, "gw1", &[]);
+        Fleet {
+            token,
+            work: tempfile::tempdir().unwrap(),
+            v1_sha: sha256(&v1),
+            v1,
+            hub,
+        }
+    }
+}
+
 /// The sender may address the receiver.
 const SENDER_GRANTS: &str = r#"--grants={"destinations":["seq-receiver"]}"#;
 
@@ -80,15 +107,17 @@ async fn hub_event(hub: &Hub, id: &str, kind: &str, sha: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_version_is_hot_swapped_under_load_losing_nothing_and_keeping_its_state() {
-    let hub = Hub::start();
-    let token = hub.add_node("gw1");
+    let Fleet {
+        hub,
+        token,
+        work,
+        v1,
+        v1_sha,
+    } = Fleet::with_v1();
     ok(
         hub.dir.path(),
         &["hub", "set-debug", "--dir", "fleet", "gw1", "on"],
     );
-    let work = tempfile::tempdir().unwrap();
-    let v1 = guest("seq_receiver");
-    hub.publish("seq-receiver", &v1, "gw1", &[]);
     let count = 6000;
     hub.publish(
         "seq-sender",
@@ -97,7 +126,7 @@ async fn a_new_version_is_hot_swapped_under_load_losing_nothing_and_keeping_its_
         &[&format!("count={count}"), "batch=20", SENDER_GRANTS],
     );
     let node = start_node(work.path(), "gw1", &hub.url, &token, &hub.public_key_file());
-    runs(&node, "seq-receiver", &sha256(&v1)).await;
+    runs(&node, "seq-receiver", &v1_sha).await;
     until("the receiver to get 1000 numbers", || async {
         call(&node, "seq-receiver/report")
             .await
@@ -144,12 +173,13 @@ async fn a_new_version_is_hot_swapped_under_load_losing_nothing_and_keeping_its_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
-    let hub = Hub::start();
-    let token = hub.add_node("gw1");
-    let work = tempfile::tempdir().unwrap();
-    let v1 = guest("seq_receiver");
-    let v1_sha = sha256(&v1);
-    hub.publish("seq-receiver", &v1, "gw1", &[]);
+    let Fleet {
+        hub,
+        token,
+        work,
+        v1: _,
+        v1_sha,
+    } = Fleet::with_v1();
     hub.publish(
         "seq-sender",
         &guest("seq_sender"),
@@ -223,12 +253,13 @@ async fn a_version_that_traps_in_start_is_rolled_back_and_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_blobs_and_wrong_signatures_are_refused_and_the_old_version_keeps_running() {
-    let hub = Hub::start();
-    let token = hub.add_node("gw1");
-    let work = tempfile::tempdir().unwrap();
-    let v1 = guest("seq_receiver");
-    let v1_sha = sha256(&v1);
-    hub.publish("seq-receiver", &v1, "gw1", &[]);
+    let Fleet {
+        hub,
+        token,
+        work,
+        v1,
+        v1_sha,
+    } = Fleet::with_v1();
     let node = start_node(work.path(), "gw1", &hub.url, &token, &hub.public_key_file());
     runs(&node, "seq-receiver", &v1_sha).await;
 
@@ -273,12 +304,13 @@ async fn tampered_blobs_and_wrong_signatures_are_refused_and_the_old_version_kee
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_starts_offline_from_its_cache_and_signs_in_when_the_hub_is_back() {
-    let mut hub = Hub::start();
-    let token = hub.add_node("gw1");
-    let work = tempfile::tempdir().unwrap();
-    let v1 = guest("seq_receiver");
-    let v1_sha = sha256(&v1);
-    hub.publish("seq-receiver", &v1, "gw1", &[]);
+    let Fleet {
+        mut hub,
+        token,
+        work,
+        v1: _,
+        v1_sha,
+    } = Fleet::with_v1();
     let mut node = start_node(work.path(), "gw1", &hub.url, &token, &hub.public_key_file());
     runs(&node, "seq-receiver", &v1_sha).await;
     node.process.signal("TERM");
@@ -439,12 +471,13 @@ mod flaky {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_and_truncated_downloads_are_retried_and_resumed() {
-    let hub = Hub::start();
-    let token = hub.add_node("gw1");
-    let work = tempfile::tempdir().unwrap();
-    let v1 = guest("seq_receiver");
-    let v1_sha = sha256(&v1);
-    hub.publish("seq-receiver", &v1, "gw1", &[]);
+    let Fleet {
+        hub,
+        token,
+        work,
+        v1: _,
+        v1_sha,
+    } = Fleet::with_v1();
     let (proxy, seen) = flaky::start(&hub.url).await;
     let mut node = start_node(work.path(), "gw1", &proxy, &token, &hub.public_key_file());
     runs(&node, "seq-receiver", &v1_sha).await;

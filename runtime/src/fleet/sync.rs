@@ -100,21 +100,23 @@ impl Fleet {
         }))
     }
 
+    /// The hub's answer to the last sign-in, if any.
+    fn session(&self) -> Option<SignedIn> {
+        lock(&self.session).clone()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, FleetState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn event(&self, service: &str, kind: &str, sha256: &str, detail: String) {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(NodeEvent {
-                at_ms: unix_ms(),
-                service: service.to_owned(),
-                kind: kind.to_owned(),
-                sha256: sha256.to_owned(),
-                detail,
-            });
+        lock(&self.events).push(NodeEvent {
+            at_ms: unix_ms(),
+            service: service.to_owned(),
+            kind: kind.to_owned(),
+            sha256: sha256.to_owned(),
+            detail,
+        });
         self.report_now.notify_one();
     }
 
@@ -171,7 +173,7 @@ impl Fleet {
     async fn sign_in(&self) -> Result<SignedIn, HubError> {
         let signed = self.hub.sign_in(&self.identity).await?;
         tracing::info!(hub = %self.hub.url(), node_id = %signed.node_id, "fleet: signed in");
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(signed.clone());
+        *lock(&self.session) = Some(signed.clone());
         Ok(signed)
     }
 
@@ -282,23 +284,14 @@ impl Fleet {
 
     async fn follow(&self, node: &NodeHandle) {
         let mut failures = 0u32;
-        let mut signed_in = self
-            .session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
+        let mut signed_in = self.session().is_some();
         loop {
             let round = async {
                 if !signed_in {
                     self.sign_in().await?;
                     signed_in = true;
                 }
-                let long_poll = self
-                    .session
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .map_or(25, |s| s.long_poll_s);
+                let long_poll = self.session().map_or(25, |s| s.long_poll_s);
                 let etag = self.state().etag.clone();
                 let Some((manifest, etag)) = self
                     .hub
@@ -432,7 +425,7 @@ impl Fleet {
             })
             .collect();
         let events = if take_events {
-            std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+            std::mem::take(&mut *lock(&self.events))
         } else {
             Vec::new()
         };
@@ -442,12 +435,7 @@ impl Fleet {
     /// Sends the status every heartbeat, and at once when something happened.
     async fn report(&self, node: &NodeHandle) {
         loop {
-            let heartbeat = self
-                .session
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map_or(30, |s| s.heartbeat_s.max(1));
+            let heartbeat = self.session().map_or(30, |s| s.heartbeat_s.max(1));
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(heartbeat)) => {}
                 () = self.report_now.notified() => {}
@@ -463,7 +451,7 @@ impl Fleet {
 
     /// Puts back events a report could not deliver, before any newer ones.
     fn keep_events(&self, unsent: Vec<NodeEvent>) {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = lock(&self.events);
         let newer = std::mem::replace(&mut *events, unsent);
         events.extend(newer);
     }
@@ -528,6 +516,12 @@ fn render(line: &crate::observe::LogLine) -> String {
         text.push_str(&format!(" {k}={v}"));
     }
     text
+}
+
+/// Locks `m`, also after a panic elsewhere poisoned it (the data stays consistent: every
+/// change under these locks is a single assignment or push).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn log_hub_error(e: &HubError, doing: &str) {

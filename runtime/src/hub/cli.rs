@@ -124,21 +124,12 @@ pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<(
             server.stop().await;
             Ok(())
         }
-        HubCommand::Publish(args) => until(shutdown, client::publish(&args)).await,
-        HubCommand::Remove(args) => until(shutdown, client::remove(&args)).await,
-        HubCommand::Nodes(args) => until(shutdown, client::nodes(&args)).await,
-        HubCommand::Logs { admin, node } => until(shutdown, client::logs(&admin, &node)).await,
-    }
-}
-
-/// Runs an admin command until it ends or Ctrl-C / SIGTERM ends it.
-async fn until(
-    shutdown: CancellationToken,
-    command: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        r = command => r,
-        () = shutdown.cancelled() => Ok(()),
+        HubCommand::Publish(args) => crate::cli::until(shutdown, client::publish(&args)).await,
+        HubCommand::Remove(args) => crate::cli::until(shutdown, client::remove(&args)).await,
+        HubCommand::Nodes(args) => crate::cli::until(shutdown, client::nodes(&args)).await,
+        HubCommand::Logs { admin, node } => {
+            crate::cli::until(shutdown, client::logs(&admin, &node)).await
+        }
     }
 }
 
