@@ -192,7 +192,7 @@ fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         .target
         .as_deref()
         .unwrap_or(crate::precompiled::HOST_TARGET);
-    let wasm = std::fs::read(&args.input)
+    let wasm = crate::read_file::read_bounded(&args.input, crate::read_file::MAX_COMPONENT_BYTES)
         .with_context(|| format!("cannot read component {}", args.input.display()))?;
     let engine = config.engine.build_for(Some(target))?;
     let header = crate::precompiled::write(&engine, &wasm, target, &args.output)
@@ -207,6 +207,10 @@ fn compile(args: &CompileArgs) -> anyhow::Result<()> {
 }
 
 fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
+    // What `run` refuses against the engine, `check` refuses with the same words.
+    manifest
+        .fit_engine(&config.engine)
+        .map_err(|e| anyhow::anyhow!("the manifest: {e}"))?;
     let engine = config.engine.build()?;
     let cache = crate::cache::CompileCache::new(&engine, config.cache_dir())?;
     let loader = crate::component::Loader::new(engine, cache)?;

@@ -197,10 +197,11 @@ impl Loader {
         source: &ComponentSource,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
         let path = source.path.as_path();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::read_file::read_bounded(path, crate::read_file::MAX_COMPONENT_BYTES)
+            .map_err(|source| LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         self.load_bytes(source, &bytes)
     }
 

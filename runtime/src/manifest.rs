@@ -119,7 +119,63 @@ pub enum FullPolicy {
     Refuse,
 }
 
+/// The range each limit may take; outside it a manifest is refused (by `busbar check`, `run`,
+/// SIGHUP, the hub's publish and the node's fleet client alike), naming the field.
+pub const LIMIT_RANGES: &[(&str, u64, u64)] = &[
+    ("memory_mib", 1, 4096),
+    ("deadline_ms", 1, 3_600_000),
+    ("mailbox", 1, 100_000),
+    ("block_ms", 0, 3_600_000),
+    ("submit_per_sec", 0, 10_000_000),
+    ("fuel", 1, u64::MAX),
+    ("instances", 1, 10_000),
+    ("table_elements", 1, 10_000_000),
+];
+
 impl Limits {
+    /// Checks every limit against [`LIMIT_RANGES`]; the error starts with the field's name,
+    /// e.g. `mailbox: 2305843009213693952 is out of range (1 to 100000)`.
+    pub fn validate(&self) -> Result<(), String> {
+        let values = [
+            ("memory_mib", self.memory_mib.map(u64::from)),
+            ("deadline_ms", Some(self.deadline_ms)),
+            ("mailbox", Some(self.mailbox as u64)),
+            ("block_ms", Some(self.block_ms)),
+            ("submit_per_sec", Some(u64::from(self.submit_per_sec))),
+            ("fuel", self.fuel),
+            ("instances", Some(self.instances as u64)),
+            ("table_elements", Some(self.table_elements as u64)),
+        ];
+        for (field, value) in values {
+            let Some(v) = value else { continue };
+            let Some(&(_, min, max)) = LIMIT_RANGES.iter().find(|(f, ..)| *f == field) else {
+                continue;
+            };
+            if !(min..=max).contains(&v) {
+                return Err(format!("{field}: {v} is out of range ({min} to {max})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the limits against the node's engine: memory within `engine.max_memory_mib`,
+    /// fuel only with `engine.consume_fuel`. The error names the field and the setting.
+    pub fn fit_engine(&self, engine: &crate::engine::EngineConfig) -> Result<(), String> {
+        let max_mib = engine.max_memory_mib;
+        if let Some(mib) = self.memory_mib
+            && mib > max_mib
+        {
+            return Err(format!(
+                "memory_mib: {mib} exceeds engine.max_memory_mib = {max_mib} of the node config \
+                 (raise it there, or lower limits.memory_mib)"
+            ));
+        }
+        if self.fuel.is_some() && !engine.consume_fuel {
+            return Err("fuel: needs engine.consume_fuel = true in the node config".into());
+        }
+        Ok(())
+    }
+
     /// The bus policy these limits describe.
     pub fn on_full(&self) -> OnFull {
         match self.on_full {
@@ -140,14 +196,25 @@ pub struct ManifestError {
 }
 
 impl Manifest {
+    /// Checks every entry's limits against the node's engine ([`Limits::fit_engine`]).
+    pub fn fit_engine(&self, engine: &crate::engine::EngineConfig) -> Result<(), String> {
+        for (i, s) in self.services.iter().enumerate() {
+            s.limits
+                .fit_engine(engine)
+                .map_err(|p| format!("services[{i}] (`{}`).limits.{p}", s.name))?;
+        }
+        Ok(())
+    }
+
     /// Reads a manifest file: JSON when it ends in `.json`, TOML otherwise. Relative
     /// component paths are resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            origin: origin.clone(),
-            problem: format!("cannot read it: {e}"),
-        })?;
+        let text = crate::read_file::read_text_bounded(path, crate::read_file::MAX_CONFIG_BYTES)
+            .map_err(|e| ManifestError {
+                origin: origin.clone(),
+                problem: format!("cannot read it: {e}"),
+            })?;
         let json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -177,6 +244,8 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Checks every entry: names, digests, limits ([`Limits::validate`]). What this refuses,
+    /// every way of giving a node a manifest refuses, with the same words.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let mut seen = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -194,16 +263,9 @@ impl Manifest {
             {
                 return Err(format!("{at}.sha256: expected 64 hex digits, got `{d}`"));
             }
-            let l = &s.limits;
-            if l.memory_mib == Some(0) {
-                return Err(format!("{at}.limits.memory_mib: must be at least 1"));
-            }
-            if l.deadline_ms == 0 {
-                return Err(format!("{at}.limits.deadline_ms: must be at least 1"));
-            }
-            if l.mailbox == 0 {
-                return Err(format!("{at}.limits.mailbox: must be at least 1"));
-            }
+            s.limits
+                .validate()
+                .map_err(|p| format!("{at}.limits.{p}"))?;
         }
         Ok(())
     }

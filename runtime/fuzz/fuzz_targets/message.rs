@@ -6,7 +6,7 @@ use busbar::message::{Reply, new_message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = busbar::admin::rpc::decode(data);
+    let _ = busbar::admin::rpc::decode(data, 100);
     // First byte: how long the content type is; the rest is the payload.
     let Some((&n, rest)) = data.split_first() else {
         return;

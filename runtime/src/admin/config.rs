@@ -23,6 +23,15 @@ pub struct AdminConfig {
     pub call_timeout_ms: u64,
     /// Finished asynchronous jobs kept for `GET /jobs/{id}`; the oldest go first.
     pub max_jobs: usize,
+    /// Most requests in one JSON-RPC batch; a longer batch is refused whole.
+    pub max_batch: usize,
+    /// Largest JSON-RPC response body; answers past it are replaced by `-32005` errors.
+    pub max_response_bytes: usize,
+    /// Most connections open at once; one more is answered `503` and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open) and its body, in ms.
+    pub header_timeout_ms: u64,
     /// Tokens for other systems, each limited to some routes and services.
     pub tokens: Vec<TokenGrant>,
 }
@@ -35,6 +44,10 @@ impl Default for AdminConfig {
             local_token: true,
             call_timeout_ms: 5000,
             max_jobs: 1000,
+            max_batch: 100,
+            max_response_bytes: 1 << 20,
+            max_connections: 128,
+            header_timeout_ms: 10_000,
             tokens: Vec::new(),
         }
     }

@@ -53,6 +53,8 @@ struct App {
     grants: auth::Grants,
     jobs: jobs::Jobs,
     call_timeout: Duration,
+    max_batch: usize,
+    max_response_bytes: usize,
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
 }
@@ -114,6 +116,8 @@ impl AdminServer {
             grants,
             jobs: jobs::Jobs::new(admin.max_jobs),
             call_timeout: Duration::from_millis(admin.call_timeout_ms),
+            max_batch: admin.max_batch.max(1),
+            max_response_bytes: admin.max_response_bytes,
             cancel: cancel.clone(),
         });
         let router = Router::new()
@@ -126,15 +130,18 @@ impl AdminServer {
                 config.max_payload_bytes.saturating_mul(2) + (64 << 10),
             ))
             .with_state(app);
-        let stop = cancel.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+        let bounds = crate::serve::Bounds {
+            name: "admin API",
+            max_connections: admin.max_connections,
+            setting: "admin.max_connections",
+            header_timeout: Duration::from_millis(admin.header_timeout_ms.max(1)),
+        };
+        let task = tokio::spawn(crate::serve::serve(
+            listener,
+            router,
+            bounds,
+            cancel.clone(),
+        ));
         tracing::info!(%url, token_file = %data_dir.join(TOKEN_FILE).display(), "admin API listening");
         Ok(Self {
             url,

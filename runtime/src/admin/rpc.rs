@@ -89,8 +89,9 @@ pub enum Body {
     Refused(Value),
 }
 
-/// Decodes a request body. Never panics, whatever the bytes (fuzzed: `just fuzz`).
-pub fn decode(body: &[u8]) -> Body {
+/// Decodes a request body; a batch of more than `max_batch` requests is refused whole
+/// (before any of it is looked at). Never panics, whatever the bytes (fuzzed: `just fuzz`).
+pub fn decode(body: &[u8], max_batch: usize) -> Body {
     match serde_json::from_slice::<Value>(body) {
         Err(e) => Body::Refused(failure(
             Value::Null,
@@ -102,6 +103,16 @@ pub fn decode(body: &[u8]) -> Body {
             Value::Null,
             INVALID_REQUEST,
             "invalid request: empty batch",
+            None,
+        )),
+        Ok(Value::Array(list)) if list.len() > max_batch => Body::Refused(failure(
+            Value::Null,
+            INVALID_REQUEST,
+            format!(
+                "invalid request: a batch of {} requests; at most {max_batch} \
+                 (admin.max_batch in the node config)",
+                list.len()
+            ),
             None,
         )),
         Ok(Value::Array(list)) => Body::Batch(list.into_iter().map(parse_item).collect()),
@@ -242,6 +253,30 @@ impl App {
     }
 }
 
+/// Keeps the responses within `max` bytes of JSON: in order, each answer that would go past
+/// it is replaced by a `-32005` error naming the setting.
+fn bound_responses(responses: &mut [Value], max: usize) {
+    let mut total = 0usize;
+    for r in responses.iter_mut() {
+        let size = serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        if total.saturating_add(size) <= max {
+            total += size;
+            continue;
+        }
+        let id = r.get("id").cloned().unwrap_or(Value::Null);
+        *r = failure(
+            id,
+            error_code(ErrorCode::TooLarge),
+            format!(
+                "too large: the response would exceed {max} bytes (admin.max_response_bytes in \
+                 the node config); send fewer requests per batch"
+            ),
+            Some(json!({ "code": code_name(ErrorCode::TooLarge) })),
+        );
+        total = total.saturating_add(serde_json::to_vec(r).map_or(0, |v| v.len()));
+    }
+}
+
 fn bus_failure(id: Value, req: &Request, e: &BusError) -> Value {
     failure(
         id,
@@ -292,7 +327,7 @@ pub(super) async fn handle(
         .timeout_ms
         .map_or(app.call_timeout, Duration::from_millis)
         .min(MAX_TIMEOUT);
-    let (batch, items) = match decode(&body) {
+    let (batch, items) = match decode(&body, app.max_batch) {
         Body::Refused(r) => return axum::Json(r).into_response(),
         Body::Batch(items) => (true, items),
         Body::Single(item) => (false, vec![item]),
@@ -320,7 +355,8 @@ pub(super) async fn handle(
         };
         let (app, id) = (app.clone(), job.clone());
         tokio::spawn(async move {
-            let responses = app.clone().run_all(items, timeout).await;
+            let mut responses = app.clone().run_all(items, timeout).await;
+            bound_responses(&mut responses, app.max_response_bytes);
             let response = match (batch, responses.len()) {
                 (_, 0) => None,
                 (true, _) => Some(Value::Array(responses)),
@@ -337,7 +373,9 @@ pub(super) async fn handle(
         )
             .into_response();
     }
+    let max_response_bytes = app.max_response_bytes;
     let mut responses = app.run_all(items, timeout).await;
+    bound_responses(&mut responses, max_response_bytes);
     match (batch, responses.len()) {
         (_, 0) => StatusCode::NO_CONTENT.into_response(),
         (true, _) => axum::Json(Value::Array(responses)).into_response(),

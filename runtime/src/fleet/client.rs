@@ -80,6 +80,9 @@ impl HubClient {
         let builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
+            // A hub answers itself: a redirect (to another origin, or from https to http)
+            // is an error, not a place to send the node token.
+            .redirect(reqwest::redirect::Policy::none())
             // Above the longest long poll a hub may hold (hub::config::MAX_LONG_POLL_S).
             .read_timeout(Duration::from_secs(330));
         Ok(Self {
@@ -147,7 +150,35 @@ impl HubClient {
         let resp = self
             .send(self.request(Method::POST, "/v1/sign-in").json(who))
             .await?;
-        resp.json().await.map_err(|e| self.unreachable(&e))
+        self.json(resp, "sign-in answer", 64 << 10).await
+    }
+
+    /// Reads a JSON body of at most `max` bytes (a longer one is refused, not read).
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &str,
+        max: usize,
+    ) -> Result<T, HubError> {
+        let invalid = |message: String| HubError::Status {
+            url: self.base.clone(),
+            status: 200,
+            message,
+        };
+        let too_large = || invalid(format!("the {what} is larger than {max} bytes; not read"));
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|e| self.unreachable(&e))?;
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("the {what} is not valid: {e}")))
     }
 
     /// The node's manifest unless it still has ETag `etag`; the hub holds the request up to
@@ -174,7 +205,10 @@ impl HubClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let manifest = resp.json().await.map_err(|e| HubError::Status {
+        let manifest: FleetManifest = self
+            .json(resp, "manifest", super::bounds::MAX_MANIFEST_BYTES)
+            .await?;
+        manifest.check().map_err(|e| HubError::Status {
             url: self.base.clone(),
             status: 200,
             message: format!("the manifest is not valid: {e}"),

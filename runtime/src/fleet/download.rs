@@ -13,8 +13,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::client::{HubClient, HubError};
-use super::protocol::{FleetService, verify};
-use super::store::{Store, short, sync_dir};
+use super::protocol::FleetService;
+use super::store::{Store, sync_dir};
+use crate::digest::Sha256 as Digest256;
 
 /// Attempts per component before giving up (until the next manifest round).
 const ATTEMPTS: u32 = 6;
@@ -45,8 +46,8 @@ enum Attempt {
     Refuse(String),
 }
 
-/// Makes sure the component of `svc` is in the cache and may be used: signed by `key`, at
-/// most `cap` bytes, with the sha256 the manifest names. Returns its path.
+/// Makes sure the component of `svc` is in the cache and may be used: its entry signed by
+/// `key`, at most `cap` bytes, with the sha256 the manifest names. Returns its path.
 pub async fn fetch(
     hub: &HubClient,
     store: &Store,
@@ -56,15 +57,12 @@ pub async fn fetch(
 ) -> Result<PathBuf, DownloadError> {
     let refused = |reason: String| DownloadError::Refused {
         service: svc.name.clone(),
-        sha: short(&svc.sha256).to_owned(),
+        sha: svc.sha256.short().to_owned(),
         reason,
     };
-    let sha = svc.sha256.to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(refused(format!("`{}` is not a sha256", svc.sha256)));
-    }
-    verify(key, &sha, &svc.signature).map_err(|e| refused(format!("refused: {e}")))?;
-    let path = store.blob(&sha);
+    let sha = &svc.sha256;
+    super::protocol::verify_entry(key, svc).map_err(|e| refused(format!("refused: {e}")))?;
+    let path = store.blob(sha);
     if path.exists() {
         return Ok(path);
     }
@@ -76,11 +74,11 @@ pub async fn fetch(
     }
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match try_fetch(hub, store, &sha, svc.size).await {
+        match try_fetch(hub, store, sha, svc.size).await {
             Ok(()) => return Ok(path),
             Err(Attempt::Refuse(reason)) => return Err(refused(reason)),
             Err(Attempt::Retry(reason)) => {
-                tracing::warn!(service = %svc.name, sha256 = short(&sha), attempt, %reason, "component download failed; retrying");
+                tracing::warn!(service = %svc.name, sha256 = sha.short(), attempt, %reason, "component download failed; retrying");
                 last = reason;
             }
         }
@@ -90,7 +88,7 @@ pub async fn fetch(
     }
     Err(DownloadError::Failed {
         service: svc.name.clone(),
-        sha: short(&sha).to_owned(),
+        sha: sha.short().to_owned(),
         attempts: ATTEMPTS,
         last,
     })
@@ -107,7 +105,12 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
-async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Result<(), Attempt> {
+async fn try_fetch(
+    hub: &HubClient,
+    store: &Store,
+    sha: &Digest256,
+    size: u64,
+) -> Result<(), Attempt> {
     let part = store.partial(sha);
     let io =
         |what: &str, e: std::io::Error| Attempt::Retry(format!("{what} {}: {e}", part.display()));
@@ -118,7 +121,7 @@ async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Resu
         have = 0;
         let _ = tokio::fs::remove_file(&part).await;
     }
-    let resp = hub.blob(sha, have).await.map_err(|e| match e {
+    let resp = hub.blob(sha.as_str(), have).await.map_err(|e| match e {
         e @ HubError::Status { status: 404, .. } => Attempt::Refuse(e.to_string()),
         HubError::Status { status: 416, .. } => {
             let _ = std::fs::remove_file(&part);
@@ -152,7 +155,7 @@ async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Resu
             hasher.update(&buf[..n]);
         }
         tracing::info!(
-            sha256 = short(sha),
+            sha256 = sha.short(),
             from = have,
             "resuming the component download"
         );
@@ -183,7 +186,7 @@ async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Resu
         )));
     }
     let actual = hex::encode(hasher.finalize());
-    if actual != sha {
+    if actual != sha.as_str() {
         let _ = tokio::fs::remove_file(&part).await;
         return Err(Attempt::Refuse(format!(
             "refused: the downloaded component has sha256 {actual}, not the {sha} the hub \
@@ -200,7 +203,7 @@ async fn try_fetch(hub: &HubClient, store: &Store, sha: &str, size: u64) -> Resu
         sync_dir(dir);
     }
     tracing::info!(
-        sha256 = short(sha),
+        sha256 = sha.short(),
         bytes = size,
         "component downloaded and verified"
     );

@@ -2,11 +2,13 @@
 //! download and verify components into a local cache, apply them (hot-swapping new versions),
 //! remember the last good manifest for offline starts, and report back.
 
+pub mod bounds;
 mod client;
 mod config;
 mod download;
 mod identity;
 pub mod protocol;
+mod signing;
 mod store;
 mod sync;
 

@@ -21,9 +21,9 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256;
 use crate::grants::Grants;
 use crate::manifest::Limits;
 
@@ -78,17 +78,19 @@ pub struct NodeSettings {
     pub debug: bool,
 }
 
-/// One service of a fleet manifest: a signed component version and how to run it.
+/// One service of a fleet manifest: a component version and how to run it, signed whole by
+/// the publisher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetService {
     /// Name on the bus.
     pub name: String,
-    /// sha256 of the component (hex): where to download it (`/v1/blobs/{sha256}`).
-    pub sha256: String,
+    /// sha256 of the component: where to download it (`/v1/blobs/{sha256}`).
+    pub sha256: Sha256,
     /// Size of the component in bytes.
     pub size: u64,
-    /// ed25519 signature of the component (hex), see [`signed_message`].
+    /// ed25519 signature (hex) of the whole entry, see [`entry_message`]: a hub cannot change
+    /// the version, its config, limits, grants or whether it runs.
     pub signature: String,
     /// Whether the node runs it.
     #[serde(default = "yes")]
@@ -124,7 +126,7 @@ pub struct ServiceStatus {
     /// Its name.
     pub name: String,
     /// The component version it runs now.
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256>,
     /// Its lifecycle state, e.g. `running`.
     pub state: String,
     /// Restarts after faults.
@@ -138,12 +140,46 @@ pub struct NodeEvent {
     pub at_ms: u64,
     /// The service concerned.
     pub service: String,
-    /// `swapped`, `rolled-back` or `refused`.
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The version concerned.
-    pub sha256: String,
+    pub sha256: Sha256,
     /// What happened, in words.
     pub detail: String,
+}
+
+/// What a [`NodeEvent`] says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A new version replaced the running one.
+    Swapped,
+    /// A new version failed and the previous one runs again.
+    RolledBack,
+    /// A version (or its entry) was not accepted; the service kept what it ran.
+    Refused,
+}
+
+impl EventKind {
+    /// The name the protocol uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Swapped => "swapped",
+            EventKind::RolledBack => "rolled-back",
+            EventKind::Refused => "refused",
+        }
+    }
+
+    /// Whether an operator should look at it.
+    pub fn is_trouble(self) -> bool {
+        !matches!(self, EventKind::Swapped)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Log lines a node forwards while debug is on.
@@ -208,80 +244,22 @@ pub struct NodeRecord {
     pub events: Vec<NodeEvent>,
 }
 
-/// The bytes a component signature covers: a fixed prefix and the component's sha256 (hex),
-/// so a signature cannot be mistaken for one over anything else.
-pub fn signed_message(sha256: &str) -> Vec<u8> {
-    format!("busbar-component-v1:{}", sha256.to_ascii_lowercase()).into_bytes()
-}
-
-/// Signs a component by its sha256 (hex); returns the signature as hex.
-pub fn sign(key: &SigningKey, sha256: &str) -> String {
-    hex::encode(key.sign(&signed_message(sha256)).to_bytes())
-}
-
-/// Checks `signature` (hex) of the component with `sha256` against `key`.
-pub fn verify(key: &VerifyingKey, sha256: &str, signature: &str) -> Result<(), String> {
-    let bytes =
-        hex::decode(signature.trim()).map_err(|e| format!("the signature is not hex: {e}"))?;
-    let sig = Signature::from_slice(&bytes)
-        .map_err(|_| format!("the signature has {} bytes, not 64", bytes.len()))?;
-    key.verify(&signed_message(sha256), &sig)
-        .map_err(|_| "the signature does not match the hub's public key".to_owned())
-}
-
-/// Reads a public key: 64 hex digits (as `busbar hub keygen` writes to `KEY.pub`).
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let bytes: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| "a public key is 64 hex digits".to_owned())?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
-}
-
-/// Reads a secret key: 64 hex digits (the seed `busbar hub keygen` writes to `KEY`).
-pub fn parse_secret_key(text: &str) -> Result<SigningKey, String> {
-    let bytes: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| "a secret key is 64 hex digits".to_owned())?;
-    Ok(SigningKey::from_bytes(&bytes))
-}
+pub use super::signing::{
+    entry_message, parse_public_key, parse_secret_key, sign, sign_entry, signed_message, verify,
+    verify_entry,
+};
 
 /// A service entry for tests: `name` at a version whose sha256 is `sha` repeated.
 #[cfg(test)]
 pub(crate) fn test_service(name: &str, sha: char) -> FleetService {
     FleetService {
         name: name.into(),
-        sha256: sha.to_string().repeat(64),
+        sha256: Sha256::parse(&sha.to_string().repeat(64)).expect("hex"),
         size: 1,
         signature: String::new(),
         enabled: true,
         config: BTreeMap::new(),
         limits: Default::default(),
         grants: Default::default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signature_verifies_only_for_its_digest_and_key() {
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let sha = "ab".repeat(32);
-        let sig = sign(&key, &sha);
-        verify(&key.verifying_key(), &sha, &sig).unwrap();
-        let e = verify(&key.verifying_key(), &"cd".repeat(32), &sig).unwrap_err();
-        assert!(e.contains("does not match"), "{e}");
-        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
-        assert!(verify(&other, &sha, &sig).is_err());
-        assert!(
-            verify(&key.verifying_key(), &sha, "zz")
-                .unwrap_err()
-                .contains("not hex")
-        );
-        let public = hex::encode(key.verifying_key().to_bytes());
-        assert_eq!(parse_public_key(&public).unwrap(), key.verifying_key());
     }
 }

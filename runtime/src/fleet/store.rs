@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{FleetManifest, FleetService};
+use crate::digest::Sha256;
 use crate::manifest::{Manifest, ServiceEntry};
 
 /// What the node remembers between runs.
@@ -32,14 +33,17 @@ pub struct FleetState {
 
 impl FleetState {
     /// Whether `sha256` failed as service `name` here.
-    pub fn is_bad(&self, name: &str, sha256: &str) -> bool {
-        self.bad.get(name).is_some_and(|b| b.contains(sha256))
+    pub fn is_bad(&self, name: &str, sha256: &Sha256) -> bool {
+        self.bad
+            .get(name)
+            .is_some_and(|b| b.contains(sha256.as_str()))
     }
 
     /// What the node should run of `manifest`: each service at its wanted version, unless
     /// that version failed here or was `refused` now (bad signature, digest or component);
-    /// then at its last good version, else at the version it runs now, else not at all.
-    pub fn effective(&self, manifest: &FleetManifest, refused: &BTreeSet<String>) -> FleetManifest {
+    /// then its last good entry, else the entry it runs now, else not at all. An earlier
+    /// entry is taken whole (config, limits and grants were signed with its version).
+    pub fn effective(&self, manifest: &FleetManifest, refused: &BTreeSet<Sha256>) -> FleetManifest {
         let mut out = manifest.clone();
         out.services = manifest
             .services
@@ -56,18 +60,12 @@ impl FleetState {
                     .find(|v| usable(v));
                 match instead {
                     Some(v) => {
-                        tracing::warn!(service = %s.name, wanted = short(&s.sha256), running = short(&v.sha256),
+                        tracing::warn!(service = %s.name, wanted = s.sha256.short(), running = v.sha256.short(),
                             "the wanted version cannot be used here; keeping an earlier one");
-                        // The earlier version, with what the hub wants now of the rest.
-                        Some(FleetService {
-                            sha256: v.sha256.clone(),
-                            size: v.size,
-                            signature: v.signature.clone(),
-                            ..s.clone()
-                        })
+                        Some(v.clone())
                     }
                     None => {
-                        tracing::error!(service = %s.name, wanted = short(&s.sha256),
+                        tracing::error!(service = %s.name, wanted = s.sha256.short(),
                             "the wanted version cannot be used here and no earlier one is known; not run");
                         None
                     }
@@ -92,11 +90,6 @@ impl FleetState {
     }
 }
 
-/// The first 12 digits of a sha256, as logs show it.
-pub fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
 /// The fleet folder.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -114,12 +107,12 @@ impl Store {
     }
 
     /// Where the component with `sha256` is (or goes).
-    pub fn blob(&self, sha256: &str) -> PathBuf {
+    pub fn blob(&self, sha256: &Sha256) -> PathBuf {
         self.dir.join("blobs").join(format!("{sha256}.wasm"))
     }
 
     /// Where a partial download of `sha256` is kept until it completes.
-    pub fn partial(&self, sha256: &str) -> PathBuf {
+    pub fn partial(&self, sha256: &Sha256) -> PathBuf {
         self.dir.join("blobs").join(format!("{sha256}.part"))
     }
 
@@ -171,7 +164,7 @@ impl Store {
                 .map(|s| ServiceEntry {
                     name: s.name.clone(),
                     component: self.blob(&s.sha256),
-                    sha256: Some(s.sha256.clone()),
+                    sha256: Some(s.sha256.to_string()),
                     precompiled: Vec::new(),
                     enabled: s.enabled,
                     config: s.config.clone(),
@@ -239,7 +232,7 @@ mod tests {
             services: vec![service("a", '1')],
             ..Default::default()
         });
-        let refused = BTreeSet::from(["2".repeat(64)]);
+        let refused = BTreeSet::from([service("a", '2').sha256]);
         let run = state.effective(&wanted, &refused);
         assert_eq!(run.services, vec![service("a", '1'), service("b", '4')]);
         // A disabled service is left as the hub says, whatever its version.

@@ -11,13 +11,19 @@ use ed25519_dalek::VerifyingKey;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::{
+    MAX_DETAIL_CHARS, MAX_EVENTS_PER_STATUS, MAX_LOG_LINE_CHARS, MAX_LOG_LINES, cut,
+};
 use super::client::{HubClient, HubError};
 use super::download::{DownloadError, fetch};
 use super::protocol::{
-    FleetManifest, LogBatch, NodeEvent, NodeStatus, ServiceStatus, SignIn, SignedIn,
+    EventKind, FleetManifest, FleetService, LogBatch, NodeEvent, NodeStatus, ServiceStatus, SignIn,
+    SignedIn, verify_entry,
 };
-use super::store::{FleetState, Store, short};
+use super::store::{FleetState, Store};
 use crate::config::NodeConfig;
+use crate::digest::{Sha256, shown};
+use crate::engine::EngineConfig;
 use crate::manifest::Manifest;
 use crate::node::NodeHandle;
 use crate::observe::unix_ms;
@@ -26,7 +32,7 @@ use crate::service::{PROBATION, State};
 /// How often statuses are checked for rollbacks and versions past their probation.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Most log lines per batch sent to the hub.
-const LOG_BATCH: usize = 500;
+const LOG_BATCH: usize = MAX_LOG_LINES;
 /// Longest a log line waits before its batch is sent.
 const LOG_FLUSH: Duration = Duration::from_millis(500);
 
@@ -36,6 +42,8 @@ pub struct Fleet {
     hub: HubClient,
     store: Store,
     key: VerifyingKey,
+    /// The node's engine settings, which every entry's limits must fit.
+    engine: EngineConfig,
     cap: u64,
     backoff_max: Duration,
     boot_wait: Duration,
@@ -87,6 +95,7 @@ impl Fleet {
         Ok(Arc::new(Self {
             hub: HubClient::new(hub_config)?,
             key: hub_config.public_key()?,
+            engine: config.engine.clone(),
             cap: hub_config.max_component_bytes,
             backoff_max: Duration::from_millis(hub_config.backoff_max_ms.max(1)),
             boot_wait: Duration::from_millis(hub_config.boot_wait_ms),
@@ -109,15 +118,67 @@ impl Fleet {
         lock(&self.state)
     }
 
-    fn event(&self, service: &str, kind: &str, sha256: &str, detail: String) {
-        lock(&self.events).push(NodeEvent {
+    /// Queues an event for the hub (at most [`MAX_EVENTS_PER_STATUS`] unsent: the oldest go
+    /// first), with the service name and detail cut to what the hub accepts.
+    fn event(&self, service: &str, kind: EventKind, sha256: &Sha256, detail: String) {
+        let mut events = lock(&self.events);
+        events.push(NodeEvent {
             at_ms: unix_ms(),
-            service: service.to_owned(),
-            kind: kind.to_owned(),
-            sha256: sha256.to_owned(),
-            detail,
+            service: cut(&shown(service), 64),
+            kind,
+            sha256: sha256.clone(),
+            detail: cut(&detail, MAX_DETAIL_CHARS - 1),
         });
+        let excess = events.len().saturating_sub(MAX_EVENTS_PER_STATUS);
+        if excess > 0 {
+            tracing::warn!(
+                dropped = excess,
+                "fleet: too many events not yet sent to the hub; dropping the oldest"
+            );
+            events.drain(..excess);
+        }
+        drop(events);
         self.report_now.notify_one();
+    }
+
+    /// Whether the node may apply `entry`: signed whole by the publisher, with a valid name
+    /// and limits in range and within this node's engine. The error names the field.
+    fn acceptable(&self, entry: &FleetService) -> Result<(), String> {
+        entry.check()?;
+        entry
+            .limits
+            .fit_engine(&self.engine)
+            .map_err(|e| format!("limits.{e}"))?;
+        verify_entry(&self.key, entry)
+    }
+
+    /// The entries of `manifest` the node may apply ([`Fleet::acceptable`]). An entry that is
+    /// not is refused (logged; with `report`, reported to the hub) and replaced by the entry
+    /// the service runs now, or else its last good one, when that one is acceptable.
+    fn accepted(&self, manifest: &FleetManifest, report: bool) -> FleetManifest {
+        let state = self.state().clone();
+        let mut out = manifest.clone();
+        out.services = manifest
+            .services
+            .iter()
+            .filter_map(|s| {
+                let why = match self.acceptable(s) {
+                    Ok(()) => return Some(s.clone()),
+                    Err(why) => why,
+                };
+                tracing::error!(service = %shown(&s.name), version = s.sha256.short(),
+                    "fleet: the hub's entry is refused: {why}; the service keeps the entry it runs");
+                if report {
+                    self.event(&s.name, EventKind::Refused, &s.sha256, format!("entry refused: {why}"));
+                }
+                [state.applied.get(&s.name), state.good.get(&s.name)]
+                    .into_iter()
+                    .flatten()
+                    .find(|v| self.acceptable(v).is_ok())
+                    .cloned()
+            })
+            .collect();
+        out
     }
 
     /// The manifest to start with: the hub's, when it answers (and its components download)
@@ -127,6 +188,7 @@ impl Fleet {
             self.sign_in().await?;
             match self.hub.manifest(None, Duration::ZERO).await? {
                 Some((manifest, etag)) => {
+                    let manifest = self.accepted(&manifest, true);
                     let ready = self.prepare(&manifest, &etag, None).await?;
                     self.commit(&ready);
                     Ok(ready.node_manifest)
@@ -155,8 +217,10 @@ impl Fleet {
             );
             return Ok(Manifest::default());
         };
+        // Checked again: the file may have been changed, or written by an older busbar.
+        let saved = &self.accepted(saved, false);
         // Versions whose component is not in the cache cannot run offline.
-        let missing: BTreeSet<String> = saved
+        let missing: BTreeSet<Sha256> = saved
             .services
             .iter()
             .filter(|s| !self.store.blob(&s.sha256).exists())
@@ -216,13 +280,13 @@ impl Fleet {
                 let changed = state
                     .applied
                     .get(&entry.name)
-                    .is_none_or(|a| Some(&a.sha256) != entry.sha256.as_ref());
+                    .is_none_or(|a| Some(a.sha256.as_str()) != entry.sha256.as_deref());
                 if changed
                     && entry.enabled
                     && let Err(e) = node.check(&entry).await
+                    && let Some(sha) = entry.sha256.as_deref().and_then(|s| Sha256::parse(s).ok())
                 {
-                    let sha = entry.sha256.clone().unwrap_or_default();
-                    tracing::error!(service = %entry.name, "fleet: version {} refused: {e:#}; the service keeps the version it runs", short(&sha));
+                    tracing::error!(service = %entry.name, "fleet: version {} refused: {e:#}; the service keeps the version it runs", sha.short());
                     self.refuse(&entry.name, &sha, format!("{e:#}"));
                 }
             }
@@ -238,19 +302,19 @@ impl Fleet {
     }
 
     /// Marks a version bad for a service (it is not tried again) and tells the hub.
-    fn refuse(&self, service: &str, sha256: &str, detail: String) {
+    fn refuse(&self, service: &str, sha256: &Sha256, detail: String) {
         {
             let mut state = self.state();
             state
                 .bad
                 .entry(service.to_owned())
                 .or_default()
-                .insert(sha256.to_owned());
+                .insert(sha256.to_string());
             if let Err(e) = self.store.save(&state) {
                 tracing::error!("fleet: {e:#}");
             }
         }
-        self.event(service, "refused", sha256, detail);
+        self.event(service, EventKind::Refused, sha256, detail);
     }
 
     /// Saves a manifest the node now runs: what it runs of each service, and (when every
@@ -301,6 +365,7 @@ impl Fleet {
                     return Ok(());
                 };
                 tracing::info!(etag = %etag, services = manifest.services.len(), "fleet: new manifest");
+                let manifest = self.accepted(&manifest, true);
                 let ready = self.prepare(&manifest, &etag, Some(node)).await?;
                 let done = node
                     .reload(&ready.node_manifest)
@@ -313,7 +378,7 @@ impl Fleet {
                 );
                 for name in &done.restarted {
                     if let Some(s) = self.state().applied.get(name) {
-                        self.event(name, "swapped", &s.sha256, "new version applied".into());
+                        self.event(name, EventKind::Swapped, &s.sha256, "new version applied".into());
                     }
                 }
                 self.report_now.notify_one();
@@ -356,7 +421,7 @@ impl Fleet {
                 let applied = state.applied.get(&name).cloned();
                 if status.state == State::Running
                     && let Some(applied) = applied
-                    && applied.sha256 == sha
+                    && applied.sha256.as_str() == sha
                     && state.good.get(&name) != Some(&applied)
                 {
                     let since = *running_since
@@ -385,7 +450,9 @@ impl Fleet {
                 let Some(rb) = report.status.rolled_back else {
                     continue;
                 };
-                let Some(bad) = rb.sha256 else { continue };
+                let Some(bad) = rb.sha256.as_deref().and_then(|s| Sha256::parse(s).ok()) else {
+                    continue;
+                };
                 if state.is_bad(&name, &bad) {
                     continue;
                 }
@@ -393,7 +460,7 @@ impl Fleet {
                     .bad
                     .entry(name.clone())
                     .or_default()
-                    .insert(bad.clone());
+                    .insert(bad.to_string());
                 if let Some(prev) = state.previous.get(&name).cloned() {
                     state.good.insert(name.clone(), prev.clone());
                     state.applied.insert(name.clone(), prev);
@@ -407,8 +474,8 @@ impl Fleet {
             }
         }
         for (name, bad, reason) in events {
-            tracing::error!(service = %name, version = short(&bad), %reason, "fleet: rolled back; reporting to the hub");
-            self.event(&name, "rolled-back", &bad, reason);
+            tracing::error!(service = %name, version = bad.short(), %reason, "fleet: rolled back; reporting to the hub");
+            self.event(&name, EventKind::RolledBack, &bad, reason);
         }
     }
 
@@ -419,7 +486,11 @@ impl Fleet {
             .into_iter()
             .map(|r| ServiceStatus {
                 name: r.name,
-                sha256: r.status.sha256,
+                sha256: r
+                    .status
+                    .sha256
+                    .as_deref()
+                    .and_then(|s| Sha256::parse(s).ok()),
                 state: r.status.state.as_str().to_owned(),
                 restarts: r.status.restarts,
             })
@@ -515,7 +586,7 @@ fn render(line: &crate::observe::LogLine) -> String {
     for (k, v) in &line.fields {
         text.push_str(&format!(" {k}={v}"));
     }
-    text
+    cut(&text, MAX_LOG_LINE_CHARS - 1)
 }
 
 /// Locks `m`, also after a panic elsewhere poisoned it (the data stays consistent: every

@@ -60,14 +60,17 @@ pub async fn put_blob(
     Ok(StatusCode::CREATED)
 }
 
-/// Checks a component's signature against the hub's public key.
-fn verify(hub: &Hub, sha: &str, signature: &str) -> Result<(), HubError> {
-    let key = hub
-        .config
+/// The publishers' public key of `hub.toml`.
+fn public_key(hub: &Hub) -> Result<ed25519_dalek::VerifyingKey, HubError> {
+    hub.config
         .load()
         .verifying_key()
-        .map_err(|e| HubError::internal(format!("hub.toml public_key: {e}")))?;
-    protocol::verify(&key, sha, signature)
+        .map_err(|e| HubError::internal(format!("hub.toml public_key: {e}")))
+}
+
+/// Checks a component's signature against the hub's public key.
+fn verify(hub: &Hub, sha: &str, signature: &str) -> Result<(), HubError> {
+    protocol::verify(&public_key(hub)?, sha, signature)
         .map_err(|e| HubError::bad_request(format!("signature of {sha}: {e}")))
 }
 
@@ -96,11 +99,11 @@ pub async fn publish(
     hub.authorize_admin(&headers)?;
     let Json(publish) = body?;
     let service = &publish.service;
-    crate::manifest::check_name(&service.name)
-        .map_err(|e| HubError::bad_request(format!("service.name: {e}")))?;
-    check_sha(&service.sha256)?;
+    service
+        .check()
+        .map_err(|e| HubError::bad_request(format!("service.{e}")))?;
     check_targets(&hub, &publish.nodes, &publish.tags)?;
-    let sha = service.sha256.clone();
+    let sha = service.sha256.to_string();
     let (blob, sig) = (hub.dir.blob(&sha), hub.dir.signature(&sha));
     let stored = blocking(move || {
         let size = match std::fs::metadata(&blob) {
@@ -113,7 +116,7 @@ pub async fn publish(
         Ok(Some((size, signature.trim().to_owned())))
     })
     .await?;
-    let Some((size, signature)) = stored else {
+    let Some((size, blob_signature)) = stored else {
         return Err(HubError::bad_request(format!(
             "no blob {sha} on the hub: upload it first (PUT /v1/admin/blobs/{sha})"
         )));
@@ -124,12 +127,13 @@ pub async fn publish(
             service.size
         )));
     }
-    if !service.signature.trim().eq_ignore_ascii_case(&signature) {
-        return Err(HubError::bad_request(format!(
-            "service.signature differs from the signature uploaded with blob {sha}"
-        )));
-    }
-    verify(&hub, &sha, &signature)?;
+    verify(&hub, &sha, &blob_signature)?;
+    protocol::verify_entry(&public_key(&hub)?, service).map_err(|e| {
+        HubError::bad_request(format!(
+            "service.signature: {e}; sign the whole entry with the publisher's key \
+             (`busbar hub publish` does)"
+        ))
+    })?;
 
     let targets = Layer::targets(&publish.nodes, &publish.tags);
     let name = service.name.clone();
@@ -140,7 +144,7 @@ pub async fn publish(
     })
     .await?;
     let manifests: Vec<String> = targets.iter().map(ToString::to_string).collect();
-    tracing::info!(service = %name, sha256 = %&sha[..12], manifests = %manifests.join(","), "published");
+    tracing::info!(service = %name, sha256 = %sha, manifests = %manifests.join(","), "published");
     Ok(Json(Published { manifests }))
 }
 

@@ -77,6 +77,10 @@ enum HubCommand {
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8440")]
         listen: SocketAddr,
+        /// Most connections open at once (each node holds about two); capped by the
+        /// open-files limit.
+        #[arg(long, default_value_t = super::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Upload a component, signed, and publish it as a service to nodes, tags or all nodes.
     Publish(Box<PublishArgs>),
@@ -118,8 +122,12 @@ pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<(
                 println!("node `{id}`: debug {}", if on { "on" } else { "off" });
             })
         }
-        HubCommand::Serve { dir, listen } => {
-            let server = HubServer::start(&dir, listen).await?;
+        HubCommand::Serve {
+            dir,
+            listen,
+            max_connections,
+        } => {
+            let server = HubServer::start(&dir, listen, max_connections).await?;
             shutdown.cancelled().await;
             server.stop().await;
             Ok(())

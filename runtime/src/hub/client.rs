@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::fleet::bounds::escape_line;
 use anyhow::Context as _;
 use clap::Args;
-use sha2::{Digest as _, Sha256};
 
 use crate::fleet::protocol::{
     self, FleetService, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
@@ -135,9 +135,26 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("cannot read component {}", args.component.display()))?;
-    let sha = hex::encode(Sha256::digest(&wasm));
-    let signature = protocol::sign(&key, &sha);
+    let digest = crate::digest::Sha256::of(&wasm);
+    let sha = digest.to_string();
     let size = wasm.len() as u64;
+    let mut service = FleetService {
+        name: args.service.clone(),
+        sha256: digest.clone(),
+        size,
+        signature: String::new(),
+        enabled: !args.disabled,
+        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+        limits: args.limits.clone().unwrap_or_default(),
+        grants: args.grants.clone().unwrap_or_default(),
+    };
+    // Refused here with the words the hub and the nodes would use.
+    service
+        .check()
+        .map_err(|e| anyhow::anyhow!("service {e}"))?;
+    // The whole entry is signed here, on the publisher's machine: the hub cannot change it.
+    protocol::sign_entry(&key, &mut service);
+    let signature = protocol::sign(&key, &sha);
     let hub = HubClient::new(&args.admin);
     hub.send(
         hub.request(reqwest::Method::PUT, &format!("/v1/admin/blobs/{sha}"))
@@ -147,16 +164,7 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     )
     .await?;
     let publish = Publish {
-        service: FleetService {
-            name: args.service.clone(),
-            sha256: sha.clone(),
-            size,
-            signature,
-            enabled: !args.disabled,
-            config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
-            limits: args.limits.clone().unwrap_or_default(),
-            grants: args.grants.clone().unwrap_or_default(),
-        },
+        service,
         nodes: args.nodes.clone(),
         tags: args.tags.clone(),
     };
@@ -172,7 +180,7 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     println!(
         "published {} {} to {}",
         args.service,
-        &sha[..12],
+        digest.short(),
         published.manifests.join(", ")
     );
     Ok(())
@@ -232,8 +240,8 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
             s.services
                 .iter()
                 .map(|s| {
-                    let sha = s.sha256.as_deref().unwrap_or("-");
-                    format!("{}@{} {}", s.name, &sha[..sha.len().min(12)], s.state)
+                    let sha = s.sha256.as_ref().map_or("-", |d| d.short());
+                    format!("{}@{sha} {}", escape_line(&s.name), escape_line(&s.state))
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -260,9 +268,9 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
                 "{} {node:<20} {:<12} {:<20} {} {}",
                 crate::client::clock(e.at_ms),
                 e.kind,
-                e.service,
-                &e.sha256[..e.sha256.len().min(12)],
-                e.detail
+                escape_line(&e.service),
+                e.sha256.short(),
+                escape_line(&e.detail)
             );
         }
     }

@@ -175,7 +175,7 @@ mod tests {
         let merged = merge(&[&all, &tag, &node]);
         let got: Vec<(&str, char)> = merged
             .iter()
-            .map(|s| (s.name.as_str(), s.sha256.chars().next().unwrap()))
+            .map(|s| (s.name.as_str(), s.sha256.as_str().chars().next().unwrap()))
             .collect();
         assert_eq!(got, [("a", '3'), ("b", '2'), ("c", '1'), ("d", '2')]);
     }
@@ -193,8 +193,8 @@ mod tests {
             ..NodeEntry::default()
         };
         let m = layers.node_manifest("gw1", &node);
-        assert_eq!(m.services[0].sha256, "b".repeat(64));
-        assert_eq!(m.services[1].sha256, "a".repeat(64));
+        assert_eq!(m.services[0].sha256.as_str(), "b".repeat(64));
+        assert_eq!(m.services[1].sha256.as_str(), "a".repeat(64));
         assert!(!m.settings.debug);
 
         let before = etag(&m);

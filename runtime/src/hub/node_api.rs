@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use super::error::{HubError, blocking};
 use super::range;
 use super::state::Hub;
+use crate::fleet::bounds::escape_line;
 use crate::fleet::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
 
 /// `POST /v1/sign-in`.
@@ -25,6 +26,7 @@ pub async fn sign_in(
 ) -> Result<Json<SignedIn>, HubError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(sign_in) = body?;
+    sign_in.check().map_err(HubError::bad_request)?;
     if sign_in.node_id != id {
         return Err(HubError::forbidden(format!(
             "this token belongs to node `{id}`, not to `{}`",
@@ -99,16 +101,12 @@ fn matches(if_none_match: &str, etag: &str) -> bool {
 
 /// Checks a sha256 in a path: 64 lowercase hex digits.
 pub fn check_sha(sha: &str) -> Result<(), HubError> {
-    if sha.len() == 64
-        && sha
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(HubError::bad_request(format!(
-            "`{sha}` is not a sha256: expected 64 lowercase hex digits"
-        )))
+    match crate::digest::Sha256::parse(sha) {
+        Ok(d) if d.as_str() == sha => Ok(()),
+        _ => Err(HubError::bad_request(format!(
+            "`{}` is not a sha256: expected 64 lowercase hex digits",
+            crate::digest::shown(sha)
+        ))),
     }
 }
 
@@ -186,19 +184,22 @@ pub async fn status(
 ) -> Result<StatusCode, HubError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(status) = body?;
+    status.check().map_err(HubError::bad_request)?;
     for e in &status.events {
-        let sha = &e.sha256[..e.sha256.len().min(12)];
-        if matches!(e.kind.as_str(), "rolled-back" | "refused") {
-            tracing::warn!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
+        let (sha, detail) = (e.sha256.short(), escape_line(&e.detail));
+        if e.kind.is_trouble() {
+            tracing::warn!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, %detail, "node event");
         } else {
-            tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, detail = %e.detail, "node event");
+            tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, %detail, "node event");
         }
     }
     hub.records.update(&id, |d| d.report(status)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/logs`: log lines appended to `logs/<id>.log` and the hub's own log.
+/// `POST /v1/logs`: log lines appended to `logs/<id>.log` (control characters escaped, so a
+/// line cannot forge another; the file rotated to `<id>.log.1` past [`MAX_NODE_LOG_BYTES`])
+/// and to the hub's own log.
 pub async fn logs(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -206,27 +207,41 @@ pub async fn logs(
 ) -> Result<StatusCode, HubError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(batch) = body?;
+    batch.check().map_err(HubError::bad_request)?;
     let mut text = String::new();
     for line in &batch.lines {
-        let line = line.trim_end_matches(['\r', '\n']);
+        let line = escape_line(line.trim_end_matches(['\r', '\n']));
         tracing::info!(node = %id, "{line}");
-        text.push_str(line);
+        text.push_str(&line);
         text.push('\n');
     }
     let path = hub.dir.log(&id);
-    blocking(move || {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("cannot append to {}: {e}", path.display()))
-    })
-    .await?;
+    blocking(move || append_rotated(&path, text.as_bytes(), MAX_NODE_LOG_BYTES)).await?;
     hub.records.update(&id, |_| ()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Largest `logs/<id>.log` before it is rotated to `<id>.log.1` (one older file is kept).
+pub const MAX_NODE_LOG_BYTES: u64 = 8 << 20;
+
+/// Appends `bytes` to `path`, first moving it to `path.1` (replacing that) when it would grow
+/// past `max`.
+fn append_rotated(path: &std::path::Path, bytes: &[u8], max: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len > 0 && len + bytes.len() as u64 > max {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, &old)
+            .map_err(|e| anyhow::anyhow!("cannot rotate {}: {e}", path.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| anyhow::anyhow!("cannot append to {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -243,5 +258,22 @@ mod tests {
         assert!(check_sha(&"a".repeat(64)).is_ok());
         assert!(check_sha(&"A".repeat(64)).is_err());
         assert!(check_sha("../etc").is_err());
+        assert!(check_sha(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn node_logs_rotate_past_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.log");
+        for _ in 0..10 {
+            append_rotated(&path, &[b'x'; 300], 1000).unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
+        assert!(
+            std::fs::metadata(dir.path().join("gw.log.1"))
+                .unwrap()
+                .len()
+                <= 1000
+        );
     }
 }

@@ -9,8 +9,10 @@ use super::error::{HubError, blocking};
 use super::files::{self, FleetDir};
 use crate::fleet::protocol::{NodeEvent, NodeRecord, NodeStatus, SignIn};
 
-/// Events kept per node; older ones are dropped.
-pub const MAX_EVENTS: usize = 1000;
+/// Events kept per node; older ones are dropped. With each event's detail bounded
+/// ([`crate::fleet::bounds::MAX_DETAIL_CHARS`]) and the status too, a node's record stays
+/// under about 1 MB whatever its token sends.
+pub const MAX_EVENTS: usize = 200;
 
 /// The contents of `nodes/<id>.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +123,8 @@ mod tests {
         NodeEvent {
             at_ms: n,
             service: "s".into(),
-            kind: "swapped".into(),
-            sha256: String::new(),
+            kind: crate::fleet::protocol::EventKind::Swapped,
+            sha256: crate::fleet::protocol::test_service("s", 'a').sha256,
             detail: String::new(),
         }
     }
@@ -139,7 +141,7 @@ mod tests {
             events: (900..1200).map(event).collect(),
         });
         assert_eq!(data.events.len(), MAX_EVENTS);
-        assert_eq!(data.events[0].at_ms, 200);
+        assert_eq!(data.events[0].at_ms, 1200 - MAX_EVENTS as u64);
         assert!(data.status.as_ref().unwrap().events.is_empty());
     }
 }

@@ -17,9 +17,12 @@ use super::error::HubError;
 use super::files::FleetDir;
 use super::node_api;
 use super::state::Hub;
+use crate::fleet::bounds::{MAX_LOG_BATCH_BYTES, MAX_SIGN_IN_BYTES, MAX_STATUS_BYTES};
 
-/// Largest log batch a node may send.
-pub const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
+/// Default for `busbar hub serve --max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Time a client has to send a request's headers (also the idle keep-alive time).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `hub.toml` is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_millis(250);
 
@@ -34,10 +37,16 @@ pub struct HubServer {
 /// The hub's routes, as `protocol.rs` lists them.
 fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/v1/sign-in", post(node_api::sign_in))
+        .route(
+            "/v1/sign-in",
+            post(node_api::sign_in).layer(DefaultBodyLimit::max(MAX_SIGN_IN_BYTES)),
+        )
         .route("/v1/manifest", get(node_api::manifest))
         .route("/v1/blobs/{sha}", get(node_api::blob))
-        .route("/v1/status", post(node_api::status))
+        .route(
+            "/v1/status",
+            post(node_api::status).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
+        )
         .route(
             "/v1/logs",
             post(node_api::logs).layer(DefaultBodyLimit::max(MAX_LOG_BATCH_BYTES)),
@@ -57,8 +66,13 @@ fn router(hub: Arc<Hub>) -> Router {
 }
 
 impl HubServer {
-    /// Reads the fleet dir `dir`, binds `listen` and serves until [`HubServer::stop`].
-    pub async fn start(dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+    /// Reads the fleet dir `dir`, binds `listen` and serves until [`HubServer::stop`], with
+    /// at most `max_connections` open at once (fewer when the open-files limit is lower).
+    pub async fn start(
+        dir: &Path,
+        listen: SocketAddr,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let hub = Hub::open(FleetDir::new(dir), cancel.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -79,17 +93,24 @@ impl HubServer {
                 }
             }
         });
-        let stop = cancel.clone();
-        let app = router(hub);
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "hub stopped");
-            }
+        // Each connection takes a file descriptor; keep room for blobs and records.
+        let fd_room = crate::serve::open_files_limit().map_or(usize::MAX, |n| {
+            usize::try_from(n.saturating_sub(64)).unwrap_or(usize::MAX)
         });
-        tracing::info!(dir = %dir.display(), "hub listening on http://{addr}");
+        let max_connections = max_connections.min(fd_room).max(1);
+        let bounds = crate::serve::Bounds {
+            name: "hub",
+            max_connections,
+            setting: "--max-connections, and the open-files limit (LimitNOFILE)",
+            header_timeout: HEADER_TIMEOUT,
+        };
+        let task = tokio::spawn(crate::serve::serve(
+            listener,
+            router(hub),
+            bounds,
+            cancel.clone(),
+        ));
+        tracing::info!(dir = %dir.display(), max_connections, "hub listening on http://{addr}");
         Ok(Self { addr, cancel, task })
     }
 

@@ -65,7 +65,7 @@ async fn error_of(resp: reqwest::Response) -> String {
 async fn nodes_sign_in_long_poll_download_and_get_refused() {
     let key = SigningKey::from_bytes(&[5; 32]);
     let tmp = fleet_dir(&key);
-    let server = HubServer::start(tmp.path(), "127.0.0.1:0".parse().unwrap())
+    let server = HubServer::start(tmp.path(), "127.0.0.1:0".parse().unwrap(), 64)
         .await
         .unwrap();
     let url = server.url();
@@ -175,9 +175,9 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    let service = FleetService {
+    let mut service = FleetService {
         name: "echo".into(),
-        sha256: sha.clone(),
+        sha256: sha.parse().unwrap(),
         size: wasm.len() as u64,
         signature: signature.clone(),
         enabled: true,
@@ -185,6 +185,51 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         limits: Default::default(),
         grants: Default::default(),
     };
+    // Signed as a component only, or as an entry and then widened: refused.
+    let mut widened = service.clone();
+    protocol::sign_entry(&key, &mut widened);
+    widened.grants.privileged = true;
+    for (entry, words) in [
+        (&service, "service.signature"),
+        (&widened, "does not match"),
+    ] {
+        let resp = http
+            .post(format!("{url}/v1/admin/publish"))
+            .bearer_auth(ADMIN)
+            .json(&Publish {
+                service: entry.clone(),
+                nodes: vec![],
+                tags: vec!["lab".into()],
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let e = error_of(resp).await;
+        assert!(e.contains(words), "{e}");
+    }
+    // Limits out of range: refused naming the field, as a node's manifest would be.
+    let mut huge = service.clone();
+    huge.limits.mailbox = 1 << 61;
+    protocol::sign_entry(&key, &mut huge);
+    let resp = http
+        .post(format!("{url}/v1/admin/publish"))
+        .bearer_auth(ADMIN)
+        .json(&Publish {
+            service: huge,
+            nodes: vec![],
+            tags: vec!["lab".into()],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let e = error_of(resp).await;
+    assert!(
+        e.starts_with("service.limits.mailbox: 2305843009213693952 is out of range"),
+        "{e}"
+    );
+    protocol::sign_entry(&key, &mut service);
     let bad = Publish {
         service: FleetService {
             size: 1,
@@ -278,8 +323,8 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         events: vec![NodeEvent {
             at_ms: 1,
             service: "echo".into(),
-            kind: "rolled-back".into(),
-            sha256: sha.clone(),
+            kind: protocol::EventKind::RolledBack,
+            sha256: sha.parse().unwrap(),
             detail: "crashed at start".into(),
         }],
     };

@@ -86,7 +86,7 @@ fn invalid_values_name_the_service_and_field() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("services[0] (`a`).limits.mailbox: must be at least 1"),
+        e.contains("services[0] (`a`).limits.mailbox: 0 is out of range (1 to 100000)"),
         "{e}"
     );
     let e = parse("[[services]]\nname = \"a\"\ncomponent = \"a.wasm\"\nsha256 = \"xyz\"\n")

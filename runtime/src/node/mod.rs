@@ -64,8 +64,7 @@ struct Wanted {
 #[derive(Debug, Clone)]
 struct NodeSettings {
     max_instances: u32,
-    max_memory_mib: u32,
-    consume_fuel: bool,
+    engine: crate::engine::EngineConfig,
     drain: Duration,
     data_dir: std::path::PathBuf,
 }
@@ -148,8 +147,7 @@ impl Node {
             wanted: std::sync::Mutex::default(),
             limits: NodeSettings {
                 max_instances: config.engine.max_instances,
-                max_memory_mib: config.engine.max_memory_mib,
-                consume_fuel: config.engine.consume_fuel,
+                engine: config.engine.clone(),
                 drain: config.drain(),
                 data_dir: config.data_dir(),
             },
@@ -247,6 +245,9 @@ impl Core {
                 .collect();
             (manifest, wanted)
         };
+        manifest
+            .fit_engine(&self.limits.engine)
+            .map_err(|e| anyhow::anyhow!("the manifest: {e}"))?;
         anyhow::ensure!(
             wanted.len() <= self.limits.max_instances as usize,
             "the manifest enables {} services but engine.max_instances is {}",
@@ -304,18 +305,11 @@ impl Core {
     }
 
     fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
-        let max_mib = self.limits.max_memory_mib;
-        let memory_mib = s.limits.memory_mib.unwrap_or(max_mib);
-        anyhow::ensure!(
-            memory_mib <= max_mib,
-            "service `{}`: limits.memory_mib = {memory_mib} exceeds engine.max_memory_mib = {max_mib}",
-            s.name
-        );
-        anyhow::ensure!(
-            s.limits.fuel.is_none() || self.limits.consume_fuel,
-            "service `{}`: limits.fuel needs engine.consume_fuel = true in the node config",
-            s.name
-        );
+        // Checked against the engine for the whole manifest in `apply`.
+        let memory_mib = s
+            .limits
+            .memory_mib
+            .unwrap_or(self.limits.engine.max_memory_mib);
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),
             source: s.source(),
@@ -481,7 +475,7 @@ fn changed(old: &Running, entry: &ServiceEntry) -> bool {
         // The loader refuses a file with another digest, so this is what would run.
         return !expected.eq_ignore_ascii_case(&loaded);
     }
-    match std::fs::read(&entry.component) {
+    match crate::read_file::read_bounded(&entry.component, crate::read_file::MAX_COMPONENT_BYTES) {
         Ok(bytes) => hex::encode(Sha256::digest(&bytes)) != loaded,
         Err(_) => true,
     }

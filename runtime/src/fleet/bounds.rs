@@ -1,0 +1,196 @@
+//! How much of each other's bodies the hub and a node accept. Every size an outside party
+//! controls is bounded here, and a body past a bound is refused with an error naming the
+//! field and the bound (the README lists them under "Security model").
+
+use std::collections::HashSet;
+
+use super::protocol::{FleetManifest, FleetService, LogBatch, NodeStatus, SignIn};
+use crate::digest::shown;
+
+/// Largest manifest a node reads from its hub, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Most services in one manifest.
+pub const MAX_SERVICES: usize = 256;
+/// Largest sign-in body the hub reads.
+pub const MAX_SIGN_IN_BYTES: usize = 16 << 10;
+/// Largest status body the hub reads.
+pub const MAX_STATUS_BYTES: usize = 256 << 10;
+/// Most services one status may list.
+pub const MAX_STATUS_SERVICES: usize = 1024;
+/// Most events one status may carry (a node keeps at most this many unsent).
+pub const MAX_EVENTS_PER_STATUS: usize = 100;
+/// Longest event detail, in characters (a node cuts longer ones).
+pub const MAX_DETAIL_CHARS: usize = 2048;
+/// Largest log batch body the hub reads.
+pub const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
+/// Most lines in one log batch.
+pub const MAX_LOG_LINES: usize = 500;
+/// Longest forwarded log line, in characters (a node cuts longer ones).
+pub const MAX_LOG_LINE_CHARS: usize = 8192;
+/// Longest name, state, host name, target or version string in a body.
+const MAX_WORD_CHARS: usize = 255;
+
+/// `text` cut to at most `max` characters (on a character boundary).
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or_default()),
+        None => text.to_owned(),
+    }
+}
+
+fn word(field: &str, text: &str) -> Result<(), String> {
+    if text.chars().count() > MAX_WORD_CHARS {
+        return Err(format!(
+            "{field}: longer than {MAX_WORD_CHARS} characters (`{}`)",
+            shown(text)
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "{field}: holds control characters (`{}`)",
+            shown(text)
+        ));
+    }
+    Ok(())
+}
+
+fn at_most<T>(field: &str, items: &[T], max: usize) -> Result<(), String> {
+    if items.len() > max {
+        return Err(format!("{field}: {} items, at most {max}", items.len()));
+    }
+    Ok(())
+}
+
+impl FleetService {
+    /// Checks the entry's name and limits, as every manifest path does
+    /// ([`crate::manifest::Manifest::validate`]); errors start with the field.
+    pub fn check(&self) -> Result<(), String> {
+        crate::manifest::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
+        self.limits.validate().map_err(|e| format!("limits.{e}"))
+    }
+}
+
+impl FleetManifest {
+    /// Checks the manifest's size in services and that names are unique; entries are checked
+    /// one by one ([`FleetService::check`]) so that one bad entry costs only that service.
+    pub fn check(&self) -> Result<(), String> {
+        at_most("services", &self.services, MAX_SERVICES)?;
+        let mut seen = HashSet::new();
+        for s in &self.services {
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!("services: `{}` is listed twice", shown(&s.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SignIn {
+    /// Checks every field's size.
+    pub fn check(&self) -> Result<(), String> {
+        word("node_id", &self.node_id)?;
+        word("hostname", &self.hostname)?;
+        word("target", &self.target)?;
+        word("runtime_version", &self.runtime_version)?;
+        at_most("macs", &self.macs, 64)?;
+        self.macs.iter().try_for_each(|m| word("macs[]", m))
+    }
+}
+
+impl NodeStatus {
+    /// Checks the number of services and events and every string's size.
+    pub fn check(&self) -> Result<(), String> {
+        at_most("services", &self.services, MAX_STATUS_SERVICES)?;
+        at_most("events", &self.events, MAX_EVENTS_PER_STATUS)?;
+        for (i, s) in self.services.iter().enumerate() {
+            word(&format!("services[{i}].name"), &s.name)?;
+            word(&format!("services[{i}].state"), &s.state)?;
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            word(&format!("events[{i}].service"), &e.service)?;
+            if e.detail.chars().count() > MAX_DETAIL_CHARS {
+                return Err(format!(
+                    "events[{i}].detail: longer than {MAX_DETAIL_CHARS} characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LogBatch {
+    /// Checks the number of lines and their length.
+    pub fn check(&self) -> Result<(), String> {
+        at_most("lines", &self.lines, MAX_LOG_LINES)?;
+        match self
+            .lines
+            .iter()
+            .position(|l| l.chars().count() > MAX_LOG_LINE_CHARS)
+        {
+            Some(i) => Err(format!(
+                "lines[{i}]: longer than {MAX_LOG_LINE_CHARS} characters"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `line` as one line of a log file: control characters (newlines included) escaped, so a
+/// forwarded line can never forge another.
+pub fn escape_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::protocol::{EventKind, NodeEvent, test_service};
+
+    #[test]
+    fn cut_keeps_character_boundaries() {
+        assert_eq!(cut("héllo", 2), "hé…");
+        assert_eq!(cut("ok", 5), "ok");
+    }
+
+    #[test]
+    fn log_lines_cannot_forge_lines() {
+        assert_eq!(escape_line("a\nINFO forged\r"), "a\\nINFO forged\\r");
+        assert_eq!(escape_line("plain ü"), "plain ü");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_naming_the_field() {
+        let event = NodeEvent {
+            at_ms: 1,
+            service: "s".into(),
+            kind: EventKind::Swapped,
+            sha256: test_service("s", 'a').sha256,
+            detail: "x".repeat(MAX_DETAIL_CHARS + 1),
+        };
+        let status = NodeStatus {
+            services: vec![],
+            events: vec![event],
+        };
+        assert!(status.check().unwrap_err().contains("events[0].detail"));
+        let batch = LogBatch {
+            lines: vec!["x".into(); MAX_LOG_LINES + 1],
+        };
+        assert!(batch.check().unwrap_err().contains("lines: 501 items"));
+        let mut svc = test_service("s", 'a');
+        svc.limits.mailbox = 1 << 61;
+        assert!(svc.check().unwrap_err().starts_with("limits.mailbox: "));
+        let m = FleetManifest {
+            services: vec![test_service("s", 'a'), test_service("s", 'b')],
+            ..Default::default()
+        };
+        assert!(m.check().unwrap_err().contains("listed twice"));
+    }
+}
