@@ -55,7 +55,7 @@ lint:
 fuzz secs="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-    cd runtime && for t in manifest component message; do \
+    cd runtime && for t in manifest component message fleet; do \
         cargo +nightly fuzz run "$t" -- -max_total_time={{secs}} || exit 1; \
     done
 

@@ -161,14 +161,17 @@ impl Hub {
     }
 
     /// Uploads `component` (signed with the hub's key) without publishing it; returns the
-    /// service entry a publish would send.
+    /// service entry a publish would send, signed whole.
     pub async fn upload(&self, service: &str, component: &Path) -> Value {
-        use busbar::fleet::protocol::{SIGNATURE_HEADER, parse_secret_key, sign};
+        use busbar::fleet::protocol::{
+            FleetService, SIGNATURE_HEADER, parse_secret_key, sign, sign_entry,
+        };
         use sha2::Digest as _;
         let bytes = std::fs::read(component).unwrap();
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
         let key = std::fs::read_to_string(self.dir.path().join("signing.key")).unwrap();
-        let signature = sign(&parse_secret_key(&key).unwrap(), &sha);
+        let key = parse_secret_key(&key).unwrap();
+        let signature = sign(&key, &sha);
         let resp = self
             .http
             .put(format!("{}/v1/admin/blobs/{sha}", self.url))
@@ -179,7 +182,18 @@ impl Hub {
             .await
             .unwrap();
         assert!(resp.status().is_success(), "upload: {}", resp.status());
-        serde_json::json!({ "name": service, "sha256": sha, "size": bytes.len(), "signature": signature })
+        let mut entry = FleetService {
+            name: service.into(),
+            sha256: sha.parse().unwrap(),
+            size: bytes.len() as u64,
+            signature: String::new(),
+            enabled: true,
+            config: Default::default(),
+            limits: Default::default(),
+            grants: Default::default(),
+        };
+        sign_entry(&key, &mut entry);
+        serde_json::to_value(entry).unwrap()
     }
 
     /// Publishes an uploaded `entry` to node `node` through the admin API.

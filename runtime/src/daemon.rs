@@ -42,9 +42,19 @@ pub async fn run(
     };
     let node = Node::start(&config, &manifest).await?;
     let fleet_cancel = CancellationToken::new();
-    let fleet_task = fleet.map(|f| tokio::spawn(f.run(node.handle(), fleet_cancel.clone())));
+    let fleet_task = fleet.map(|f| {
+        let (handle, cancel) = (node.handle(), fleet_cancel.clone());
+        crate::supervise::restart(node.health(), "fleet", fleet_cancel.clone(), move || {
+            let run = f.clone().run(handle.clone(), cancel.clone());
+            async move {
+                run.await;
+                Ok(())
+            }
+        })
+    });
     let admin = if config.admin.enabled {
-        match AdminServer::start(&config, node.bus().clone(), node.services()).await {
+        let (bus, health) = (node.bus().clone(), node.health().clone());
+        match AdminServer::start(&config, bus, node.services(), health).await {
             Ok(admin) => Some(admin),
             Err(e) => {
                 node.shutdown().await;
@@ -60,10 +70,20 @@ pub async fn run(
     }
     notify(&[NotifyState::Ready]);
     let watchdog = CancellationToken::new();
-    tokio::spawn(keep_watchdog_fed(node.bus().clone(), watchdog.clone()));
+    tokio::spawn(keep_watchdog_fed(
+        node.bus().clone(),
+        node.health().clone(),
+        watchdog.clone(),
+    ));
+    let mut failed = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            task = node.health().dead() => {
+                tracing::error!(task = %task, "a long-lived task of the node failed for good; stopping the node");
+                failed = Some(task);
+                break;
+            }
             () = hangups.next() => {
                 if fleet_task.is_some() {
                     tracing::info!("SIGHUP ignored: the services come from the hub");
@@ -85,7 +105,12 @@ pub async fn run(
         admin.stop().await;
     }
     node.shutdown().await;
-    Ok(())
+    match failed {
+        Some(task) => Err(anyhow::anyhow!(
+            "the node's `{task}` task failed for good (see the log above); the node stopped"
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn reload(
@@ -128,7 +153,11 @@ fn notify(states: &[NotifyState<'_>]) {
 
 /// With `WatchdogSec=` set, pings systemd at half the interval, but only while the
 /// orchestrator answers a `ping` over the bus: a node whose runtime is stuck gets restarted.
-async fn keep_watchdog_fed(bus: crate::bus::Bus, stop: CancellationToken) {
+async fn keep_watchdog_fed(
+    bus: crate::bus::Bus,
+    health: std::sync::Arc<crate::supervise::Health>,
+    stop: CancellationToken,
+) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -151,6 +180,10 @@ async fn keep_watchdog_fed(bus: crate::bus::Bus, stop: CancellationToken) {
             Vec::new(),
         );
         match bus.call(ping, period).await {
+            Ok(_) if !health.all_running() => tracing::error!(
+                tasks = ?health.report(),
+                "a long-lived task of the node is not running; no watchdog ping"
+            ),
             Ok(_) => notify(&[NotifyState::Watchdog]),
             Err(e) => {
                 tracing::error!(error = %e, "the node did not answer its own ping; no watchdog ping")

@@ -50,3 +50,4 @@ pub mod precompiled;
 pub mod read_file;
 pub mod serve;
 pub mod service;
+pub mod supervise;

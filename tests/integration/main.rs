@@ -6,6 +6,7 @@ mod com;
 mod daemon;
 mod faults;
 mod fleet;
+mod hostile;
 mod loading;
 mod operator;
 mod precompiled;

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 
 use crate::observe::unix_ms;
 
+/// Bytes of finished responses kept at most; past it the oldest finished jobs go first.
+pub const MAX_KEPT_BYTES: usize = 64 << 20;
+
 /// The jobs of one node.
 #[derive(Debug)]
 pub struct Jobs {
@@ -19,6 +22,8 @@ pub struct Jobs {
 struct Inner {
     jobs: HashMap<String, Job>,
     order: VecDeque<String>,
+    /// JSON bytes of the responses kept.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -27,6 +32,7 @@ struct Job {
     submitted_ms: u64,
     finished_ms: Option<u64>,
     response: Option<Value>,
+    bytes: usize,
 }
 
 impl Jobs {
@@ -58,8 +64,10 @@ impl Jobs {
                 .order
                 .iter()
                 .position(|id| inner.jobs[id].finished_ms.is_some())?;
-            if let Some(old) = inner.order.remove(victim) {
-                inner.jobs.remove(&old);
+            if let Some(old) = inner.order.remove(victim)
+                && let Some(job) = inner.jobs.remove(&old)
+            {
+                inner.bytes -= job.bytes;
             }
         }
         inner.jobs.insert(
@@ -69,6 +77,7 @@ impl Jobs {
                 submitted_ms: unix_ms(),
                 finished_ms: None,
                 response: None,
+                bytes: 0,
             },
         );
         inner.order.push_back(id.clone());
@@ -77,9 +86,32 @@ impl Jobs {
 
     /// Stores the JSON-RPC response of job `id` (`None`: the request was only notifications).
     pub fn finish(&self, id: &str, response: Option<Value>) {
-        if let Some(job) = self.lock().jobs.get_mut(id) {
-            job.finished_ms = Some(unix_ms());
-            job.response = response;
+        let bytes = response
+            .as_ref()
+            .and_then(|r| serde_json::to_vec(r).ok())
+            .map_or(0, |v| v.len());
+        let mut inner = self.lock();
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        job.finished_ms = Some(unix_ms());
+        job.response = response;
+        job.bytes = bytes;
+        inner.bytes += bytes;
+        // The oldest finished responses go while the kept ones are over the budget.
+        while inner.bytes > MAX_KEPT_BYTES {
+            let Some(victim) = inner
+                .order
+                .iter()
+                .position(|j| inner.jobs[j].finished_ms.is_some() && j != id)
+            else {
+                break;
+            };
+            if let Some(old) = inner.order.remove(victim)
+                && let Some(job) = inner.jobs.remove(&old)
+            {
+                inner.bytes -= job.bytes;
+            }
         }
     }
 

@@ -57,6 +57,7 @@ struct App {
     max_response_bytes: usize,
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
+    health: Arc<crate::supervise::Health>,
 }
 
 /// The running admin API.
@@ -74,6 +75,7 @@ impl AdminServer {
         config: &NodeConfig,
         bus: Bus,
         services: Arc<ServiceTable>,
+        health: Arc<crate::supervise::Health>,
     ) -> anyhow::Result<Self> {
         let admin = &config.admin;
         let listener = tokio::net::TcpListener::bind(admin.listen)
@@ -108,7 +110,8 @@ impl AdminServer {
 
         let cancel = CancellationToken::new();
         let app = Arc::new(App {
-            metrics: status::registry(bus.clone(), services.clone()),
+            metrics: status::registry(bus.clone(), services.clone(), health.clone()),
+            health: health.clone(),
             bus,
             services,
             node_id: config.node_id.clone(),
@@ -136,12 +139,23 @@ impl AdminServer {
             setting: "admin.max_connections",
             header_timeout: Duration::from_millis(admin.header_timeout_ms.max(1)),
         };
-        let task = tokio::spawn(crate::serve::serve(
-            listener,
-            router,
-            bounds,
-            cancel.clone(),
-        ));
+        // Watched: should the server fail, it listens again on the same address.
+        let first = std::sync::Mutex::new(Some(listener));
+        let stop = cancel.clone();
+        let task = crate::supervise::restart(&health, "admin-api", cancel.clone(), move || {
+            let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let (router, bounds, stop) = (router.clone(), bounds.clone(), stop.clone());
+            async move {
+                let listener = match listener {
+                    Some(l) => l,
+                    None => tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("admin API: cannot listen on {addr} again"))?,
+                };
+                crate::serve::serve(listener, router, bounds, stop).await;
+                Ok(())
+            }
+        });
         tracing::info!(%url, token_file = %data_dir.join(TOKEN_FILE).display(), "admin API listening");
         Ok(Self {
             url,

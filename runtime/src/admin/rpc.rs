@@ -382,3 +382,37 @@ pub(super) async fn handle(
         (false, _) => axum::Json(responses.swap_remove(0)).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_over_the_bound_are_refused_before_they_are_looked_at() {
+        let body = format!("[{}]", vec!["{}"; 101].join(","));
+        let Body::Refused(r) = decode(body.as_bytes(), 100) else {
+            panic!("a batch of 101 passed a bound of 100");
+        };
+        assert_eq!(r["error"]["code"], INVALID_REQUEST);
+        assert!(matches!(decode(b"[{}]", 100), Body::Batch(items) if items.len() == 1));
+    }
+
+    #[test]
+    fn responses_past_the_byte_bound_become_too_large_errors() {
+        let mut responses: Vec<Value> = (0..5)
+            .map(|i| json!({"jsonrpc": "2.0", "id": i, "result": "x".repeat(1000)}))
+            .collect();
+        bound_responses(&mut responses, 2500);
+        assert!(responses[0].get("result").is_some() && responses[1].get("result").is_some());
+        for r in &responses[2..] {
+            assert_eq!(r["error"]["code"], -32005, "{r}");
+            assert!(
+                r["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("admin.max_response_bytes")
+            );
+        }
+        assert_eq!(responses[4]["id"], 4);
+    }
+}

@@ -34,6 +34,7 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         "version": env!("CARGO_PKG_VERSION"),
         "target": crate::precompiled::HOST_TARGET,
         "uptime_s": app.started.elapsed().as_secs(),
+        "tasks": app.health.report(),
         "services": services,
     }))
     .into_response()
@@ -68,9 +69,17 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 }
 
 /// The registry `/metrics` encodes: everything is read from the node at scrape time.
-pub(super) fn registry(bus: Bus, services: Arc<ServiceTable>) -> Registry {
+pub(super) fn registry(
+    bus: Bus,
+    services: Arc<ServiceTable>,
+    health: Arc<crate::supervise::Health>,
+) -> Registry {
     let mut registry = Registry::with_prefix("busbar");
-    registry.register_collector(Box::new(NodeCollector { bus, services }));
+    registry.register_collector(Box::new(NodeCollector {
+        bus,
+        services,
+        health,
+    }));
     registry
 }
 
@@ -81,6 +90,37 @@ type CounterOf = fn(&ServiceReport) -> u64;
 struct NodeCollector {
     bus: Bus,
     services: Arc<ServiceTable>,
+    health: Arc<crate::supervise::Health>,
+}
+
+impl NodeCollector {
+    /// `task_up` and `task_restarts_total` for every watched task.
+    fn encode_tasks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tasks = self.health.report();
+        let probe = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "task_up",
+            "1 while the node's long-lived task (com, admin-api, fleet) runs, else 0",
+            None,
+            probe.metric_type(),
+        )?;
+        for (name, t) in &tasks {
+            let up = i64::from(t.state == crate::supervise::TaskState::Running);
+            ConstGauge::new(up).encode(family.encode_family(&[("task", *name)])?)?;
+        }
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "task_restarts",
+            "Restarts of the node's long-lived task after it failed",
+            None,
+            probe.metric_type(),
+        )?;
+        for (name, t) in &tasks {
+            ConstCounter::new(u64::from(t.restarts))
+                .encode(family.encode_family(&[("task", *name)])?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Collector for NodeCollector {
@@ -141,6 +181,7 @@ impl Collector for NodeCollector {
             let up = i64::from(s.status.state == ServiceState::Running);
             ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
         }
+        self.encode_tasks(&mut encoder)?;
         self.encode_com(&mut encoder)?;
         let latencies = self.bus.call_latencies();
         if let Some((_, first)) = latencies.first() {

@@ -89,8 +89,10 @@ pub async fn spawn(
     bus: &Bus,
     services: Arc<ServiceTable>,
     tracker: &TaskTracker,
+    health: &Arc<crate::supervise::Health>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let watching = cancel.clone();
     let broker = match &node.com {
         ComConfig::Mqtt(c) => Some((false, c)),
         ComConfig::AzureIotHub(c) => Some((true, c)),
@@ -122,11 +124,27 @@ pub async fn spawn(
                 stats: bus.com_stats().clone(),
                 services,
             };
-            tracker.spawn(mqtt::run(link, connector, setup));
+            tracker.spawn(crate::supervise::watch(
+                health,
+                "com",
+                watching,
+                async move {
+                    mqtt::run(link, connector, setup).await;
+                    Ok(())
+                },
+            ));
         }
         None => {
             let out = json_lines::open(&node.com).await?;
-            tracker.spawn(json_lines::run(out, link));
+            tracker.spawn(crate::supervise::watch(
+                health,
+                "com",
+                watching,
+                async move {
+                    json_lines::run(out, link).await;
+                    Ok(())
+                },
+            ));
         }
     }
     Ok(())

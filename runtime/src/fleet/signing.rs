@@ -53,9 +53,9 @@ pub fn sign_entry(key: &SigningKey, entry: &mut FleetService) {
 pub fn verify_entry(key: &VerifyingKey, entry: &FleetService) -> Result<(), String> {
     check(key, &entry_message(entry), &entry.signature).map_err(|e| {
         e.unwrap_or_else(|| {
-            "the entry's signature does not match it and the publisher's public key (its \
-             version, config, limits, grants or `enabled` differ from what was signed, or \
-             another key signed it)"
+            "the entry's signature does not match the hub's public key (`public_key` in \
+             [hub]): the entry was changed after it was signed (its version, config, limits, \
+             grants or `enabled`), or another key signed it"
                 .into()
         })
     })

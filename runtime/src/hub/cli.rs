@@ -128,9 +128,17 @@ pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<(
             max_connections,
         } => {
             let server = HubServer::start(&dir, listen, max_connections).await?;
-            shutdown.cancelled().await;
+            let failed = tokio::select! {
+                () = shutdown.cancelled() => None,
+                task = server.failed() => Some(task),
+            };
             server.stop().await;
-            Ok(())
+            match failed {
+                Some(task) => {
+                    anyhow::bail!("the hub's `{task}` task failed for good; the hub stopped")
+                }
+                None => Ok(()),
+            }
         }
         HubCommand::Publish(args) => crate::cli::until(shutdown, client::publish(&args)).await,
         HubCommand::Remove(args) => crate::cli::until(shutdown, client::remove(&args)).await,

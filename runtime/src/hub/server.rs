@@ -32,6 +32,7 @@ pub struct HubServer {
     addr: SocketAddr,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    health: std::sync::Arc<crate::supervise::Health>,
 }
 
 /// The hub's routes, as `protocol.rs` lists them.
@@ -82,14 +83,17 @@ impl HubServer {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the hub listens beyond loopback without TLS: put a TLS proxy in front");
         }
-        let reloader = hub.clone();
-        let stop_reload = cancel.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(RELOAD_EVERY);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => reloader.reload_if_changed(),
-                    () = stop_reload.cancelled() => break,
+        let health = crate::supervise::Health::new();
+        let (reloader, stop_reload) = (hub.clone(), cancel.clone());
+        crate::supervise::restart(&health, "hub-reload", cancel.clone(), move || {
+            let (reloader, stop_reload) = (reloader.clone(), stop_reload.clone());
+            async move {
+                let mut every = tokio::time::interval(RELOAD_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => reloader.reload_if_changed(),
+                        () = stop_reload.cancelled() => return Ok(()),
+                    }
                 }
             }
         });
@@ -111,7 +115,18 @@ impl HubServer {
             cancel.clone(),
         ));
         tracing::info!(dir = %dir.display(), max_connections, "hub listening on http://{addr}");
-        Ok(Self { addr, cancel, task })
+        Ok(Self {
+            addr,
+            cancel,
+            task,
+            health,
+        })
+    }
+
+    /// Resolves with the name of a task of the hub that failed for good: the hub should
+    /// stop (and its init system start it again).
+    pub async fn failed(&self) -> String {
+        self.health.dead().await
     }
 
     /// The address it listens on.

@@ -30,6 +30,9 @@ use crate::service::{Handover, RestartPolicy, ServiceSpec, State, Status, Succes
 #[derive(Debug)]
 pub struct Node {
     core: Arc<Core>,
+    /// The health of the node's long-lived tasks (Com here; the daemon adds the fleet
+    /// client and the admin API).
+    health: Arc<crate::supervise::Health>,
     internal_tasks: TaskTracker,
     internal_cancel: CancellationToken,
     _ticker: EpochTicker,
@@ -122,11 +125,13 @@ impl Node {
         let internal_tasks = TaskTracker::new();
         let internal_cancel = CancellationToken::new();
         let services = Arc::new(ServiceTable::default());
+        let health = crate::supervise::Health::new();
         crate::com::spawn(
             config,
             &bus,
             services.clone(),
             &internal_tasks,
+            &health,
             internal_cancel.clone(),
         )
         .await?;
@@ -161,6 +166,7 @@ impl Node {
         ));
         let node = Node {
             core,
+            health,
             internal_tasks,
             internal_cancel,
             _ticker: ticker,
@@ -192,6 +198,11 @@ impl Node {
     /// A handle that changes what this node runs, for tasks that outlive a borrow of it.
     pub fn handle(&self) -> NodeHandle {
         NodeHandle(self.core.clone())
+    }
+
+    /// The health of the node's long-lived tasks.
+    pub fn health(&self) -> &Arc<crate::supervise::Health> {
+        &self.health
     }
 }
 
