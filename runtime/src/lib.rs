@@ -17,6 +17,10 @@
 //!   [`observe`]; [`client`] is its command-line side.
 //!
 //! - [`fleet`] is the protocol between nodes and the fleet hub; [`hub`] is the hub.
+//! - What keeps outsiders in bounds: [`digest`] (sha256 checked where it enters),
+//!   [`read_file`] (regular files of bounded size), [`serve`] (HTTP with a connection cap
+//!   and header deadlines, for the admin API and the hub), [`fleet::bounds`] (the sizes of
+//!   the fleet protocol's bodies); [`supervise`] watches the long-lived tasks.
 //!
 //! The `busbar` binary ([`cli`]) wraps all of it.
 
