@@ -33,6 +33,21 @@ pub fn guard() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Polls `check` until it returns `Some`; fails after [`guard`] naming `what`.
+pub async fn until<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let end = Instant::now() + guard();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The folder holding the guest components (`BUSBAR_GUESTS_DIR`, else the guests' release
 /// build output).
 pub fn guests_dir() -> PathBuf {

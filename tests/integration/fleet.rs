@@ -2,11 +2,10 @@
 //! real nodes following it, real components (`seq-sender`, `seq-receiver`, `bad-start`).
 
 use std::path::Path;
-use std::time::Instant;
 
 use busbar_tests::admin::AdminNode;
 use busbar_tests::fleet::{Hub, new_version, ok, start_node};
-use busbar_tests::{guard, guest};
+use busbar_tests::{guest, until};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -42,18 +41,6 @@ const SENDER_GRANTS: &str = r#"--grants={"destinations":["seq-receiver"]}"#;
 
 fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// Polls `check` until it returns `Some`; fails after [`guard`] naming `what`.
-async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
-    let end = Instant::now() + guard();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Calls `service/action` through the node's admin API; `None` while it cannot answer.
