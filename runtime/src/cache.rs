@@ -20,11 +20,17 @@ pub struct CompileCache {
 
 impl CompileCache {
     /// A cache in `dir` (created if missing) for artifacts of `engine`.
+    /// A folder that cannot be created (a full or read-only disk) means no cache, logged:
+    /// the node still starts, compiling what it runs.
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the compile cache {}", dir.display()))?;
-        }
+        let dir = dir.filter(|dir| match std::fs::create_dir_all(dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e,
+                    "cannot create the compile cache; compiling every component at start");
+                false
+            }
+        });
         Ok(Self {
             dir,
             fingerprint: fingerprint(engine),

@@ -97,16 +97,20 @@ impl AdminServer {
         let local = admin.local_token.then(auth::fresh_token);
         // Tokens are checked before any file is written, so a refused config leaves none.
         let grants = auth::Grants::new(admin, local.as_deref())?;
-        if let Some(token) = &local {
-            let path = data_dir.join(TOKEN_FILE);
-            auth::write_private(&path, token)
-                .with_context(|| format!("admin API: cannot write {}", path.display()))?;
-            files.push(path);
+        // Nothing at start needs free space: a node on a full disk runs without these files
+        // (the CLI then needs --url and --token), and says so.
+        let local_files = local
+            .as_ref()
+            .map(|token| (data_dir.join(TOKEN_FILE), token.as_str()))
+            .into_iter()
+            .chain([(data_dir.join(URL_FILE), url.as_str())]);
+        for (path, text) in local_files {
+            match auth::write_private(&path, text) {
+                Ok(()) => files.push(path),
+                Err(e) => tracing::error!(file = %path.display(), error = %e,
+                    "admin API: cannot write this file; the busbar CLI on this machine needs --url and --token"),
+            }
         }
-        let url_path = data_dir.join(URL_FILE);
-        auth::write_private(&url_path, &url)
-            .with_context(|| format!("admin API: cannot write {}", url_path.display()))?;
-        files.push(url_path);
 
         let cancel = CancellationToken::new();
         let app = Arc::new(App {

@@ -67,6 +67,8 @@ pub struct Handover(std::sync::Mutex<Handed>);
 struct Handed {
     snapshot: Option<Vec<u8>>,
     drained_at: Option<Instant>,
+    /// The sha256 the old version ran: the same one means a restart, not a new version.
+    previous_sha256: Option<String>,
     /// What the old version could not process (it faulted while draining, or a sender had
     /// looked up its mailbox just before the swap): handled first by the new one, in order.
     leftovers: Vec<Delivery>,
@@ -347,19 +349,19 @@ impl Actor {
 
     /// After the first start that follows a swap: how long no version was processing.
     fn record_swap_pause(&self) {
-        let Some(drained_at) = self
-            .spec
-            .handover
-            .as_ref()
-            .and_then(|h| h.lock().drained_at.take())
-        else {
+        let Some((drained_at, previous)) = self.spec.handover.as_ref().and_then(|h| {
+            let mut handed = h.lock();
+            Some((handed.drained_at.take()?, handed.previous_sha256.take()))
+        }) else {
             return;
         };
         let pause = drained_at.elapsed();
-        tracing::info!(
-            pause_ms = pause.as_secs_f64() * 1e3,
-            "new version swapped in"
-        );
+        let pause_ms = pause.as_secs_f64() * 1e3;
+        if previous.is_some() && previous == self.status.borrow().sha256 {
+            tracing::info!(pause_ms, "restarted (same version)");
+        } else {
+            tracing::info!(pause_ms, "new version swapped in");
+        }
         self.status
             .send_modify(|s| s.swap_pause_us = Some(pause.as_micros() as u64));
     }
@@ -544,7 +546,12 @@ impl Actor {
             tracing::info!(drained, "processed queued messages before stopping");
         }
         if let Some(next) = self.spec.successor.get() {
-            next.handover.lock().drained_at = Some(Instant::now());
+            let previous = self.status.borrow().sha256.clone();
+            {
+                let mut handed = next.handover.lock();
+                handed.drained_at = Some(Instant::now());
+                handed.previous_sha256 = previous;
+            }
             if healthy {
                 match instance.snapshot().await {
                     Ok(Some(state)) => next.handover.lock().snapshot = Some(state),

@@ -149,9 +149,13 @@ impl Connector {
         (o, renew)
     }
 
-    /// Keeps a session up until `cancel` fires, reporting to `events`.
+    /// Keeps a session up until `cancel` fires, reporting to `events`. The backoff between
+    /// attempts grows with every failure and is forgotten only once a session has stayed up
+    /// for [`STABLE_SESSION`]: a broker that accepts and then drops the connection (a
+    /// throttling hub, a bad ACL) is retried slower and slower, not in a tight loop.
     pub async fn run(self, events: mpsc::Sender<LinkEvent>, cancel: CancellationToken) {
         let mut failures = 0u32;
+        let mut connected_at: Option<Instant> = None;
         loop {
             let (options, renew) = self.options();
             let (client, mut eventloop) = AsyncClient::new(options, self.capacity);
@@ -173,16 +177,22 @@ impl Connector {
                 };
                 let sent = match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if failures > 0 {
-                            tracing::info!(broker = %self.address(), attempts = failures, "Com: connected again");
-                        } else {
+                        if failures == 0 {
                             tracing::info!(broker = %self.address(), session_present = ack.session_present, "Com: connected");
+                        } else if failures <= 3 || failures.is_power_of_two() {
+                            tracing::info!(broker = %self.address(), attempts = failures, "Com: connected again");
                         }
-                        failures = 0;
+                        connected_at = Some(Instant::now());
                         events.send(LinkEvent::Connected(client.clone())).await
                     }
                     Ok(e) => events.send(LinkEvent::Mqtt(e)).await,
                     Err(e) => {
+                        if connected_at
+                            .take()
+                            .is_some_and(|at| at.elapsed() >= STABLE_SESSION)
+                        {
+                            failures = 0;
+                        }
                         failures += 1;
                         let why = describe(&e);
                         if failures <= 3 || failures.is_power_of_two() {
@@ -206,6 +216,9 @@ impl Connector {
         }
     }
 }
+
+/// How long a session must stay up before the reconnect backoff starts over.
+pub const STABLE_SESSION: Duration = Duration::from_secs(30);
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

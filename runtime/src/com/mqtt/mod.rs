@@ -135,6 +135,10 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
         debug: None,
         rid: 0,
         twin_get: None,
+        sync_failures: 0,
+        connected_at: None,
+        quick_losses: 0,
+        report_when_settled: false,
     };
     com.update_stats();
     com.serve(link, events, out_rx, report_rx).await;
@@ -179,6 +183,15 @@ struct Com {
     rid: u64,
     /// The request id of the twin GET in progress.
     twin_get: Option<String>,
+    /// Spool syncs that failed in a row (logged at 1, 2, 4, 8, ... and when it recovers).
+    sync_failures: u64,
+    /// When the current session began.
+    connected_at: Option<std::time::Instant>,
+    /// Sessions in a row lost before they were stable (logged at 1, 2, 4, 8, ...).
+    quick_losses: u64,
+    /// The last report showed services still loading or starting: report again once they
+    /// have settled.
+    report_when_settled: bool,
 }
 
 async fn next_line(debug: &mut Option<TapReceiver<Arc<LogLine>>>) -> Option<Arc<LogLine>> {
@@ -263,7 +276,14 @@ impl Com {
             LinkEvent::Connected(client) => self.on_connected(client),
             LinkEvent::Lost(why) => {
                 if self.client.take().is_some() {
-                    tracing::warn!(reason = %why, in_flight = self.in_flight.len(), "Com: session lost; messages wait in the spool");
+                    let quick = self
+                        .connected_at
+                        .is_some_and(|at| at.elapsed() < connection::STABLE_SESSION);
+                    self.quick_losses = if quick { self.quick_losses + 1 } else { 0 };
+                    if self.quick_losses <= 1 || self.quick_losses.is_power_of_two() {
+                        tracing::warn!(reason = %why, in_flight = self.in_flight.len(), lost_soon_after_connecting = self.quick_losses,
+                            "Com: session lost; messages wait in the spool");
+                    }
                 }
                 self.stats
                     .connected
@@ -302,6 +322,7 @@ impl Com {
 
     /// A new session: subscribe, ask for the twin, send again what was not acknowledged.
     fn on_connected(&mut self, client: AsyncClient) {
+        self.connected_at = Some(std::time::Instant::now());
         self.stats
             .connected
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -425,7 +446,9 @@ impl Com {
         self.update_stats();
         for (d, r) in takers.into_iter().zip(results) {
             let result = r.map(|_| ()).map_err(|e| match e {
-                SpoolError::Full { .. } => BusError::new(ErrorCode::QueueFull, e.to_string()),
+                SpoolError::Full { .. } | SpoolError::DiskFull { .. } => {
+                    BusError::new(ErrorCode::QueueFull, e.to_string())
+                }
                 SpoolError::Io(_) => BusError::new(ErrorCode::Other, e.to_string()),
             });
             self.answer(d, result);
@@ -593,9 +616,9 @@ impl Com {
         if self.client.is_none() {
             return;
         }
-        let services: serde_json::Map<String, Value> = self
-            .services
-            .report()
+        let report = self.services.report();
+        self.report_when_settled = report.iter().any(|s| unsettled(s.status.state));
+        let services: serde_json::Map<String, Value> = report
             .into_iter()
             .map(|s| {
                 let v = json!({
@@ -632,12 +655,38 @@ impl Com {
     }
 
     fn sync(&mut self) {
-        if let Err(e) = self.spool.sync() {
-            tracing::error!(error = %e, "Com: spool sync failed");
+        match self.spool.sync() {
+            Ok(()) if self.sync_failures > 0 => {
+                tracing::info!(failures = self.sync_failures, "Com: spool sync works again");
+                self.sync_failures = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.sync_failures += 1;
+                if self.sync_failures.is_power_of_two() {
+                    tracing::error!(error = %e, failures = self.sync_failures, "Com: spool sync failed");
+                }
+            }
+        }
+        self.update_stats();
+        if self.report_when_settled
+            && !self
+                .services
+                .report()
+                .iter()
+                .any(|s| unsettled(s.status.state))
+        {
+            self.report();
         }
     }
 
     fn update_stats(&self) {
         self.stats.set_spool(self.spool.counts());
     }
+}
+
+/// Whether a service is on its way to running (a report should follow once it is there).
+fn unsettled(state: crate::service::State) -> bool {
+    use crate::service::State;
+    matches!(state, State::Loading | State::Starting | State::Restarting)
 }

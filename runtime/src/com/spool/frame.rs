@@ -100,6 +100,27 @@ pub fn read(r: &mut impl Read) -> io::Result<Next> {
     }))
 }
 
+/// The first intact frame in `bytes` whose sequence number follows `after` (within a
+/// million): where a reader resumes after a corrupt or cut frame, so that damage costs the
+/// records it hit and no more. Returns its offset and sequence number.
+pub fn resync(bytes: &[u8], after: Option<u64>) -> Option<(usize, u64)> {
+    let plausible = |seq: u64| match after {
+        Some(a) => seq > a && seq - a <= 1_000_000,
+        None => true,
+    };
+    (1..bytes.len()).find_map(|at| {
+        let head = bytes.get(at..at + 24)?;
+        let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+        let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
+        if !(16..=MAX_FRAME).contains(&len) || !plausible(seq) {
+            return None;
+        }
+        let body = bytes.get(at + 8..at + 8 + len)?;
+        let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+        (crc32fast::hash(body) == crc).then_some((at, seq))
+    })
+}
+
 /// Reads until `buf` is full or the end; returns how many bytes were read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -151,5 +172,31 @@ mod tests {
             matches!(read(&mut bad.as_slice()).unwrap(), Next::Torn(m) if m.contains("checksum"))
         );
         assert!(matches!(read(&mut [].as_slice()).unwrap(), Next::End));
+    }
+
+    #[test]
+    fn resync_finds_the_next_intact_frame_after_damage() {
+        let mut buf = Vec::new();
+        let starts: Vec<usize> = (0..4)
+            .map(|seq| {
+                let at = buf.len();
+                encode(&mut buf, seq, 99, &record());
+                at
+            })
+            .collect();
+        // A flipped byte in frame 1: reading stops there; resync resumes at frame 2.
+        buf[starts[1] + 30] ^= 0x01;
+        assert_eq!(
+            resync(&buf[starts[1]..], Some(0)),
+            Some((starts[2] - starts[1], 2))
+        );
+        // Zeros over frame 2's header: resync skips to frame 3.
+        buf[starts[2]..starts[2] + 4].fill(0);
+        assert_eq!(
+            resync(&buf[starts[1]..], Some(0)),
+            Some((starts[3] - starts[1], 3))
+        );
+        // Nothing intact after: none.
+        assert_eq!(resync(&buf[starts[3] + 1..], Some(3)), None);
     }
 }

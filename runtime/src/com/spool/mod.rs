@@ -8,6 +8,16 @@
 //! spool resumes from there: what had been sent but not yet recorded as acknowledged is sent
 //! again. Duplicates happen across a crash or a lost session (QoS 1), each with its message id.
 //!
+//! Storage faults: a frame that is corrupt (a flipped bit, zeros over it) costs that record
+//! only — reading resynchronises on the next intact frame, and the lost sequence numbers
+//! are logged and counted (`corrupt`). A write that fails (a full disk) is cut back off the
+//! segment so nothing partial stays before later records, and the batch is refused with
+//! [`SpoolError::DiskFull`]; everything accepted before stays, and writes work again when
+//! space returns. The acknowledged position is overwritten in place in a file of fixed size,
+//! so recording it needs no free space, and delivered segments are deleted whether or not it
+//! could be written (a stale position costs duplicates, never loss). An unreadable `acked`
+//! file is moved aside and the spool is delivered again from its segments.
+//!
 //! Durability: a record is written (`write(2)`) before Com accepts it, so it survives the
 //! process being killed; `fdatasync` runs before accepting when `sync_ms = 0`, else at most
 //! `sync_ms` later (the window a power cut could lose). A byte quota bounds the spool; when it
@@ -18,7 +28,7 @@ mod frame;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Write as _};
+use std::io::{BufReader, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,9 +96,26 @@ pub enum SpoolError {
         /// The quota.
         max_bytes: u64,
     },
+    /// The disk is full: nothing of the message was kept.
+    #[error(
+        "the Com spool's disk is full ({dir}); the message was refused — everything accepted \
+         before is kept, and messages are taken again once there is space"
+    )]
+    DiskFull {
+        /// The spool's folder.
+        dir: String,
+    },
     /// The disk failed.
     #[error("the Com spool could not write: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whether `e` says the disk (or the quota of the filesystem) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Counters of what the spool did, since the node started.
@@ -121,6 +148,24 @@ struct Cursor {
     /// Index into `segments` (shifted when segments are deleted).
     segment: usize,
     file: BufReader<File>,
+    /// Bytes of the segment read so far (the start of the next frame).
+    offset: u64,
+    /// The sequence number of the last intact frame read.
+    last_seq: Option<u64>,
+    /// Where unreadable bytes with nothing intact after them were last found (logged once).
+    stuck_at: Option<(usize, u64)>,
+}
+
+impl Cursor {
+    fn open(segment: usize, path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            segment,
+            file: BufReader::new(File::open(path)?),
+            offset: 0,
+            last_seq: None,
+            stuck_at: None,
+        })
+    }
 }
 
 /// The spool. One owner (Com's task); every call is synchronous file I/O on small batches.
@@ -140,6 +185,8 @@ pub struct Spool {
     /// Retired out of order (above `first_unacked`).
     retired: BTreeSet<u64>,
     acked_written: u64,
+    /// `acked`, kept open and overwritten in place (None until it could be created).
+    acked_file: Option<File>,
     unsynced: bool,
     counts: SpoolCounts,
 }
@@ -160,18 +207,7 @@ impl Spool {
     pub fn open(dir: &Path, config: SpoolConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the Com spool folder {}", dir.display()))?;
-        let first_unacked = match std::fs::read_to_string(dir.join(ACKED_FILE)) {
-            Ok(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
-                // A cut `acked` file (power loss) costs duplicates, never the node's start.
-                tracing::warn!(
-                    file = %dir.join(ACKED_FILE).display(),
-                    "Com spool: unreadable acked position; delivering the whole spool again"
-                );
-                0
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e).context("reading the spool's acked file"),
-        };
+        let first_unacked = read_acked(&dir.join(ACKED_FILE));
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -192,24 +228,32 @@ impl Spool {
         let mut segments = VecDeque::new();
         let mut next_seq = first_unacked;
         let mut last_len = 0;
+        let mut lost = BTreeSet::new();
         for (i, &first) in firsts.iter().enumerate() {
             let path = segment_path(dir, first);
             let last = i + 1 == firsts.len();
-            let (good_len, last_seq, pending, bytes) = scan(&path, first_unacked, &mut counts)?;
-            if let Some(s) = last_seq {
+            let found = scan(&path, first, first_unacked)?;
+            if let Some(s) = found.last_seq {
                 next_seq = next_seq.max(s + 1);
             }
-            let file_len = std::fs::metadata(&path)?.len();
-            if good_len < file_len {
+            for (from, to) in &found.lost {
+                tracing::error!(file = %path.display(), lost = to - from + 1, first_seq = from, last_seq = to,
+                    "Com spool: corrupt records skipped; the intact ones around them are kept");
+                counts.corrupt += to - from + 1;
+                lost.extend((*from..=*to).filter(|s| *s >= first_unacked));
+            }
+            if last && found.good_len < found.file_len {
                 tracing::warn!(
-                    file = %path.display(), kept = good_len, cut = file_len - good_len,
-                    "Com spool: cutting a torn tail (a crash during a write)"
+                    file = %path.display(), kept = found.good_len, cut = found.file_len - found.good_len,
+                    "Com spool: cutting a torn tail (a crash or a failed write)"
                 );
+                counts.corrupt += 1;
                 OpenOptions::new()
                     .write(true)
                     .open(&path)?
-                    .set_len(good_len)?;
+                    .set_len(found.good_len)?;
             }
+            let (pending, bytes, good_len) = (found.pending, found.bytes, found.good_len);
             if pending == 0 && !last {
                 std::fs::remove_file(&path)?;
                 continue;
@@ -234,22 +278,34 @@ impl Spool {
         let writer = OpenOptions::new()
             .append(true)
             .open(&segments.back().expect("one segment").path)?;
-        let file = BufReader::new(File::open(&segments[0].path)?);
-        let spool = Spool {
+        let cursor = Cursor::open(0, &segments[0].path)?;
+        let mut spool = Spool {
             dir: dir.to_owned(),
             config,
             segments,
             writer,
             writer_bytes: last_len,
             next_seq,
-            cursor: Cursor { segment: 0, file },
+            cursor,
             first_unacked,
             in_flight: BTreeMap::new(),
             retired: BTreeSet::new(),
             acked_written: first_unacked,
+            acked_file: None,
             unsynced: false,
             counts,
         };
+        // Records lost to corruption are passed, so the acknowledged position moves on.
+        for seq in lost {
+            spool.pass(seq);
+        }
+        // `acked` gets its bytes now, while there may be space: later it is overwritten in
+        // place. Failing (a full disk) is retried at every sync.
+        spool.acked_written = u64::MAX;
+        if let Err(e) = spool.write_acked() {
+            tracing::error!(dir = %dir.display(), error = %e,
+                "Com spool: cannot write the acked position yet; trying again at every sync");
+        }
         if spool.counts.pending > 0 {
             tracing::info!(
                 pending = spool.counts.pending,
@@ -261,43 +317,41 @@ impl Spool {
     }
 
     /// Writes `records` (one write for the batch), assigning sequence numbers; each gets its
-    /// own outcome. Syncs before returning when `sync_ms = 0`.
+    /// own outcome. Syncs before returning when `sync_ms = 0`. A failed write is cut back
+    /// off the segment and its records refused (nothing of them stays, nothing is counted).
     pub fn append(&mut self, records: &[Record]) -> Vec<Result<u64, SpoolError>> {
         let expires = now_ms().saturating_add(self.config.ttl.as_millis() as u64);
         let mut out = Vec::with_capacity(records.len());
-        let mut buf = Vec::new();
+        let mut batch = Batch::default();
         let mut frame = Vec::new();
         for record in records {
             frame.clear();
             let len = frame::encode(&mut frame, self.next_seq, expires, record) as u64;
-            let written = self
-                .make_room(len, &mut buf)
-                .and_then(|()| self.rotate_if_full(len, &mut buf).map_err(SpoolError::from));
-            if let Err(e) = written {
-                if matches!(e, SpoolError::Full { .. }) {
+            let room = self
+                .make_room(len, &mut batch)
+                .and_then(|()| self.rotate_if_full(len, &mut batch));
+            match room {
+                Ok(()) => {}
+                Err(SpoolError::Full { .. }) => {
                     self.counts.refused += 1;
+                    out.push(Err(self.full_error()));
+                    continue;
                 }
-                out.push(Err(e));
-                continue;
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
             }
-            buf.extend_from_slice(&frame);
+            batch.buf.extend_from_slice(&frame);
+            batch.records.push((out.len(), len));
             out.push(Ok(self.next_seq));
             self.next_seq += 1;
-            self.counts.pending += 1;
-            self.counts.pending_bytes += len;
         }
-        if let Err(e) = self.write_buf(&mut buf) {
-            tracing::error!(error = %e, "Com spool: write failed");
-            // Nothing of this batch is accepted; records written before a rotation in it
-            // stay on disk and are delivered (the senders get an error: a duplicate at worst).
-            return out
-                .into_iter()
-                .map(|r| {
-                    r.and_then(|_| {
-                        Err(SpoolError::Io(std::io::Error::new(e.kind(), e.to_string())))
-                    })
-                })
-                .collect();
+        if let Err(e) = self.write_batch(&mut batch) {
+            for &(i, _) in &batch.records {
+                out[i] = Err(self.write_error(&e));
+            }
+            self.next_seq -= batch.records.len() as u64;
         }
         if self.config.sync_ms == 0
             && let Err(e) = self.sync()
@@ -307,25 +361,53 @@ impl Spool {
         out
     }
 
+    fn full_error(&self) -> SpoolError {
+        SpoolError::Full {
+            pending_bytes: self.counts.pending_bytes,
+            max_bytes: self.config.max_bytes,
+        }
+    }
+
+    fn write_error(&self, e: &std::io::Error) -> SpoolError {
+        if is_disk_full(e) {
+            SpoolError::DiskFull {
+                dir: self.dir.display().to_string(),
+            }
+        } else {
+            SpoolError::Io(std::io::Error::new(e.kind(), e.to_string()))
+        }
+    }
+
     /// Starts a new segment when `len` more bytes would overflow the current one.
-    fn rotate_if_full(&mut self, len: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        let used = self.writer_bytes + buf.len() as u64;
+    fn rotate_if_full(&mut self, len: u64, batch: &mut Batch) -> Result<(), SpoolError> {
+        let used = self.writer_bytes + batch.buf.len() as u64;
         if used == 0 || used + len <= SEGMENT_BYTES {
             return Ok(());
         }
-        self.write_buf(buf)?;
-        self.rotate()
+        self.write_batch(batch).map_err(|e| self.write_error(&e))?;
+        self.rotate().map_err(|e| self.write_error(&e))
     }
 
-    /// Writes and empties `buf`.
-    fn write_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        if buf.is_empty() {
+    /// Writes and empties `batch`, counting its records as pending once they are on disk.
+    /// On failure the bytes written of it are cut off again (so nothing partial stays before
+    /// later records) and the batch is left as it was.
+    fn write_batch(&mut self, batch: &mut Batch) -> std::io::Result<()> {
+        if batch.buf.is_empty() {
             return Ok(());
         }
-        self.writer.write_all(buf)?;
-        self.writer_bytes += buf.len() as u64;
+        if let Err(e) = self.writer.write_all(&batch.buf) {
+            if let Err(cut) = self.writer.set_len(self.writer_bytes) {
+                // Left as it is, the partial frame is skipped by resynchronisation.
+                tracing::error!(error = %cut, "Com spool: cannot cut a failed write back off");
+            }
+            return Err(e);
+        }
+        self.writer_bytes += batch.buf.len() as u64;
         self.unsynced = true;
-        buf.clear();
+        self.counts.pending += batch.records.len() as u64;
+        self.counts.pending_bytes += batch.records.iter().map(|r| r.1).sum::<u64>();
+        batch.buf.clear();
+        batch.records.clear();
         Ok(())
     }
 
@@ -341,16 +423,19 @@ impl Spool {
         Ok(())
     }
 
-    /// Frees room for `len` more bytes according to the policy (writing `buf` first, so
-    /// the oldest of this batch can be dropped too).
-    fn make_room(&mut self, len: u64, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-        let full = |s: &Self| s.counts.pending_bytes + len > s.config.max_bytes;
-        if !full(self) {
+    /// Frees room for `len` more bytes according to the policy (writing the batch first, so
+    /// the oldest of it can be dropped too).
+    fn make_room(&mut self, len: u64, batch: &mut Batch) -> Result<(), SpoolError> {
+        let waiting: u64 = batch.records.iter().map(|r| r.1).sum();
+        let full =
+            |s: &Self, waiting: u64| s.counts.pending_bytes + waiting + len > s.config.max_bytes;
+        if !full(self, waiting) {
             return Ok(());
         }
         // A record larger than the whole quota is refused without emptying the queue for it.
         if self.config.on_full == OnFull::DropOldest && len <= self.config.max_bytes {
-            self.write_buf(buf)?;
+            self.write_batch(batch).map_err(|e| self.write_error(&e))?;
+            let full = |s: &Self| full(s, 0);
             while full(self) {
                 match self.read_frame() {
                     Ok(Some(f)) => {
@@ -365,10 +450,7 @@ impl Spool {
                 return Ok(());
             }
         }
-        Err(SpoolError::Full {
-            pending_bytes: self.counts.pending_bytes,
-            max_bytes: self.config.max_bytes,
-        })
+        Err(self.full_error())
     }
 
     /// The next record to send, in order; expired and unreadable ones are skipped (and
@@ -414,29 +496,51 @@ impl Spool {
         self.unsynced
     }
 
-    /// `fdatasync`s the segment being written and records the acknowledged position.
+    /// `fdatasync`s the segment being written, deletes delivered segments and records the
+    /// acknowledged position. Deleting needs no free space and happens whatever else fails.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.unsynced {
-            self.writer.sync_data()?;
-            self.unsynced = false;
-        }
-        self.write_acked()
+        let deleted = self.delete_retired_segments();
+        let synced = if self.unsynced {
+            self.writer.sync_data().map(|()| self.unsynced = false)
+        } else {
+            Ok(())
+        };
+        deleted.and(synced).and(self.write_acked())
     }
 
+    /// Overwrites the acknowledged position in place: 20 digits and a newline, the same
+    /// size every time, so it needs no new space once the file exists.
     fn write_acked(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
         if self.acked_written == self.first_unacked {
             return Ok(());
         }
-        let tmp = self.dir.join(format!("{ACKED_FILE}.tmp"));
-        std::fs::write(&tmp, self.first_unacked.to_string())?;
-        std::fs::rename(&tmp, self.dir.join(ACKED_FILE))?;
+        if self.acked_file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.dir.join(ACKED_FILE))?;
+            self.acked_file = Some(file);
+        }
+        let file = self.acked_file.as_ref().expect("opened above");
+        file.write_all_at(format!("{:020}\n", self.first_unacked).as_bytes(), 0)?;
+        file.sync_data()?;
         self.acked_written = self.first_unacked;
-        self.delete_retired_segments()
+        Ok(())
     }
 
     fn retire(&mut self, seq: u64, len: u64) {
         self.counts.pending = self.counts.pending.saturating_sub(1);
         self.counts.pending_bytes = self.counts.pending_bytes.saturating_sub(len);
+        self.pass(seq);
+    }
+
+    /// Marks `seq` as done without counting it: a record lost to corruption.
+    fn pass(&mut self, seq: u64) {
+        if seq < self.first_unacked {
+            return;
+        }
         if seq != self.first_unacked {
             self.retired.insert(seq);
             return;
@@ -447,10 +551,10 @@ impl Spool {
         }
     }
 
-    /// Deletes segments whose every record is retired and whose retirement is on disk.
+    /// Deletes segments whose every record is retired (delivered, dropped or lost).
     fn delete_retired_segments(&mut self) -> std::io::Result<()> {
         while self.segments.len() > 1
-            && self.segments[1].first_seq <= self.acked_written
+            && self.segments[1].first_seq <= self.first_unacked
             && self.cursor.segment > 0
         {
             let gone = self.segments.pop_front().expect("two segments");
@@ -471,65 +575,190 @@ impl Spool {
         }
     }
 
-    /// The next intact frame, moving to the next segment at the end of one.
+    /// The next intact frame, moving to the next segment at the end of one. Damage in a
+    /// segment costs the frames it hit: reading resumes at the next intact frame.
     fn read_frame_raw(&mut self) -> std::io::Result<Option<frame::Frame>> {
         loop {
             match frame::read(&mut self.cursor.file)? {
-                frame::Next::Frame(f) => return Ok(Some(f)),
-                frame::Next::Torn(why) if self.cursor.segment + 1 == self.segments.len() => {
-                    // Only the writer's own segment can end mid-frame after `open`; a torn
-                    // frame there means the reader got ahead of nothing. Treat as the end.
-                    tracing::error!(%why, "Com spool: unreadable data in the current segment");
-                    return Ok(None);
+                frame::Next::Frame(f) => {
+                    self.cursor.offset += f.len;
+                    self.cursor.last_seq = Some(f.seq);
+                    return Ok(Some(f));
                 }
                 frame::Next::Torn(why) => {
-                    tracing::error!(
-                        segment = %self.segments[self.cursor.segment].path.display(), %why,
-                        "Com spool: rest of a segment unreadable; moving on"
+                    if self.resync(&why)? {
+                        continue;
+                    }
+                    if self.cursor.segment + 1 == self.segments.len() {
+                        // Nothing intact after it yet: what is appended later is found then.
+                        self.cursor
+                            .file
+                            .seek(std::io::SeekFrom::Start(self.cursor.offset))?;
+                        return Ok(None);
+                    }
+                    // The rest of a sealed segment: its records up to the next segment's.
+                    let next_first = self.segments[self.cursor.segment + 1].first_seq;
+                    self.skip_lost(
+                        self.cursor
+                            .last_seq
+                            .map_or(self.segments[self.cursor.segment].first_seq, |s| s + 1),
+                        next_first,
                     );
-                    self.counts.corrupt += 1;
                 }
                 frame::Next::End => {}
             }
             if self.cursor.segment + 1 >= self.segments.len() {
                 return Ok(None);
             }
-            self.cursor.segment += 1;
-            self.cursor.file =
-                BufReader::new(File::open(&self.segments[self.cursor.segment].path)?);
+            let next = self.cursor.segment + 1;
+            self.cursor = Cursor::open(next, &self.segments[next].path)?;
+        }
+    }
+
+    /// After a damaged frame at the cursor: finds the next intact one in the segment and
+    /// moves there, counting and logging the records skipped. False when there is none.
+    fn resync(&mut self, why: &str) -> std::io::Result<bool> {
+        use std::io::{Read as _, Seek as _};
+        let segment = &self.segments[self.cursor.segment];
+        let mut rest = Vec::new();
+        let mut file = File::open(&segment.path)?;
+        file.seek(std::io::SeekFrom::Start(self.cursor.offset))?;
+        file.read_to_end(&mut rest)?;
+        let after = self
+            .cursor
+            .last_seq
+            .or_else(|| segment.first_seq.checked_sub(1));
+        let Some((at, seq)) = frame::resync(&rest, after) else {
+            let here = (self.cursor.segment, self.cursor.offset);
+            if self.cursor.stuck_at != Some(here) {
+                self.cursor.stuck_at = Some(here);
+                tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, %why,
+                    "Com spool: unreadable bytes with no intact record after them");
+            }
+            return Ok(false);
+        };
+        let first_lost = after.map_or(0, |a| a + 1);
+        tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, %why,
+            "Com spool: damaged record(s); resuming at the next intact one");
+        self.skip_lost(first_lost, seq);
+        self.cursor.offset += at as u64;
+        self.cursor.stuck_at = None;
+        self.cursor
+            .file
+            .seek(std::io::SeekFrom::Start(self.cursor.offset))?;
+        Ok(true)
+    }
+
+    /// Records `from..to` were lost to damage: counted, logged, and passed.
+    fn skip_lost(&mut self, from: u64, to: u64) {
+        if to <= from {
+            return;
+        }
+        tracing::error!(
+            first_seq = from,
+            last_seq = to - 1,
+            lost = to - from,
+            "Com spool: records lost to storage damage"
+        );
+        for seq in from..to {
+            if seq >= self.first_unacked
+                && !self.retired.contains(&seq)
+                && !self.in_flight.contains_key(&seq)
+            {
+                self.counts.corrupt += 1;
+                self.counts.pending = self.counts.pending.saturating_sub(1);
+                self.pass(seq);
+            }
         }
     }
 }
 
-/// Reads a segment at `open`: the length of its intact part, its last sequence number, and
-/// how many records (and bytes) at or above `first_unacked` it holds.
-fn scan(
-    path: &Path,
-    first_unacked: u64,
-    counts: &mut SpoolCounts,
-) -> anyhow::Result<(u64, Option<u64>, u64, u64)> {
-    let mut r = BufReader::new(
-        File::open(path).with_context(|| format!("opening spool segment {}", path.display()))?,
-    );
-    let (mut good, mut last, mut pending, mut bytes) = (0, None, 0, 0);
+/// Bytes of a batch not yet written, and which of the batch's records they hold (their index
+/// in the batch's outcomes, and their length).
+#[derive(Debug, Default)]
+struct Batch {
+    buf: Vec<u8>,
+    records: Vec<(usize, u64)>,
+}
+
+/// The acknowledged position in `path`; 0 (deliver everything again) when there is none.
+/// An unreadable file is moved aside (`acked.bad`) and logged.
+fn read_acked(path: &Path) -> u64 {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e,
+                "Com spool: cannot read the acked position; delivering the whole spool again");
+            return 0;
+        }
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    parsed.unwrap_or_else(|| {
+        let aside = path.with_extension("bad");
+        let moved = std::fs::rename(path, &aside);
+        tracing::error!(file = %path.display(), moved_to = %aside.display(), moved = moved.is_ok(),
+            "Com spool: unreadable acked position; delivering the whole spool again (duplicates, no loss)");
+        0
+    })
+}
+
+/// What [`scan`] found in a segment.
+struct Scanned {
+    /// The end of its last intact frame.
+    good_len: u64,
+    file_len: u64,
+    last_seq: Option<u64>,
+    /// Intact records at or above `first_unacked`, and their bytes.
+    pending: u64,
+    bytes: u64,
+    /// Ranges of sequence numbers lost to damage inside it.
+    lost: Vec<(u64, u64)>,
+}
+
+/// Reads a segment at `open`, resynchronising past damaged frames.
+fn scan(path: &Path, first_seq: u64, first_unacked: u64) -> anyhow::Result<Scanned> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading spool segment {}", path.display()))?;
+    let mut found = Scanned {
+        good_len: 0,
+        file_len: bytes.len() as u64,
+        last_seq: None,
+        pending: 0,
+        bytes: 0,
+        lost: Vec::new(),
+    };
+    let mut at = 0usize;
     loop {
+        let mut r = bytes.get(at..).unwrap_or_default();
         match frame::read(&mut r)? {
             frame::Next::Frame(f) => {
-                good += f.len;
-                last = Some(f.seq);
+                at += f.len as usize;
+                found.good_len = at as u64;
+                found.last_seq = Some(f.seq);
                 if f.seq >= first_unacked {
-                    pending += 1;
-                    bytes += f.len;
+                    found.pending += 1;
+                    found.bytes += f.len;
                 }
             }
             frame::Next::End => break,
             frame::Next::Torn(_) => {
-                counts.corrupt += 1;
-                break;
+                let after = found.last_seq.or_else(|| first_seq.checked_sub(1));
+                let Some((skip, seq)) = frame::resync(bytes.get(at..).unwrap_or_default(), after)
+                else {
+                    break;
+                };
+                let first_lost = after.map_or(0, |a| a + 1);
+                if seq > first_lost {
+                    found.lost.push((first_lost, seq - 1));
+                }
+                at += skip;
             }
         }
     }
-    Ok((good, last, pending, bytes))
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -166,3 +166,150 @@ fn segments_rotate_and_acknowledged_ones_are_deleted() {
     assert!(drain(&mut spool).is_empty());
     assert_eq!(spool.append(&[record(0, 1)])[0].as_ref().unwrap(), &12);
 }
+
+/// Offsets of each frame of a segment holding records of one size.
+fn frame_len(dir: &Path) -> u64 {
+    let seg = segment_path(dir, 0);
+    let mut spool_len = std::fs::metadata(&seg).unwrap().len();
+    let mut r = std::io::BufReader::new(File::open(&seg).unwrap());
+    let frame::Next::Frame(f) = frame::read(&mut r).unwrap() else {
+        panic!("a first frame");
+    };
+    spool_len -= spool_len % f.len;
+    f.len.min(spool_len)
+}
+
+fn flip(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt as _;
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_costs_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
+    for r in mib.chunks(3) {
+        spool.append(r);
+    }
+    assert!(spool.segments.len() >= 3);
+    let len = frame_len(dir.path());
+    drop(spool);
+    // Inside the payload of record 1 of the first (sealed) segment.
+    flip(&segment_path(dir.path(), 0), len + 5000, &[0xff]);
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let ids: Vec<String> = drain(&mut spool).into_iter().map(|d| d.1).collect();
+    let expected: Vec<String> = (0..12)
+        .filter(|n| *n != 1)
+        .map(|n| format!("m{n}"))
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(spool.counts().corrupt, 1);
+    // The acknowledged position moves past the lost record.
+    for seq in (0..12).filter(|s| *s != 1) {
+        spool.ack(seq);
+    }
+    spool.sync().unwrap();
+    assert_eq!(spool.counts().pending, 0);
+    assert_eq!(read_acked(&dir.path().join(ACKED_FILE)), 12);
+}
+
+#[test]
+fn zeros_over_a_record_in_the_open_segment_cost_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    spool.append(&(0..10).map(|n| record(n, 50)).collect::<Vec<_>>());
+    let len = frame_len(dir.path());
+    // While the node runs: the reader resynchronises.
+    flip(&segment_path(dir.path(), 0), 3 * len, &[0; 4]);
+    let ids: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(spool.counts().corrupt, 1);
+    // New records after the damage are read too.
+    spool.append(&[record(10, 50)]);
+    assert_eq!(drain(&mut spool), vec![(10, "m10".to_string())]);
+    drop(spool);
+    // After a restart: the same, the damage is not taken for a torn tail.
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let ids: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]);
+}
+
+#[test]
+fn an_unreadable_acked_file_is_moved_aside_and_everything_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    spool.append(&(0..3).map(|n| record(n, 10)).collect::<Vec<_>>());
+    drop(spool);
+    std::fs::write(dir.path().join(ACKED_FILE), [0xff, 0xfe, 0x00]).unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    assert_eq!(drain(&mut spool).len(), 3);
+    assert!(dir.path().join("acked.bad").exists());
+}
+
+/// A real full disk: a 256 KiB tmpfs (needs root; skipped otherwise).
+#[test]
+fn a_full_disk_refuses_new_records_keeps_the_accepted_and_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 64 << 10]).unwrap();
+    let spool_dir = dir.path().join("spool");
+    let mut spool = Spool::open(&spool_dir, config()).unwrap();
+    let mut accepted = Vec::new();
+    let mut n = 0;
+    let refusal = loop {
+        match spool.append(&[record(n, 1000)]).remove(0) {
+            Ok(seq) => accepted.push(seq),
+            Err(e) => break e,
+        }
+        n += 1;
+        assert!(n < 1000, "the disk never filled");
+    };
+    assert!(matches!(refusal, SpoolError::DiskFull { .. }), "{refusal}");
+    assert!(refusal.to_string().contains("disk is full"), "{refusal}");
+    assert_eq!(
+        spool.counts().pending,
+        accepted.len() as u64,
+        "gauges count what is on disk"
+    );
+    // Delivering half works on the full disk (the acked position is overwritten in place).
+    let half = accepted.len() / 2;
+    for _ in 0..half {
+        let (seq, _) = spool.next_record().unwrap().unwrap();
+        spool.ack(seq);
+    }
+    spool.sync().unwrap();
+    // A restart on the full disk starts.
+    drop(spool);
+    let mut spool = Spool::open(&spool_dir, config()).unwrap();
+    assert_eq!(spool.counts().pending, (accepted.len() - half) as u64);
+    // Space returns: new records are taken, and every accepted one is there, once, in order.
+    std::fs::remove_file(&filler).unwrap();
+    let more = spool.append(&[record(9000, 1000), record(9001, 1000)]);
+    assert!(more.iter().all(|r| r.is_ok()), "{more:?}");
+    let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    let mut expected: Vec<u64> = accepted[half..].to_vec();
+    expected.extend(more.iter().map(|r| *r.as_ref().unwrap()));
+    assert_eq!(seqs, expected);
+}
