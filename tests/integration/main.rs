@@ -13,3 +13,4 @@ mod precompiled;
 mod reload;
 mod routing;
 mod sandbox;
+mod storage;

@@ -39,6 +39,8 @@ pub use frame::Record;
 
 /// Segment files are rotated past this size.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
+/// A segment holding at least this much, all delivered, is replaced by an empty one.
+const RECYCLE_BYTES: u64 = 1 << 20;
 const ACKED_FILE: &str = "acked";
 const EXTENSION: &str = "spool";
 
@@ -187,6 +189,8 @@ pub struct Spool {
     acked_written: u64,
     /// `acked`, kept open and overwritten in place (None until it could be created).
     acked_file: Option<File>,
+    /// A write failed for lack of space since the last fresh segment.
+    disk_full: bool,
     unsynced: bool,
     counts: SpoolCounts,
 }
@@ -292,6 +296,7 @@ impl Spool {
             retired: BTreeSet::new(),
             acked_written: first_unacked,
             acked_file: None,
+            disk_full: false,
             unsynced: false,
             counts,
         };
@@ -368,8 +373,9 @@ impl Spool {
         }
     }
 
-    fn write_error(&self, e: &std::io::Error) -> SpoolError {
+    fn write_error(&mut self, e: &std::io::Error) -> SpoolError {
         if is_disk_full(e) {
+            self.disk_full = true;
             SpoolError::DiskFull {
                 dir: self.dir.display().to_string(),
             }
@@ -412,7 +418,10 @@ impl Spool {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.sync()?;
+        if self.unsynced {
+            self.writer.sync_data()?;
+            self.unsynced = false;
+        }
         let path = segment_path(&self.dir, self.next_seq);
         self.writer = OpenOptions::new().create(true).append(true).open(&path)?;
         self.writer_bytes = 0;
@@ -499,6 +508,9 @@ impl Spool {
     /// `fdatasync`s the segment being written, deletes delivered segments and records the
     /// acknowledged position. Deleting needs no free space and happens whatever else fails.
     pub fn sync(&mut self) -> std::io::Result<()> {
+        if let Err(e) = self.recycle() {
+            tracing::debug!(error = %e, "Com spool: cannot start a fresh segment yet");
+        }
         let deleted = self.delete_retired_segments();
         let synced = if self.unsynced {
             self.writer.sync_data().map(|()| self.unsynced = false)
@@ -549,6 +561,24 @@ impl Spool {
         while self.retired.remove(&self.first_unacked) {
             self.first_unacked += 1;
         }
+    }
+
+    /// When every record is delivered and the segment being written holds a lot (or the disk
+    /// filled up), moves writing and reading to a fresh, empty segment so the old one can be
+    /// deleted: a spool that is all delivered gives its space back, even with one segment.
+    fn recycle(&mut self) -> std::io::Result<()> {
+        let all_done = self.first_unacked == self.next_seq && self.in_flight.is_empty();
+        if !all_done
+            || self.writer_bytes == 0
+            || !(self.disk_full || self.writer_bytes >= RECYCLE_BYTES)
+        {
+            return Ok(());
+        }
+        self.rotate()?;
+        let last = self.segments.len() - 1;
+        self.cursor = Cursor::open(last, &self.segments[last].path)?;
+        self.disk_full = false;
+        Ok(())
     }
 
     /// Deletes segments whose every record is retired (delivered, dropped or lost).

@@ -268,7 +268,10 @@ fn a_full_disk_refuses_new_records_keeps_the_accepted_and_recovers_when_space_re
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
+            let _ = std::process::Command::new("umount")
+                .args(["-l"])
+                .arg(self.0)
+                .status();
         }
     }
     let _unmount = Unmount(dir.path());
