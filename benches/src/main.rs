@@ -5,6 +5,7 @@ mod bus;
 mod com;
 mod memory;
 mod mqtt;
+mod spool;
 mod start;
 mod swap;
 
@@ -93,6 +94,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B6") {
         eprintln!("B6 Com throughput ...");
         rows.extend(runtime.block_on(com::throughput())?);
+    }
+    if selected("B7") {
+        eprintln!("B7 spool under storage faults ...");
+        rows.extend(spool::faults()?);
     }
     println!("{}", table(&rows));
     Ok(())
