@@ -176,8 +176,10 @@ pub struct Spool {
     dir: PathBuf,
     config: SpoolConfig,
     segments: VecDeque<Segment>,
-    writer: File,
+    writer: Box<dyn SegmentFile>,
     writer_bytes: u64,
+    /// Opens a segment for appending (a test double can make it fail).
+    opener: Opener,
     next_seq: u64,
     cursor: Cursor,
     /// Every sequence number below it is acknowledged, dropped or expired.
@@ -279,9 +281,8 @@ impl Spool {
             });
             last_len = 0;
         }
-        let writer = OpenOptions::new()
-            .append(true)
-            .open(&segments.back().expect("one segment").path)?;
+        let opener: Opener = open_for_append;
+        let writer = opener(&segments.back().expect("one segment").path)?;
         let cursor = Cursor::open(0, &segments[0].path)?;
         let mut spool = Spool {
             dir: dir.to_owned(),
@@ -289,6 +290,7 @@ impl Spool {
             segments,
             writer,
             writer_bytes: last_len,
+            opener,
             next_seq,
             cursor,
             first_unacked,
@@ -423,7 +425,7 @@ impl Spool {
             self.unsynced = false;
         }
         let path = segment_path(&self.dir, self.next_seq);
-        self.writer = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.writer = (self.opener)(&path)?;
         self.writer_bytes = 0;
         self.segments.push_back(Segment {
             first_seq: self.next_seq,
@@ -701,6 +703,33 @@ impl Spool {
             }
         }
     }
+}
+
+/// The file a segment is appended to: a real file, or in tests a double that fails like a
+/// full disk (after writing part of what it was given).
+pub(crate) trait SegmentFile: std::io::Write + Send + std::fmt::Debug {
+    /// Cuts the file to `len` bytes.
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> std::io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Opens (creating) a segment for appending.
+type Opener = fn(&Path) -> std::io::Result<Box<dyn SegmentFile>>;
+
+fn open_for_append(path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
+    Ok(Box::new(
+        OpenOptions::new().create(true).append(true).open(path)?,
+    ))
 }
 
 /// Bytes of a batch not yet written, and which of the batch's records they hold (their index

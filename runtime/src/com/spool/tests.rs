@@ -316,3 +316,126 @@ fn a_full_disk_refuses_new_records_keeps_the_accepted_and_recovers_when_space_re
     expected.extend(more.iter().map(|r| *r.as_ref().unwrap()));
     assert_eq!(seqs, expected);
 }
+
+std::thread_local! {
+    /// Bytes the [`Flaky`] disk still takes; then writes fail as on a full disk.
+    static ROOM: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+    /// Whether cutting a failed write back off fails too.
+    static CUT_FAILS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A segment file on a disk that fills up: a write past the room writes what fits (a torn
+/// write), then fails with `StorageFull`.
+#[derive(Debug)]
+struct Flaky(File);
+
+impl std::io::Write for Flaky {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = ROOM.get();
+        if room == 0 {
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        let n = self.0.write(&buf[..buf.len().min(room as usize)])?;
+        ROOM.set(room - n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl SegmentFile for Flaky {
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if CUT_FAILS.get() {
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+fn open_flaky(path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(Flaky(file)))
+}
+
+/// Opens a spool in `dir` whose segments sit on the flaky disk.
+fn flaky_spool(dir: &Path) -> Spool {
+    let mut spool = Spool::open(dir, config()).unwrap();
+    spool.opener = open_flaky;
+    spool.writer = open_flaky(&spool.segments.back().unwrap().path).unwrap();
+    spool
+}
+
+/// Appends one record at a time until the disk refuses; returns the accepted seqs.
+fn fill(spool: &mut Spool, from: u32) -> Vec<u64> {
+    let mut accepted = Vec::new();
+    for n in from.. {
+        match spool.append(&[record(n, 100)]).remove(0) {
+            Ok(seq) => accepted.push(seq),
+            Err(e) => {
+                assert!(matches!(e, SpoolError::DiskFull { .. }), "{e}");
+                return accepted;
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_torn_write_on_a_full_disk_is_cut_back_and_nothing_accepted_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = flaky_spool(dir.path());
+    ROOM.set(2000);
+    let accepted = fill(&mut spool, 0);
+    assert!(!accepted.is_empty());
+    // Nothing partial stays: the segment holds exactly the accepted frames.
+    let frame = frame_len(dir.path());
+    let seg = segment_path(dir.path(), 0);
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        frame * accepted.len() as u64
+    );
+    assert_eq!(spool.counts().pending, accepted.len() as u64);
+    // Space returns: writing goes on with the next sequence number.
+    ROOM.set(u64::MAX);
+    let more: Vec<u64> = spool
+        .append(&[record(100, 100), record(101, 100)])
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(more[0], *accepted.last().unwrap() + 1);
+    let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    let mut expected = accepted;
+    expected.extend(more);
+    assert_eq!(seqs, expected);
+    assert_eq!(spool.counts().corrupt, 0);
+}
+
+#[test]
+fn a_torn_write_that_cannot_be_cut_back_hides_nothing_written_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = flaky_spool(dir.path());
+    ROOM.set(1500);
+    CUT_FAILS.set(true);
+    let accepted = fill(&mut spool, 0);
+    CUT_FAILS.set(false);
+    ROOM.set(u64::MAX);
+    let more: Vec<u64> = spool
+        .append(&(200..205).map(|n| record(n, 100)).collect::<Vec<_>>())
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut expected = accepted;
+    expected.extend(more);
+    // While running: the reader steps over the torn bytes.
+    let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    assert_eq!(seqs, expected);
+    drop(spool);
+    // After a restart: the torn bytes are not taken for a tail; all accepted come back.
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
+    assert_eq!(seqs, expected);
+}
