@@ -137,7 +137,8 @@ where
         let mut failures: Vec<Instant> = Vec::new();
         loop {
             health.set(name, TaskState::Running, None);
-            let outcome = tokio::spawn(make()).await;
+            // Aborting this supervisor (a caller's hard stop) aborts the task too.
+            let outcome = AbortOnDrop(tokio::spawn(make())).join().await;
             if cancel.is_cancelled() {
                 return;
             }
@@ -184,13 +185,28 @@ where
     let health = health.clone();
     health.set(name, TaskState::Running, None);
     async move {
-        let outcome = tokio::spawn(task).await;
+        let outcome = AbortOnDrop(tokio::spawn(task)).join().await;
         if cancel.is_cancelled() && matches!(outcome, Ok(Ok(()))) {
             return;
         }
         let why = failure(outcome);
         tracing::error!(task = name, "{name} stopped: {why}; the node goes down");
         health.set(name, TaskState::Dead, Some(why));
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<anyhow::Result<()>, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -14,7 +14,7 @@ pub const MAX_SERVICES: usize = 256;
 /// Largest sign-in body the hub reads.
 pub const MAX_SIGN_IN_BYTES: usize = 16 << 10;
 /// Largest status body the hub reads.
-pub const MAX_STATUS_BYTES: usize = 256 << 10;
+pub const MAX_STATUS_BYTES: usize = 2 << 20;
 /// Most services one status may list.
 pub const MAX_STATUS_SERVICES: usize = 1024;
 /// Most events one status may carry (a node keeps at most this many unsent).

@@ -110,7 +110,16 @@ impl HubClient {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
-        let message = crate::net::error_text(resp.text().await.unwrap_or_default());
+        // An error answer is read up to 64 KiB: a hostile hub cannot make the node hold more.
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+            body.extend_from_slice(&chunk[..chunk.len().min((64 << 10) - body.len())]);
+            if body.len() >= 64 << 10 {
+                break;
+            }
+        }
+        let message = crate::net::error_text(String::from_utf8_lossy(&body).into_owned());
         let url = self.base.clone();
         Err(match status {
             StatusCode::FORBIDDEN => HubError::WrongNode {

@@ -151,6 +151,17 @@ mod tests {
             "nested".into(),
             serde_json::json!({"b": 1, "a": [true, 2.5]}),
         );
+        // Floats that a lossy parse would change still verify after the trip through JSON.
+        let floats = [
+            0.1f64,
+            1.0 / 3.0,
+            2.2250738585072014e-308,
+            9007199254740993.0,
+            1e300,
+        ];
+        for (i, f) in floats.into_iter().enumerate() {
+            entry.config.insert(format!("f{i}"), serde_json::json!(f));
+        }
         sign_entry(&key, &mut entry);
         verify_entry(&public, &entry).unwrap();
         // Parsed back from JSON (as a node gets it), it still verifies.

@@ -33,6 +33,8 @@ use crate::service::{PROBATION, State};
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Most log lines per batch sent to the hub.
 const LOG_BATCH: usize = MAX_LOG_LINES;
+/// Most bytes of log lines per batch: half the hub's bound, with room for JSON escapes.
+const LOG_BATCH_BYTES: usize = super::bounds::MAX_LOG_BATCH_BYTES / 2;
 /// Longest a log line waits before its batch is sent.
 const LOG_FLUSH: Duration = Duration::from_millis(500);
 
@@ -152,6 +154,21 @@ impl Fleet {
         verify_entry(&self.key, entry)
     }
 
+    /// `manifest` without the entries the node may not apply ([`Fleet::acceptable`]): the
+    /// earlier entries a fallback chose (saved by an older busbar, or no longer fitting the
+    /// engine) are checked like the hub's.
+    fn checked(&self, mut manifest: FleetManifest) -> FleetManifest {
+        manifest.services.retain(|s| match self.acceptable(s) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(service = %shown(&s.name), version = s.sha256.short(),
+                    "fleet: an earlier entry cannot be used either: {why}; not run");
+                false
+            }
+        });
+        manifest
+    }
+
     /// The entries of `manifest` the node may apply ([`Fleet::acceptable`]). An entry that is
     /// not is refused (logged; with `report`, reported to the hub) and replaced by the entry
     /// the service runs now, or else its last good one, when that one is acceptable.
@@ -226,7 +243,7 @@ impl Fleet {
             .filter(|s| !self.store.blob(&s.sha256).exists())
             .map(|s| s.sha256.clone())
             .collect();
-        let effective = state.effective(saved, &missing);
+        let effective = self.checked(state.effective(saved, &missing));
         tracing::warn!(
             services = effective.services.len(),
             "fleet: starting offline from the last good manifest and the component cache"
@@ -275,7 +292,9 @@ impl Fleet {
         }
         if let Some(node) = node {
             let state = self.state().clone();
-            let trial = self.store.manifest(&state.effective(manifest, &skipped));
+            let trial = self
+                .store
+                .manifest(&self.checked(state.effective(manifest, &skipped)));
             for entry in trial.map_err(Round::Other)?.services {
                 let changed = state
                     .applied
@@ -291,7 +310,7 @@ impl Fleet {
                 }
             }
         }
-        let effective = self.state().effective(manifest, &skipped);
+        let effective = self.checked(self.state().effective(manifest, &skipped));
         let node_manifest = self.store.manifest(&effective).map_err(Round::Other)?;
         Ok(Prepared {
             node_manifest,
@@ -342,8 +361,10 @@ impl Fleet {
             () = self.report(&node) => {}
             () = self.forward_logs() => {}
         }
-        // One last report, so the hub sees the node's final state.
-        let _ = self.hub.status(&self.status(&node, true)).await;
+        // One last report, so the hub sees the node's final state (a hub that does not
+        // answer does not hold up the shutdown).
+        let last = self.status(&node, true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.hub.status(&last)).await;
     }
 
     async fn follow(&self, node: &NodeHandle) {
@@ -512,19 +533,36 @@ impl Fleet {
                 () = self.report_now.notified() => {}
             }
             let status = self.status(node, true);
-            if let Err(e) = self.hub.status(&status).await {
-                tracing::debug!("fleet: status not sent: {e}");
-                self.keep_events(status.events);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            match self.hub.status(&status).await {
+                Ok(()) => {}
+                // The hub refused this status as it is: sending it again would not help.
+                Err(
+                    e @ HubError::Status {
+                        status: 400..=499, ..
+                    },
+                ) => {
+                    tracing::error!(
+                        events = status.events.len(),
+                        "fleet: the hub refused the status; its events are dropped: {e}"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!("fleet: status not sent: {e}");
+                    self.keep_events(status.events);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
 
     /// Puts back events a report could not deliver, before any newer ones.
+    /// (At most [`MAX_EVENTS_PER_STATUS`] are kept: the oldest go first.)
     fn keep_events(&self, unsent: Vec<NodeEvent>) {
         let mut events = lock(&self.events);
         let newer = std::mem::replace(&mut *events, unsent);
         events.extend(newer);
+        let excess = events.len().saturating_sub(MAX_EVENTS_PER_STATUS);
+        events.drain(..excess);
     }
 
     /// While the hub's settings say `debug`, sends the node's log lines in batches.
@@ -540,13 +578,16 @@ impl Fleet {
             tracing::info!("fleet: debug on; forwarding log lines to the hub");
             let (_, mut lines) = crate::observe::log_hub().follow();
             let mut batch = Vec::new();
+            let mut batch_bytes = 0usize;
             let mut flush_at = tokio::time::Instant::now() + LOG_FLUSH;
             loop {
                 tokio::select! {
                     line = lines.recv() => match line {
                         Some(Ok(line)) => {
-                            batch.push(render(&line));
-                            if batch.len() < LOG_BATCH {
+                            let line = render(&line);
+                            batch_bytes += line.len() + 8;
+                            batch.push(line);
+                            if batch.len() < LOG_BATCH && batch_bytes < LOG_BATCH_BYTES {
                                 continue;
                             }
                         }
@@ -558,6 +599,7 @@ impl Fleet {
                 }
                 flush_at = tokio::time::Instant::now() + LOG_FLUSH;
                 if !batch.is_empty() {
+                    batch_bytes = 0;
                     let lines = std::mem::take(&mut batch);
                     if let Err(e) = self.hub.logs(&LogBatch { lines }).await {
                         tracing::debug!("fleet: log lines not sent: {e}");

@@ -64,8 +64,30 @@ pub enum Next {
     Frame(Frame),
     /// Nothing more (clean end of file).
     End,
-    /// A cut or corrupt frame: the readable part ends here.
-    Torn(String),
+    /// A cut or corrupt frame: what is wrong, and whether the file simply ends inside it.
+    Torn(Torn),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub struct Torn {
+    /// In words.
+    pub why: String,
+    /// The file ends inside the frame (a crash during a write, at the end of a file).
+    pub cut: bool,
+    /// The frame's length when its header looked sound and its bytes were all there (so the
+    /// damage is inside it, and the next frame starts right after it).
+    pub len: Option<u64>,
+}
+
+impl std::fmt::Display for Torn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+fn torn(why: String, cut: bool, len: Option<u64>) -> Next {
+    Next::Torn(Torn { why, cut, len })
 }
 
 /// Reads the next frame of `r`.
@@ -74,20 +96,28 @@ pub fn read(r: &mut impl Read) -> io::Result<Next> {
     match read_full(r, &mut head)? {
         0 => return Ok(Next::End),
         8 => {}
-        n => return Ok(Next::Torn(format!("{n} bytes of a frame header"))),
+        n => return Ok(torn(format!("{n} bytes of a frame header"), true, None)),
     }
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
     if !(16..=MAX_FRAME).contains(&len) {
-        return Ok(Next::Torn(format!("impossible frame length {len}")));
+        return Ok(torn(format!("impossible frame length {len}"), false, None));
     }
     let mut rest = vec![0u8; len];
     let got = read_full(r, &mut rest)?;
     if got < len {
-        return Ok(Next::Torn(format!("frame cut at {got} of {len} bytes")));
+        return Ok(torn(
+            format!("frame cut at {got} of {len} bytes"),
+            true,
+            None,
+        ));
     }
     if crc32fast::hash(&rest) != crc {
-        return Ok(Next::Torn("frame checksum mismatch".into()));
+        return Ok(torn(
+            "frame checksum mismatch".into(),
+            false,
+            Some(len as u64 + 8),
+        ));
     }
     let seq = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
     let expires_ms = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
@@ -100,15 +130,15 @@ pub fn read(r: &mut impl Read) -> io::Result<Next> {
     }))
 }
 
-/// The first intact frame in `bytes` whose sequence number follows `after` (within a
-/// million): where a reader resumes after a corrupt or cut frame, so that damage costs the
-/// records it hit and no more. Returns its offset and sequence number.
-pub fn resync(bytes: &[u8], after: Option<u64>) -> Option<(usize, u64)> {
-    let plausible = |seq: u64| match after {
-        Some(a) => seq > a && seq - a <= 1_000_000,
-        None => true,
-    };
-    (1..bytes.len()).find_map(|at| {
+/// The first intact frame in `bytes` (which start with a damaged one) whose sequence number
+/// is at least `min_seq` and less than a million above it: where a reader resumes, so that
+/// damage costs the records it hit and no more. When the damaged frame's header was sound
+/// (`len`), the frame right after it is tried first, so a flipped bit in a payload never
+/// sends the search into that payload. Returns the offset and sequence number.
+pub fn resync(bytes: &[u8], min_seq: u64, len: Option<u64>) -> Option<(usize, u64)> {
+    let plausible = |seq: u64| seq >= min_seq && seq - min_seq < 1_000_000;
+    let first = len.and_then(|l| usize::try_from(l).ok());
+    first.into_iter().chain(1..bytes.len()).find_map(|at| {
         let head = bytes.get(at..at + 24)?;
         let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
         let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
@@ -169,7 +199,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(
-            matches!(read(&mut bad.as_slice()).unwrap(), Next::Torn(m) if m.contains("checksum"))
+            matches!(read(&mut bad.as_slice()).unwrap(), Next::Torn(m) if m.why.contains("checksum"))
         );
         assert!(matches!(read(&mut [].as_slice()).unwrap(), Next::End));
     }
@@ -186,17 +216,22 @@ mod tests {
             .collect();
         // A flipped byte in frame 1: reading stops there; resync resumes at frame 2.
         buf[starts[1] + 30] ^= 0x01;
+        let Next::Torn(t) = read(&mut &buf[starts[1]..]).unwrap() else {
+            panic!("frame 1 is damaged")
+        };
+        assert_eq!(t.len, Some((starts[2] - starts[1]) as u64));
         assert_eq!(
-            resync(&buf[starts[1]..], Some(0)),
+            resync(&buf[starts[1]..], 1, t.len),
             Some((starts[2] - starts[1], 2))
         );
         // Zeros over frame 2's header: resync skips to frame 3.
         buf[starts[2]..starts[2] + 4].fill(0);
         assert_eq!(
-            resync(&buf[starts[1]..], Some(0)),
+            resync(&buf[starts[1]..], 1, None),
             Some((starts[3] - starts[1], 3))
         );
-        // Nothing intact after: none.
-        assert_eq!(resync(&buf[starts[3] + 1..], Some(3)), None);
+        // Nothing intact after, or only frames with implausible numbers: none.
+        assert_eq!(resync(&buf[starts[3] + 1..], 4, None), None);
+        assert_eq!(resync(&buf[starts[1]..], 2_000_000, None), None);
     }
 }

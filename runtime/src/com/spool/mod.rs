@@ -154,8 +154,9 @@ struct Cursor {
     offset: u64,
     /// The sequence number of the last intact frame read.
     last_seq: Option<u64>,
-    /// Where unreadable bytes with nothing intact after them were last found (logged once).
-    stuck_at: Option<(usize, u64)>,
+    /// Where unreadable bytes with nothing intact after them were last found (segment,
+    /// offset, the segment's length then): not searched again until the segment grows.
+    stuck_at: Option<(usize, u64, u64)>,
 }
 
 impl Cursor {
@@ -213,7 +214,7 @@ impl Spool {
     pub fn open(dir: &Path, config: SpoolConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the Com spool folder {}", dir.display()))?;
-        let first_unacked = read_acked(&dir.join(ACKED_FILE));
+        let acked = read_acked(&dir.join(ACKED_FILE));
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -230,15 +231,18 @@ impl Spool {
             firsts.push(first);
         }
         firsts.sort_unstable();
+        // Nothing below the oldest segment is waiting (a stale or lost `acked` file must not
+        // hold the position below records that were already delivered and deleted).
+        let first_unacked = acked.max(firsts.first().copied().unwrap_or(0));
         let mut counts = SpoolCounts::default();
         let mut segments = VecDeque::new();
-        let mut next_seq = first_unacked;
+        let mut next_seq = first_unacked.max(firsts.last().copied().unwrap_or(0));
         let mut last_len = 0;
         let mut lost = BTreeSet::new();
         for (i, &first) in firsts.iter().enumerate() {
             let path = segment_path(dir, first);
             let last = i + 1 == firsts.len();
-            let found = scan(&path, first, first_unacked)?;
+            let found = scan(&path, first, first_unacked, firsts.get(i + 1).copied())?;
             if let Some(s) = found.last_seq {
                 next_seq = next_seq.max(s + 1);
             }
@@ -356,9 +360,18 @@ impl Spool {
         }
         if let Err(e) = self.write_batch(&mut batch) {
             for &(i, _) in &batch.records {
-                out[i] = Err(self.write_error(&e));
+                let refused = std::mem::replace(&mut out[i], Err(self.write_error(&e)));
+                // Their numbers are taken again, unless some of their bytes stayed on disk:
+                // then they are passed (never counted, never to be waited for).
+                if batch.torn_kept
+                    && let Ok(seq) = refused
+                {
+                    self.pass(seq);
+                }
             }
-            self.next_seq -= batch.records.len() as u64;
+            if !batch.torn_kept {
+                self.next_seq -= batch.records.len() as u64;
+            }
         }
         if self.config.sync_ms == 0
             && let Err(e) = self.sync()
@@ -405,8 +418,12 @@ impl Spool {
         }
         if let Err(e) = self.writer.write_all(&batch.buf) {
             if let Err(cut) = self.writer.set_len(self.writer_bytes) {
-                // Left as it is, the partial frame is skipped by resynchronisation.
+                // Left as they are, the partial bytes are stepped over by resynchronisation;
+                // writing goes on after them with new sequence numbers.
                 tracing::error!(error = %cut, "Com spool: cannot cut a failed write back off");
+                let path = &self.segments.back().expect("a segment").path;
+                self.writer_bytes = std::fs::metadata(path).map_or(self.writer_bytes, |m| m.len());
+                batch.torn_kept = true;
             }
             return Err(e);
         }
@@ -522,8 +539,9 @@ impl Spool {
         deleted.and(synced).and(self.write_acked())
     }
 
-    /// Overwrites the acknowledged position in place: 20 digits and a newline, the same
-    /// size every time, so it needs no new space once the file exists.
+    /// Overwrites the acknowledged position in place: 20 digits, a space, their crc32 in 8 hex
+    /// digits and a newline, the same size every time, so it needs no new space once the
+    /// file exists; a torn overwrite fails its checksum instead of reading as another number.
     fn write_acked(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt as _;
         if self.acked_written == self.first_unacked {
@@ -538,7 +556,9 @@ impl Spool {
             self.acked_file = Some(file);
         }
         let file = self.acked_file.as_ref().expect("opened above");
-        file.write_all_at(format!("{:020}\n", self.first_unacked).as_bytes(), 0)?;
+        let digits = format!("{:020}", self.first_unacked);
+        let line = format!("{digits} {:08x}\n", crc32fast::hash(digits.as_bytes()));
+        file.write_all_at(line.as_bytes(), 0)?;
         file.sync_data()?;
         self.acked_written = self.first_unacked;
         Ok(())
@@ -617,8 +637,8 @@ impl Spool {
                     self.cursor.last_seq = Some(f.seq);
                     return Ok(Some(f));
                 }
-                frame::Next::Torn(why) => {
-                    if self.resync(&why)? {
+                frame::Next::Torn(torn) => {
+                    if self.resync(&torn)? {
                         continue;
                     }
                     if self.cursor.segment + 1 == self.segments.len() {
@@ -630,12 +650,10 @@ impl Spool {
                     }
                     // The rest of a sealed segment: its records up to the next segment's.
                     let next_first = self.segments[self.cursor.segment + 1].first_seq;
-                    self.skip_lost(
-                        self.cursor
-                            .last_seq
-                            .map_or(self.segments[self.cursor.segment].first_seq, |s| s + 1),
-                        next_first,
-                    );
+                    let end = std::fs::metadata(&self.segments[self.cursor.segment].path)
+                        .map_or(self.cursor.offset, |m| m.len());
+                    let from = self.next_expected();
+                    self.skip_lost(from, next_first, end.saturating_sub(self.cursor.offset));
                 }
                 frame::Next::End => {}
             }
@@ -647,32 +665,38 @@ impl Spool {
         }
     }
 
+    /// The sequence number the next frame at the cursor should have.
+    fn next_expected(&self) -> u64 {
+        self.cursor
+            .last_seq
+            .map_or(self.segments[self.cursor.segment].first_seq, |s| s + 1)
+    }
+
     /// After a damaged frame at the cursor: finds the next intact one in the segment and
-    /// moves there, counting and logging the records skipped. False when there is none.
-    fn resync(&mut self, why: &str) -> std::io::Result<bool> {
+    /// moves there, counting and logging the records skipped. False when there is none (yet:
+    /// the same bytes are not searched again until the segment grows).
+    fn resync(&mut self, torn: &frame::Torn) -> std::io::Result<bool> {
         use std::io::{Read as _, Seek as _};
         let segment = &self.segments[self.cursor.segment];
+        let len = std::fs::metadata(&segment.path)?.len();
+        let here = (self.cursor.segment, self.cursor.offset, len);
+        if self.cursor.stuck_at == Some(here) {
+            return Ok(false);
+        }
         let mut rest = Vec::new();
         let mut file = File::open(&segment.path)?;
         file.seek(std::io::SeekFrom::Start(self.cursor.offset))?;
         file.read_to_end(&mut rest)?;
-        let after = self
-            .cursor
-            .last_seq
-            .or_else(|| segment.first_seq.checked_sub(1));
-        let Some((at, seq)) = frame::resync(&rest, after) else {
-            let here = (self.cursor.segment, self.cursor.offset);
-            if self.cursor.stuck_at != Some(here) {
-                self.cursor.stuck_at = Some(here);
-                tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, %why,
-                    "Com spool: unreadable bytes with no intact record after them");
-            }
+        let expected = self.next_expected();
+        let Some((at, seq)) = frame::resync(&rest, expected, torn.len) else {
+            self.cursor.stuck_at = Some(here);
+            tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, why = %torn,
+                "Com spool: unreadable bytes with no intact record after them");
             return Ok(false);
         };
-        let first_lost = after.map_or(0, |a| a + 1);
-        tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, %why,
+        tracing::error!(segment = %segment.path.display(), offset = self.cursor.offset, why = %torn,
             "Com spool: damaged record(s); resuming at the next intact one");
-        self.skip_lost(first_lost, seq);
+        self.skip_lost(expected, seq, at as u64);
         self.cursor.offset += at as u64;
         self.cursor.stuck_at = None;
         self.cursor
@@ -681,27 +705,35 @@ impl Spool {
         Ok(true)
     }
 
-    /// Records `from..to` were lost to damage: counted, logged, and passed.
-    fn skip_lost(&mut self, from: u64, to: u64) {
+    /// Records `from..to` (`bytes` on disk) were lost to damage while running: counted,
+    /// logged, passed, and taken off the gauges. Those already known lost at `open` (passed
+    /// then, never counted as pending) are left alone.
+    fn skip_lost(&mut self, from: u64, to: u64, bytes: u64) {
         if to <= from {
             return;
         }
-        tracing::error!(
-            first_seq = from,
-            last_seq = to - 1,
-            lost = to - from,
-            "Com spool: records lost to storage damage"
-        );
+        let mut counted = 0;
         for seq in from..to {
             if seq >= self.first_unacked
                 && !self.retired.contains(&seq)
                 && !self.in_flight.contains_key(&seq)
             {
-                self.counts.corrupt += 1;
-                self.counts.pending = self.counts.pending.saturating_sub(1);
+                counted += 1;
                 self.pass(seq);
             }
         }
+        if counted == 0 {
+            return;
+        }
+        tracing::error!(
+            first_seq = from,
+            last_seq = to - 1,
+            lost = counted,
+            "Com spool: records lost to storage damage"
+        );
+        self.counts.corrupt += counted;
+        self.counts.pending = self.counts.pending.saturating_sub(counted);
+        self.counts.pending_bytes = self.counts.pending_bytes.saturating_sub(bytes);
     }
 }
 
@@ -738,6 +770,8 @@ fn open_for_append(path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
 struct Batch {
     buf: Vec<u8>,
     records: Vec<(usize, u64)>,
+    /// A failed write could not be cut back off: the numbers it used are not taken again.
+    torn_kept: bool,
 }
 
 /// The acknowledged position in `path`; 0 (deliver everything again) when there is none.
@@ -752,9 +786,19 @@ fn read_acked(path: &Path) -> u64 {
             return 0;
         }
     };
-    let parsed = std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok());
+    let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| {
+        let mut words = t.split_whitespace();
+        let digits = words.next()?;
+        match words.next() {
+            // Checked: what this version writes.
+            Some(crc) => (u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(digits.as_bytes())
+                && words.next().is_none())
+            .then(|| digits.parse::<u64>().ok())
+            .flatten(),
+            // Digits alone: what earlier versions wrote.
+            None => digits.parse::<u64>().ok(),
+        }
+    });
     parsed.unwrap_or_else(|| {
         let aside = path.with_extension("bad");
         let moved = std::fs::rename(path, &aside);
@@ -777,8 +821,16 @@ struct Scanned {
     lost: Vec<(u64, u64)>,
 }
 
-/// Reads a segment at `open`, resynchronising past damaged frames.
-fn scan(path: &Path, first_seq: u64, first_unacked: u64) -> anyhow::Result<Scanned> {
+/// Reads a segment at `open`, resynchronising past damaged frames. In the last segment a
+/// frame the file ends inside is a crash's torn tail (cut by the caller), never searched
+/// past; in a sealed one, what cannot be read up to the end costs the records up to
+/// `next_first`.
+fn scan(
+    path: &Path,
+    first_seq: u64,
+    first_unacked: u64,
+    next_first: Option<u64>,
+) -> anyhow::Result<Scanned> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading spool segment {}", path.display()))?;
     let mut found = Scanned {
@@ -792,6 +844,7 @@ fn scan(path: &Path, first_seq: u64, first_unacked: u64) -> anyhow::Result<Scann
     let mut at = 0usize;
     loop {
         let mut r = bytes.get(at..).unwrap_or_default();
+        let expected = found.last_seq.map_or(first_seq, |s| s + 1);
         match frame::read(&mut r)? {
             frame::Next::Frame(f) => {
                 at += f.len as usize;
@@ -803,17 +856,23 @@ fn scan(path: &Path, first_seq: u64, first_unacked: u64) -> anyhow::Result<Scann
                 }
             }
             frame::Next::End => break,
-            frame::Next::Torn(_) => {
-                let after = found.last_seq.or_else(|| first_seq.checked_sub(1));
-                let Some((skip, seq)) = frame::resync(bytes.get(at..).unwrap_or_default(), after)
-                else {
-                    break;
-                };
-                let first_lost = after.map_or(0, |a| a + 1);
-                if seq > first_lost {
-                    found.lost.push((first_lost, seq - 1));
+            frame::Next::Torn(torn) if torn.cut && next_first.is_none() => break,
+            frame::Next::Torn(torn) => {
+                let rest = bytes.get(at..).unwrap_or_default();
+                match frame::resync(rest, expected, torn.len) {
+                    Some((skip, seq)) => {
+                        if seq > expected {
+                            found.lost.push((expected, seq - 1));
+                        }
+                        at += skip;
+                    }
+                    None => {
+                        if let Some(next) = next_first.filter(|n| *n > expected) {
+                            found.lost.push((expected, next - 1));
+                        }
+                        break;
+                    }
                 }
-                at += skip;
             }
         }
     }

@@ -430,12 +430,82 @@ fn a_torn_write_that_cannot_be_cut_back_hides_nothing_written_after_it() {
         .collect();
     let mut expected = accepted;
     expected.extend(more);
-    // While running: the reader steps over the torn bytes.
+    // While running: the reader steps over the torn bytes; the gauges stay true.
+    assert_eq!(spool.counts().pending, expected.len() as u64);
     let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
     assert_eq!(seqs, expected);
+    assert_eq!(
+        spool.counts().corrupt,
+        0,
+        "refused records are not lost records"
+    );
     drop(spool);
     // After a restart: the torn bytes are not taken for a tail; all accepted come back.
     let mut spool = Spool::open(dir.path(), config()).unwrap();
     let seqs: Vec<u64> = drain(&mut spool).into_iter().map(|d| d.0).collect();
     assert_eq!(seqs, expected);
+}
+
+#[test]
+fn a_stale_acked_position_does_not_hold_the_spool_below_its_oldest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
+    for r in mib.chunks(3) {
+        spool.append(r);
+    }
+    drop(spool);
+    // The first segment was delivered and deleted, but `acked` still says 0.
+    std::fs::remove_file(segment_path(dir.path(), 0)).unwrap();
+    std::fs::write(dir.path().join(ACKED_FILE), "0").unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let all = drain(&mut spool);
+    for (seq, _) in &all {
+        spool.ack(*seq);
+    }
+    spool.sync().unwrap();
+    assert_eq!(spool.counts().pending, 0);
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == EXTENSION)
+        })
+        .count();
+    assert_eq!(segments, 1, "delivered segments are deleted");
+    // New records continue after the highest number.
+    assert_eq!(spool.append(&[record(12, 1)])[0].as_ref().unwrap(), &12);
+}
+
+#[test]
+fn a_frame_hidden_in_a_damaged_payload_is_never_taken_for_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    // Record 1's payload carries a well-formed frame numbered 2 from another "service".
+    let mut fake = Vec::new();
+    let mut forged = record(99, 10);
+    forged.source = "someone-else".into();
+    frame::encode(&mut fake, 2, u64::MAX, &forged);
+    let mut carrier = record(1, 0);
+    carrier.payload = [vec![7u8; 200], fake, vec![7u8; 200]].concat();
+    spool.append(&[record(0, 10), carrier, record(2, 10)]);
+    let first = frame_len(dir.path());
+    drop(spool);
+    // A flipped byte in the carrier's payload, before the hidden frame.
+    flip(&segment_path(dir.path(), 0), first + 100, &[0x00]);
+    let mut spool = Spool::open(dir.path(), config()).unwrap();
+    let mut out = Vec::new();
+    while let Some((seq, r)) = spool.next_record().unwrap() {
+        out.push((seq, r.source, r.id));
+    }
+    assert_eq!(
+        out,
+        vec![
+            (0, "sensor".to_string(), "m0".to_string()),
+            (2, "sensor".to_string(), "m2".to_string())
+        ]
+    );
 }
