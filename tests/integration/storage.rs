@@ -74,6 +74,9 @@ async fn a_full_disk_refuses_with_queue_full_keeps_what_it_accepted_and_recovers
         return;
     };
     let mut broker = Mosquitto::start();
+    // Subscribed before the outage, as in the outage test: nothing the node sends once the
+    // broker is back can pass before the cloud listens.
+    let cloud = Cloud::connect(broker.port, &["busbar/test-node/d2c"]).await;
     broker.stop();
     let spool = format!(
         "[com.spool]\ndir = \"{}\"",
@@ -110,7 +113,6 @@ async fn a_full_disk_refuses_with_queue_full_keeps_what_it_accepted_and_recovers
     .await;
     // The broker returns: everything accepted is delivered, in order, once at least.
     broker.restart();
-    let cloud = Cloud::connect(broker.port, &["busbar/test-node/d2c"]).await;
     let got = cloud
         .wait_for("every accepted message", accepted as usize, |r| {
             r.topic == "busbar/test-node/d2c"
@@ -173,4 +175,67 @@ async fn a_broker_that_accepts_then_drops_is_retried_slower_and_slower() {
         "{last_gap:?} between attempts 6 and 7"
     );
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_reported_on_connect_is_followed_by_the_running_services() {
+    let broker = Mosquitto::start();
+    let cloud = Cloud::connect(broker.port, &["busbar/test-node/reported"]).await;
+    let node = TestNode::start_raw(&probe(), &config(broker.port, ""))
+        .await
+        .unwrap();
+    // Well before the periodic report (60 s): a report shows the probe running, with its
+    // version, even when the first one (on connect) came while it was still loading.
+    let got = cloud
+        .wait_for("a report with the probe running", 1, |r| {
+            if r.topic != "busbar/test-node/reported" {
+                return false;
+            }
+            let v = r.json();
+            v["services"]["probe"]["state"] == "running"
+                && v["services"]["probe"]["sha256"].is_string()
+        })
+        .await;
+    assert!(!got.is_empty());
+    node.shutdown().await;
+}
+
+#[test]
+fn a_node_starts_on_a_full_disk_and_says_what_it_could_not_write() {
+    let Some(disk) = Tmpfs::mount("64k") else {
+        return;
+    };
+    // Fill it up (dd stops at "no space left").
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1k", "count=1024"])
+        .arg(format!("of={}", disk.path().join("filler").display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        std::fs::write(disk.path().join("probe"), b"x").is_err(),
+        "the tmpfs should be full"
+    );
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("m.toml"), service("echo", "echo", "")).unwrap();
+    std::fs::write(
+        work.path().join("node.toml"),
+        format!(
+            "data_dir = \"{0}/state\"\ncache_dir = \"{0}/cache\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[admin.tokens]]\nname = \"ops\"\ntoken = \"ops-token-0123456789ab\"\n",
+            disk.path().display()
+        ),
+    )
+    .unwrap();
+    let state = disk.path().join("state");
+    let mut node = busbar_tests::process::Busbar::start_env(
+        work.path(),
+        &["run", "--manifest", "m.toml", "--config", "node.toml"],
+        &[("BUSBAR_DATA_DIR", state.as_os_str())],
+    );
+    node.wait_log(1, &["node running"]);
+    node.wait_log(1, &["cannot write this file", "admin-token"]);
+    node.wait_log(1, &["could not cache compiled component"]);
+    node.wait_log(1, &["service state", "\"running\""]);
+    node.signal("TERM");
+    assert!(node.wait().success());
 }
