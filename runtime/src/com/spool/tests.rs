@@ -24,6 +24,30 @@ fn drain(spool: &mut Spool) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// A spool in `dir` holding records 0..12 of 1 MiB each, in several segments.
+fn twelve_mib_in_segments(dir: &Path) -> Spool {
+    let mut spool = Spool::open(dir, config()).unwrap();
+    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
+    for r in mib.chunks(3) {
+        spool.append(r);
+    }
+    spool
+}
+
+/// How many segment files `dir` holds.
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == EXTENSION)
+        })
+        .count()
+}
+
 #[test]
 fn delivers_in_order_and_resumes_after_a_restart_from_the_first_unacknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,23 +159,8 @@ fn expired_records_are_dropped_when_their_turn_comes() {
 #[test]
 fn segments_rotate_and_acknowledged_ones_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = Spool::open(dir.path(), config()).unwrap();
-    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
-    for r in mib.chunks(3) {
-        spool.append(r);
-    }
-    let files = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == EXTENSION)
-            })
-            .count()
-    };
+    let mut spool = twelve_mib_in_segments(dir.path());
+    let files = || segment_files(dir.path());
     assert!(files() >= 3, "{} segments", files());
     let all = drain(&mut spool);
     assert_eq!(all.len(), 12);
@@ -192,11 +201,7 @@ fn flip(path: &Path, at: u64, bytes: &[u8]) {
 #[test]
 fn a_flipped_byte_in_a_sealed_segment_costs_that_record_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = Spool::open(dir.path(), config()).unwrap();
-    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
-    for r in mib.chunks(3) {
-        spool.append(r);
-    }
+    let mut spool = twelve_mib_in_segments(dir.path());
     assert!(spool.segments.len() >= 3);
     let len = frame_len(dir.path());
     drop(spool);
@@ -449,11 +454,7 @@ fn a_torn_write_that_cannot_be_cut_back_hides_nothing_written_after_it() {
 #[test]
 fn a_stale_acked_position_does_not_hold_the_spool_below_its_oldest_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = Spool::open(dir.path(), config()).unwrap();
-    let mib = (0..12).map(|n| record(n, 1 << 20)).collect::<Vec<_>>();
-    for r in mib.chunks(3) {
-        spool.append(r);
-    }
+    let mut spool = twelve_mib_in_segments(dir.path());
     drop(spool);
     // The first segment was delivered and deleted, but `acked` still says 0.
     std::fs::remove_file(segment_path(dir.path(), 0)).unwrap();
@@ -465,17 +466,11 @@ fn a_stale_acked_position_does_not_hold_the_spool_below_its_oldest_segment() {
     }
     spool.sync().unwrap();
     assert_eq!(spool.counts().pending, 0);
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == EXTENSION)
-        })
-        .count();
-    assert_eq!(segments, 1, "delivered segments are deleted");
+    assert_eq!(
+        segment_files(dir.path()),
+        1,
+        "delivered segments are deleted"
+    );
     // New records continue after the highest number.
     assert_eq!(spool.append(&[record(12, 1)])[0].as_ref().unwrap(), &12);
 }
