@@ -201,7 +201,7 @@ fn flip(path: &Path, at: u64, bytes: &[u8]) {
 #[test]
 fn a_flipped_byte_in_a_sealed_segment_costs_that_record_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = twelve_mib_in_segments(dir.path());
+    let spool = twelve_mib_in_segments(dir.path());
     assert!(spool.segments.len() >= 3);
     let len = frame_len(dir.path());
     drop(spool);
