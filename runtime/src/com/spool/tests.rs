@@ -454,7 +454,7 @@ fn a_torn_write_that_cannot_be_cut_back_hides_nothing_written_after_it() {
 #[test]
 fn a_stale_acked_position_does_not_hold_the_spool_below_its_oldest_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spool = twelve_mib_in_segments(dir.path());
+    let spool = twelve_mib_in_segments(dir.path());
     drop(spool);
     // The first segment was delivered and deleted, but `acked` still says 0.
     std::fs::remove_file(segment_path(dir.path(), 0)).unwrap();
