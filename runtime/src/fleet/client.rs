@@ -111,14 +111,7 @@ impl HubClient {
             return Ok(resp);
         }
         // An error answer is read up to 64 KiB: a hostile hub cannot make the node hold more.
-        let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
-            body.extend_from_slice(&chunk[..chunk.len().min((64 << 10) - body.len())]);
-            if body.len() >= 64 << 10 {
-                break;
-            }
-        }
+        let body = read_at_most(resp, 64 << 10).await.unwrap_or_default();
         let message = crate::net::error_text(String::from_utf8_lossy(&body).into_owned());
         let url = self.base.clone();
         Err(match status {
@@ -178,14 +171,11 @@ impl HubClient {
         if resp.content_length().is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-            let chunk = chunk.map_err(|e| self.unreachable(&e))?;
-            if body.len() + chunk.len() > max {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
+        let body = read_at_most(resp, max + 1)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if body.len() > max {
+            return Err(too_large());
         }
         serde_json::from_slice(&body).map_err(|e| invalid(format!("the {what} is not valid: {e}")))
     }
@@ -249,4 +239,17 @@ impl HubClient {
             .await
             .map(drop)
     }
+}
+
+/// The first `limit` bytes of `resp`'s body (the rest is not read).
+async fn read_at_most(resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while body.len() < limit
+        && let Some(chunk) = futures_util::StreamExt::next(&mut stream).await
+    {
+        let chunk = chunk?;
+        body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+    }
+    Ok(body)
 }

@@ -437,10 +437,7 @@ impl Spool {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        if self.unsynced {
-            self.writer.sync_data()?;
-            self.unsynced = false;
-        }
+        self.sync_writer()?;
         let path = segment_path(&self.dir, self.next_seq);
         self.writer = (self.opener)(&path)?;
         self.writer_bytes = 0;
@@ -531,12 +528,17 @@ impl Spool {
             tracing::debug!(error = %e, "Com spool: cannot start a fresh segment yet");
         }
         let deleted = self.delete_retired_segments();
-        let synced = if self.unsynced {
-            self.writer.sync_data().map(|()| self.unsynced = false)
-        } else {
-            Ok(())
-        };
+        let synced = self.sync_writer();
         deleted.and(synced).and(self.write_acked())
+    }
+
+    /// `fdatasync`s the segment being written, if it has unsynced writes.
+    fn sync_writer(&mut self) -> std::io::Result<()> {
+        if self.unsynced {
+            self.writer.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     /// Overwrites the acknowledged position in place: 20 digits, a space, their crc32 in 8 hex
