@@ -85,7 +85,7 @@ impl AdminNode {
             process,
             dir: dir.path().to_owned(),
             _owned: Some(dir),
-            http: busbar::net::http_client(),
+            http: busbar_base::net::http_client(),
         }
     }
 
@@ -101,7 +101,7 @@ impl AdminNode {
             process,
             dir: dir.to_owned(),
             _owned: None,
-            http: busbar::net::http_client(),
+            http: busbar_base::net::http_client(),
         }
     }
 

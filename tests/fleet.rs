@@ -65,7 +65,7 @@ impl Hub {
             admin_token: printed(&init, "admin token: "),
             dir,
             url: String::new(),
-            http: busbar::net::http_client(),
+            http: busbar_base::net::http_client(),
         };
         hub.serve("127.0.0.1:0");
         hub

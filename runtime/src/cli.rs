@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use busbar_base::command::until;
+
 use crate::config::NodeConfig;
 use crate::logging::LogFormat;
 use crate::manifest::Manifest;
@@ -55,7 +57,7 @@ pub enum Command {
     /// Call a service action on a running node and print its reply.
     Call(crate::client::CallArgs),
     /// The fleet hub: keys, fleet dir, nodes, serve, publish.
-    Hub(crate::hub::HubArgs),
+    Hub(busbar_hub::HubArgs),
 }
 
 /// `busbar compile --target TRIPLE in.wasm -o out.cwasm`.
@@ -166,18 +168,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Monitor(args) => until(shutdown, crate::client::monitor(&args)).await,
         Command::Publish(args) => until(shutdown, crate::client::publish(&args)).await,
         Command::Call(args) => until(shutdown, crate::client::call(&args)).await,
-        Command::Hub(args) => crate::hub::run(args, shutdown).await,
-    }
-}
-
-/// Runs an operator command until it ends or Ctrl-C / SIGTERM ends it (exit 0).
-pub(crate) async fn until(
-    shutdown: CancellationToken,
-    command: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        r = command => r,
-        () = shutdown.cancelled() => Ok(()),
+        Command::Hub(args) => busbar_hub::run(args, shutdown).await,
     }
 }
 
@@ -192,8 +183,11 @@ fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         .target
         .as_deref()
         .unwrap_or(crate::precompiled::HOST_TARGET);
-    let wasm = crate::read_file::read_bounded(&args.input, crate::read_file::MAX_COMPONENT_BYTES)
-        .with_context(|| format!("cannot read component {}", args.input.display()))?;
+    let wasm = busbar_base::read_file::read_bounded(
+        &args.input,
+        busbar_base::read_file::MAX_COMPONENT_BYTES,
+    )
+    .with_context(|| format!("cannot read component {}", args.input.display()))?;
     let engine = config.engine.build_for(Some(target))?;
     let header = crate::precompiled::write(&engine, &wasm, target, &args.output)
         .with_context(|| format!("component {}", args.input.display()))?;
@@ -216,7 +210,7 @@ fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
     let loader = crate::component::Loader::new(engine, cache)?;
     let mut failures = Vec::new();
     for s in &manifest.services {
-        match loader.load_blocking(&s.source()) {
+        match loader.load_blocking(&crate::component::ComponentSource::of(s)) {
             Ok(c) => println!(
                 "ok      {:<24} sha256 {} ({})",
                 s.name,

@@ -60,6 +60,15 @@ pub struct ComponentSource {
 }
 
 impl ComponentSource {
+    /// Where the code of a manifest's service comes from.
+    pub fn of(entry: &crate::manifest::ServiceEntry) -> Self {
+        Self {
+            path: entry.component.clone(),
+            sha256: entry.sha256.clone(),
+            precompiled: entry.precompiled.clone(),
+        }
+    }
+
     /// Just a component file.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         Self {
@@ -197,11 +206,12 @@ impl Loader {
         source: &ComponentSource,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
         let path = source.path.as_path();
-        let bytes = crate::read_file::read_bounded(path, crate::read_file::MAX_COMPONENT_BYTES)
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes =
+            busbar_base::read_file::read_bounded(path, busbar_base::read_file::MAX_COMPONENT_BYTES)
+                .map_err(|source| LoadError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         self.load_bytes(source, &bytes)
     }
 

@@ -63,8 +63,11 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Reads a TOML node config; relative paths in it are resolved against its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = crate::read_file::read_text_bounded(path, crate::read_file::MAX_CONFIG_BYTES)
-            .with_context(|| format!("node config {}: cannot read it", path.display()))?;
+        let text = busbar_base::read_file::read_text_bounded(
+            path,
+            busbar_base::read_file::MAX_CONFIG_BYTES,
+        )
+        .with_context(|| format!("node config {}: cannot read it", path.display()))?;
         let mut config: NodeConfig = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "node config {}: {}",

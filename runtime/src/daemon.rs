@@ -44,7 +44,7 @@ pub async fn run(
     let fleet_cancel = CancellationToken::new();
     let fleet_task = fleet.map(|f| {
         let (handle, cancel) = (node.handle(), fleet_cancel.clone());
-        crate::supervise::restart(node.health(), "fleet", fleet_cancel.clone(), move || {
+        busbar_base::supervise::restart(node.health(), "fleet", fleet_cancel.clone(), move || {
             let run = f.clone().run(handle.clone(), cancel.clone());
             async move {
                 run.await;
@@ -155,7 +155,7 @@ fn notify(states: &[NotifyState<'_>]) {
 /// orchestrator answers a `ping` over the bus: a node whose runtime is stuck gets restarted.
 async fn keep_watchdog_fed(
     bus: crate::bus::Bus,
-    health: std::sync::Arc<crate::supervise::Health>,
+    health: std::sync::Arc<busbar_base::supervise::Health>,
     stop: CancellationToken,
 ) {
     let Some(interval) = sd_notify::watchdog_enabled() else {

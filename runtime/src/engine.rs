@@ -53,6 +53,24 @@ const WASM_STACK: usize = 512 << 10;
 const GUARD: u64 = 64 << 10;
 
 impl EngineConfig {
+    /// Checks a service's limits against this engine: memory within `engine.max_memory_mib`,
+    /// fuel only with `engine.consume_fuel`. The error names the field and the setting.
+    pub fn fit(&self, limits: &busbar_base::limits::Limits) -> Result<(), String> {
+        let max_mib = self.max_memory_mib;
+        if let Some(mib) = limits.memory_mib
+            && mib > max_mib
+        {
+            return Err(format!(
+                "memory_mib: {mib} exceeds engine.max_memory_mib = {max_mib} of the node config \
+                 (raise it there, or lower limits.memory_mib)"
+            ));
+        }
+        if limits.fuel.is_some() && !self.consume_fuel {
+            return Err("fuel: needs engine.consume_fuel = true in the node config".into());
+        }
+        Ok(())
+    }
+
     fn memory_bytes(&self) -> u64 {
         u64::from(self.max_memory_mib) << 20
     }

@@ -9,10 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
-
-/// Where a service sees its data folder.
-pub const GUEST_DATA_DIR: &str = "/data";
 
 /// The interface families a component may import. Rust's std for `wasm32-wasip2` imports
 /// the WASI ones; the sandbox gives them nothing beyond the grants (no files outside the data
@@ -26,30 +22,7 @@ pub const IMPORTABLE: &[&str] = &[
     "wasi:random/",
 ];
 
-/// What the manifest grants one service. Everything is off by default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Grants {
-    /// Environment variables it sees, copied from the node's environment when set there.
-    pub env: Vec<String>,
-    /// A folder of its own, `{data_dir}/services/{name}`, seen as `/data`.
-    pub data: Option<DataAccess>,
-    /// Services it may address with `submit-action` and `call`; `*` for any (and broadcast).
-    pub destinations: Vec<String>,
-    /// May use the control actions of the internal services (e.g. `orchestrator`
-    /// `dead-letters`, which shows other services' messages).
-    pub privileged: bool,
-}
-
-/// How a service may use its data folder.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataAccess {
-    /// Read files, list folders.
-    ReadOnly,
-    /// Also create, write and delete.
-    ReadWrite,
-}
+pub use busbar_base::grants::{DataAccess, GUEST_DATA_DIR, Grants};
 
 /// The grants of one service made concrete for its instances.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

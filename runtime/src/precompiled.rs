@@ -115,8 +115,9 @@ pub enum Attempt {
 /// Loads the artifact at `path` for the component whose sha256 is `digest`, if it fits.
 /// An error says why it does not (the caller then compiles the component).
 pub fn load(engine: &Engine, path: &Path, digest: &str) -> anyhow::Result<Attempt> {
-    let bytes = crate::read_file::read_bounded(path, crate::read_file::MAX_COMPONENT_BYTES)
-        .context("cannot read it")?;
+    let bytes =
+        busbar_base::read_file::read_bounded(path, busbar_base::read_file::MAX_COMPONENT_BYTES)
+            .context("cannot read it")?;
     let (header, start) = read_header(&bytes)?;
     if header.target != HOST_TARGET {
         return Ok(Attempt::OtherTarget(header.target));

@@ -479,7 +479,7 @@ async fn a_node_killed_mid_burst_delivers_everything_it_accepted_after_restart()
     let url = std::fs::read_to_string(state.join("admin-url")).unwrap();
     let token = std::fs::read_to_string(state.join("admin-token")).unwrap();
     // A notification: the burst runs on while the test waits.
-    let sent = busbar::net::http_client()
+    let sent = busbar_base::net::http_client()
         .post(format!("{url}/rpc"))
         .bearer_auth(token)
         .json(&json!({"jsonrpc": "2.0", "method": "probe/burst",
@@ -522,7 +522,7 @@ async fn a_node_killed_mid_burst_delivers_everything_it_accepted_after_restart()
     );
 
     // `/metrics` shows the MQTT connection state and the spool's depth.
-    let http = busbar::net::http_client();
+    let http = busbar_base::net::http_client();
     let url = std::fs::read_to_string(state.join("admin-url")).unwrap();
     let token = std::fs::read_to_string(state.join("admin-token")).unwrap();
     let text = http

@@ -379,7 +379,7 @@ mod flaky {
         let seen = Arc::new(Seen::default());
         let proxy = Arc::new(Proxy {
             upstream: upstream.to_owned(),
-            http: busbar::net::http_client(),
+            http: busbar_base::net::http_client(),
             seen: seen.clone(),
         });
         let app = axum::Router::new().fallback(forward).with_state(proxy);

@@ -268,7 +268,7 @@ async fn a_bad_digest_or_a_huge_manifest_from_a_hub_leaves_the_node_running() {
 async fn widening_proxy(upstream: String) -> String {
     use axum::extract::Request;
     use axum::response::IntoResponse as _;
-    let http = busbar::net::http_client();
+    let http = busbar_base::net::http_client();
     let forward = move |req: Request| {
         let (http, upstream) = (http.clone(), upstream.clone());
         async move {
@@ -360,7 +360,7 @@ async fn a_hub_cannot_widen_what_the_publisher_signed() {
 async fn a_node_token_cannot_grow_the_hub_forge_log_lines_or_crash_it() {
     let hub = Hub::start();
     let token = hub.add_node("gw1");
-    let http = busbar::net::http_client();
+    let http = busbar_base::net::http_client();
     let post = |path: &str, body: Value| {
         http.post(format!("{}{path}", hub.url))
             .bearer_auth(&token)

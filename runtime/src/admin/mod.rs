@@ -57,7 +57,7 @@ struct App {
     max_response_bytes: usize,
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
-    health: Arc<crate::supervise::Health>,
+    health: Arc<busbar_base::supervise::Health>,
 }
 
 /// The running admin API.
@@ -75,7 +75,7 @@ impl AdminServer {
         config: &NodeConfig,
         bus: Bus,
         services: Arc<ServiceTable>,
-        health: Arc<crate::supervise::Health>,
+        health: Arc<busbar_base::supervise::Health>,
     ) -> anyhow::Result<Self> {
         let admin = &config.admin;
         let listener = tokio::net::TcpListener::bind(admin.listen)
@@ -137,7 +137,7 @@ impl AdminServer {
                 config.max_payload_bytes.saturating_mul(2) + (64 << 10),
             ))
             .with_state(app);
-        let bounds = crate::serve::Bounds {
+        let bounds = busbar_base::serve::Bounds {
             name: "admin API",
             max_connections: admin.max_connections,
             setting: "admin.max_connections",
@@ -146,20 +146,21 @@ impl AdminServer {
         // Watched: should the server fail, it listens again on the same address.
         let first = std::sync::Mutex::new(Some(listener));
         let stop = cancel.clone();
-        let task = crate::supervise::restart(&health, "admin-api", cancel.clone(), move || {
-            let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let (router, bounds, stop) = (router.clone(), bounds.clone(), stop.clone());
-            async move {
-                let listener = match listener {
-                    Some(l) => l,
-                    None => tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("admin API: cannot listen on {addr} again"))?,
-                };
-                crate::serve::serve(listener, router, bounds, stop).await;
-                Ok(())
-            }
-        });
+        let task =
+            busbar_base::supervise::restart(&health, "admin-api", cancel.clone(), move || {
+                let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let (router, bounds, stop) = (router.clone(), bounds.clone(), stop.clone());
+                async move {
+                    let listener = match listener {
+                        Some(l) => l,
+                        None => tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("admin API: cannot listen on {addr} again"))?,
+                    };
+                    busbar_base::serve::serve(listener, router, bounds, stop).await;
+                    Ok(())
+                }
+            });
         tracing::info!(%url, token_file = %data_dir.join(TOKEN_FILE).display(), "admin API listening");
         Ok(Self {
             url,

@@ -72,7 +72,7 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 pub(super) fn registry(
     bus: Bus,
     services: Arc<ServiceTable>,
-    health: Arc<crate::supervise::Health>,
+    health: Arc<busbar_base::supervise::Health>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("busbar");
     registry.register_collector(Box::new(NodeCollector {
@@ -90,7 +90,7 @@ type CounterOf = fn(&ServiceReport) -> u64;
 struct NodeCollector {
     bus: Bus,
     services: Arc<ServiceTable>,
-    health: Arc<crate::supervise::Health>,
+    health: Arc<busbar_base::supervise::Health>,
 }
 
 impl NodeCollector {
@@ -105,7 +105,7 @@ impl NodeCollector {
             probe.metric_type(),
         )?;
         for (name, t) in &tasks {
-            let up = i64::from(t.state == crate::supervise::TaskState::Running);
+            let up = i64::from(t.state == busbar_base::supervise::TaskState::Running);
             ConstGauge::new(up).encode(family.encode_family(&[("task", *name)])?)?;
         }
         let probe = ConstCounter::new(0u64);

@@ -18,6 +18,18 @@ pub enum OnFull {
     Refuse,
 }
 
+impl OnFull {
+    /// The policy a service's limits ask for (`on_full`, `block_ms`).
+    pub fn of(limits: &busbar_base::limits::Limits) -> Self {
+        match limits.on_full {
+            busbar_base::limits::FullPolicy::Block => {
+                OnFull::Block(Duration::from_millis(limits.block_ms))
+            }
+            busbar_base::limits::FullPolicy::Refuse => OnFull::Refuse,
+        }
+    }
+}
+
 /// Whether a route leads to a native part of the node or to a wasm service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+pub use busbar_base::command::{clock, send_checked};
 pub use events::{LogsArgs, MonitorArgs, logs, monitor};
 pub use exit::{Failure, exit_code};
 pub use rpc::{CallArgs, PublishArgs, call, publish, read_payload};
@@ -85,7 +86,7 @@ impl Client {
                 ))
             })?;
         Ok(Self {
-            http: crate::net::http_client(),
+            http: busbar_base::net::http_client(),
             url: url.trim_end_matches('/').to_owned(),
             token,
             json: args.json,
@@ -147,40 +148,4 @@ pub async fn status(args: &ConnectArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// `HH:MM:SS.mmm` (UTC) of a timestamp in ms since the Unix epoch.
-pub fn clock(ts_ms: u64) -> String {
-    let (s, ms) = (ts_ms / 1000, ts_ms % 1000);
-    format!(
-        "{:02}:{:02}:{:02}.{ms:03}",
-        s / 3600 % 24,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-/// Sends `req` to `who` at `url`: no connection, a refused token and any other error answer
-/// become [`Failure`]s (with their exit codes) carrying the server's `error` text.
-pub(crate) async fn send_checked(
-    req: reqwest::RequestBuilder,
-    who: &str,
-    url: &str,
-    hint: &str,
-) -> anyhow::Result<reqwest::Response> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Failure::unreachable(format!("cannot reach {who} at {url}{hint}: {e}")))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let reason = crate::net::error_text(resp.text().await.unwrap_or_default());
-    let message = format!("{who} answered {status}: {reason}");
-    Err(match status.as_u16() {
-        401 | 403 => Failure::unauthorized(message),
-        _ => Failure::other(message),
-    }
-    .into())
 }

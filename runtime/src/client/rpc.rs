@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{Client, ConnectArgs, Failure};
+use super::{Client, ConnectArgs};
 
 /// `busbar call SERVICE ACTION`.
 #[derive(Debug, Args)]
@@ -92,7 +92,7 @@ impl Client {
             println!("{resp:#}");
         }
         if let Some(error) = resp.get("error") {
-            return Err(Failure::from_rpc(error).into());
+            return Err(super::exit::rpc_failure(error).into());
         }
         Ok(resp)
     }

@@ -89,7 +89,7 @@ pub async fn spawn(
     bus: &Bus,
     services: Arc<ServiceTable>,
     tracker: &TaskTracker,
-    health: &Arc<crate::supervise::Health>,
+    health: &Arc<busbar_base::supervise::Health>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let watching = cancel.clone();
@@ -124,7 +124,7 @@ pub async fn spawn(
                 stats: bus.com_stats().clone(),
                 services,
             };
-            tracker.spawn(crate::supervise::watch(
+            tracker.spawn(busbar_base::supervise::watch(
                 health,
                 "com",
                 watching,
@@ -136,7 +136,7 @@ pub async fn spawn(
         }
         None => {
             let out = json_lines::open(&node.com).await?;
-            tracker.spawn(crate::supervise::watch(
+            tracker.spawn(busbar_base::supervise::watch(
                 health,
                 "com",
                 watching,

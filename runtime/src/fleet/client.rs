@@ -73,9 +73,9 @@ impl HubClient {
             config.url
         );
         let tls = if base.starts_with("https://") {
-            crate::net::tls_client_config(config.ca_file.as_deref(), "hub")?
+            busbar_base::net::tls_client_config(config.ca_file.as_deref(), "hub")?
         } else {
-            crate::net::tls_client_config(None, "")?
+            busbar_base::net::tls_client_config(None, "")?
         };
         let builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -112,7 +112,7 @@ impl HubClient {
         }
         // An error answer is read up to 64 KiB: a hostile hub cannot make the node hold more.
         let body = read_at_most(resp, 64 << 10).await.unwrap_or_default();
-        let message = crate::net::error_text(String::from_utf8_lossy(&body).into_owned());
+        let message = busbar_base::net::error_text(String::from_utf8_lossy(&body).into_owned());
         let url = self.base.clone();
         Err(match status {
             StatusCode::FORBIDDEN => HubError::WrongNode {

@@ -14,8 +14,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::client::{HubClient, HubError};
 use super::protocol::FleetService;
-use super::store::{Store, sync_dir};
-use crate::digest::Sha256 as Digest256;
+use super::store::Store;
+use busbar_base::digest::Sha256 as Digest256;
+use busbar_base::files::sync_dir;
 
 /// Attempts per component before giving up (until the next manifest round).
 const ATTEMPTS: u32 = 6;
@@ -83,7 +84,7 @@ pub async fn fetch(
             }
         }
         if attempt < ATTEMPTS {
-            tokio::time::sleep(crate::net::backoff(attempt, Duration::from_secs(5))).await;
+            tokio::time::sleep(busbar_base::net::backoff(attempt, Duration::from_secs(5))).await;
         }
     }
     Err(DownloadError::Failed {

@@ -2,17 +2,15 @@
 //! download and verify components into a local cache, apply them (hot-swapping new versions),
 //! remember the last good manifest for offline starts, and report back.
 
-pub mod bounds;
 mod client;
 mod config;
 mod download;
 mod identity;
-pub mod protocol;
-mod signing;
 mod store;
 mod sync;
 
+pub use busbar_hub::{bounds, protocol, signing};
 pub use client::{HubClient, HubError};
 pub use config::HubConfig;
-pub use store::{FleetState, Store, write_atomic};
+pub use store::{FleetState, Store};
 pub use sync::Fleet;

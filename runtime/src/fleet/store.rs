@@ -3,16 +3,16 @@
 //! versions that failed, and the last version of each service that ran well. A node that
 //! cannot reach its hub at boot starts from it.
 
+use busbar_base::files::write_atomic;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{FleetManifest, FleetService};
-use crate::digest::Sha256;
 use crate::manifest::{Manifest, ServiceEntry};
+use busbar_base::digest::Sha256;
 
 /// What the node remembers between runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -177,24 +177,6 @@ impl Store {
             .validate()
             .map_err(|e| anyhow::anyhow!("the hub's manifest: {e}"))?;
         Ok(manifest)
-    }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, whole.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes a rename in `dir` durable (best effort: not every platform can open a folder).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

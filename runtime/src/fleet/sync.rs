@@ -22,12 +22,12 @@ use super::protocol::{
 };
 use super::store::{FleetState, Store};
 use crate::config::NodeConfig;
-use crate::digest::{Sha256, shown};
 use crate::engine::EngineConfig;
 use crate::manifest::Manifest;
 use crate::node::NodeHandle;
 use crate::observe::unix_ms;
 use crate::service::{PROBATION, State};
+use busbar_base::digest::{Sha256, shown};
 
 /// How often statuses are checked for rollbacks and versions past their probation.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
@@ -147,9 +147,8 @@ impl Fleet {
     /// and limits in range and within this node's engine. The error names the field.
     fn acceptable(&self, entry: &FleetService) -> Result<(), String> {
         entry.check()?;
-        entry
-            .limits
-            .fit_engine(&self.engine)
+        self.engine
+            .fit(&entry.limits)
             .map_err(|e| format!("limits.{e}"))?;
         verify_entry(&self.key, entry)
     }
@@ -422,7 +421,7 @@ impl Fleet {
                         }
                         Round::Other(e) => tracing::error!("fleet: manifest not applied: {e:#}"),
                     }
-                    tokio::time::sleep(crate::net::backoff(failures, self.backoff_max)).await;
+                    tokio::time::sleep(busbar_base::net::backoff(failures, self.backoff_max)).await;
                 }
             }
         }

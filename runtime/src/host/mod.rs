@@ -67,14 +67,14 @@ pub struct Sandbox {
 impl Default for Sandbox {
     /// What a manifest entry without `limits` gets.
     fn default() -> Self {
-        Self::from(&crate::manifest::Limits::default())
+        Self::from(&busbar_base::limits::Limits::default())
     }
 }
 
-impl From<&crate::manifest::Limits> for Sandbox {
+impl From<&busbar_base::limits::Limits> for Sandbox {
     /// The store limits, fuel and a fresh submit quota (`submit_per_sec` a second with
     /// bursts of as many; 0: none) of a manifest entry.
-    fn from(limits: &crate::manifest::Limits) -> Self {
+    fn from(limits: &busbar_base::limits::Limits) -> Self {
         let quota = std::num::NonZeroU32::new(limits.submit_per_sec).map(|n| {
             Arc::new(governor::RateLimiter::direct(
                 governor::Quota::per_second(n).allow_burst(n),

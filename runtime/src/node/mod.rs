@@ -32,7 +32,7 @@ pub struct Node {
     core: Arc<Core>,
     /// The health of the node's long-lived tasks (Com here; the daemon adds the fleet
     /// client and the admin API).
-    health: Arc<crate::supervise::Health>,
+    health: Arc<busbar_base::supervise::Health>,
     internal_tasks: TaskTracker,
     internal_cancel: CancellationToken,
     _ticker: EpochTicker,
@@ -125,7 +125,7 @@ impl Node {
         let internal_tasks = TaskTracker::new();
         let internal_cancel = CancellationToken::new();
         let services = Arc::new(ServiceTable::default());
-        let health = crate::supervise::Health::new();
+        let health = busbar_base::supervise::Health::new();
         crate::com::spawn(
             config,
             &bus,
@@ -201,7 +201,7 @@ impl Node {
     }
 
     /// The health of the node's long-lived tasks.
-    pub fn health(&self) -> &Arc<crate::supervise::Health> {
+    pub fn health(&self) -> &Arc<busbar_base::supervise::Health> {
         &self.health
     }
 }
@@ -216,7 +216,7 @@ impl NodeHandle {
         for s in manifest.services.iter().filter(|s| s.enabled) {
             self.0
                 .loader
-                .load(&s.source())
+                .load(&crate::component::ComponentSource::of(s))
                 .await
                 .with_context(|| format!("service `{}`", s.name))?;
         }
@@ -225,7 +225,10 @@ impl NodeHandle {
 
     /// Loads (compiles, checks) one service's component without running it.
     pub async fn check(&self, entry: &ServiceEntry) -> anyhow::Result<()> {
-        self.0.loader.load(&entry.source()).await?;
+        self.0
+            .loader
+            .load(&crate::component::ComponentSource::of(entry))
+            .await?;
         Ok(())
     }
 
@@ -303,7 +306,11 @@ impl Core {
                     applied.restarted.push(entry.name.clone());
                     // Compile before messages are redirected, so the swap pause does not
                     // include it (a failure shows in the new version's start: rollback).
-                    if let Err(e) = self.loader.load(&entry.source()).await {
+                    if let Err(e) = self
+                        .loader
+                        .load(&crate::component::ComponentSource::of(entry))
+                        .await
+                    {
                         tracing::warn!(service = %entry.name, "the new version does not load: {e:#}");
                     }
                     Some(old)
@@ -323,7 +330,7 @@ impl Core {
             .unwrap_or(self.limits.engine.max_memory_mib);
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),
-            source: s.source(),
+            source: crate::component::ComponentSource::of(s),
             properties: Arc::new(
                 s.config
                     .iter()
@@ -357,7 +364,11 @@ impl Core {
         previous: Option<Running>,
     ) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(entry.limits.mailbox);
-        let route = Route::new(tx.clone(), entry.limits.on_full(), RouteKind::Custom);
+        let route = Route::new(
+            tx.clone(),
+            crate::bus::OnFull::of(&entry.limits),
+            RouteKind::Custom,
+        );
         let successor = Arc::new(std::sync::OnceLock::new());
         spec.successor = successor.clone();
         let own_spec = spec.clone();
@@ -486,7 +497,10 @@ fn changed(old: &Running, entry: &ServiceEntry) -> bool {
         // The loader refuses a file with another digest, so this is what would run.
         return !expected.eq_ignore_ascii_case(&loaded);
     }
-    match crate::read_file::read_bounded(&entry.component, crate::read_file::MAX_COMPONENT_BYTES) {
+    match busbar_base::read_file::read_bounded(
+        &entry.component,
+        busbar_base::read_file::MAX_COMPONENT_BYTES,
+    ) {
         Ok(bytes) => hex::encode(Sha256::digest(&bytes)) != loaded,
         Err(_) => true,
     }

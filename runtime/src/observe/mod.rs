@@ -9,10 +9,4 @@ pub use logs::{LogHub, LogLayer, LogLine, log_hub};
 pub use tap::{Tap, TapReceiver};
 pub use traffic::Traffic;
 
-/// Milliseconds since the Unix epoch, the timestamp of every observed event.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use busbar_base::time::unix_ms;

@@ -92,7 +92,7 @@ impl Connector {
             }
         };
         let tls = if config.tls.unwrap_or(tls_default) {
-            Some(Arc::new(crate::net::tls_client_config(
+            Some(Arc::new(busbar_base::net::tls_client_config(
                 config.ca_file.as_deref(),
                 "com",
             )?))
@@ -207,7 +207,7 @@ impl Connector {
                 }
             }
             if !planned {
-                let wait = crate::net::backoff(failures, self.backoff_max);
+                let wait = busbar_base::net::backoff(failures, self.backoff_max);
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}

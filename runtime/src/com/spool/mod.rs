@@ -198,12 +198,6 @@ pub struct Spool {
     counts: SpoolCounts,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.{EXTENSION}"))
 }
@@ -331,7 +325,8 @@ impl Spool {
     /// own outcome. Syncs before returning when `sync_ms = 0`. A failed write is cut back
     /// off the segment and its records refused (nothing of them stays, nothing is counted).
     pub fn append(&mut self, records: &[Record]) -> Vec<Result<u64, SpoolError>> {
-        let expires = now_ms().saturating_add(self.config.ttl.as_millis() as u64);
+        let expires =
+            busbar_base::time::unix_ms().saturating_add(self.config.ttl.as_millis() as u64);
         let mut out = Vec::with_capacity(records.len());
         let mut batch = Batch::default();
         let mut frame = Vec::new();
@@ -485,7 +480,7 @@ impl Spool {
             let Some(f) = self.read_frame()? else {
                 return Ok(None);
             };
-            if f.expires_ms <= now_ms() {
+            if f.expires_ms <= busbar_base::time::unix_ms() {
                 self.counts.expired += 1;
                 self.retire(f.seq, f.len);
                 continue;

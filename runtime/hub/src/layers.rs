@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::config::NodeEntry;
 use super::files::FleetDir;
-use crate::fleet::protocol::{FleetManifest, FleetService, NodeSettings};
+use crate::protocol::{FleetManifest, FleetService, NodeSettings};
 
 /// One published manifest layer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,7 +165,7 @@ pub fn etag(manifest: &FleetManifest) -> String {
 mod tests {
     use super::*;
 
-    use crate::fleet::protocol::test_service as service;
+    use crate::protocol::test_service as service;
 
     #[test]
     fn later_layers_replace_by_name_keeping_the_first_position() {

@@ -17,7 +17,7 @@ use super::files::{self, write_atomic};
 use super::layers::Layer;
 use super::node_api::check_sha;
 use super::state::Hub;
-use crate::fleet::protocol::{self, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER};
+use crate::protocol::{self, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER};
 
 /// Largest component an admin may upload.
 pub const MAX_BLOB_BYTES: usize = 64 << 20;

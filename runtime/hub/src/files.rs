@@ -69,7 +69,7 @@ impl FleetDir {
     }
 }
 
-pub use crate::fleet::write_atomic;
+pub use busbar_base::files::write_atomic;
 
 /// Serializes `value` as pretty JSON to `path`, atomically.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::fleet::bounds::escape_line;
+use crate::bounds::escape_line;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::fleet::protocol::{
+use crate::protocol::{
     self, FleetService, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
 };
 
@@ -52,12 +52,12 @@ pub struct PublishArgs {
     pub disabled: bool,
     /// Its sandbox limits, as the JSON of a manifest's `limits`, e.g.
     /// '{"mailbox": 1024, "deadline_ms": 500}'.
-    #[arg(long, value_parser = parse_json::<crate::manifest::Limits>)]
-    pub limits: Option<crate::manifest::Limits>,
+    #[arg(long, value_parser = parse_json::<busbar_base::limits::Limits>)]
+    pub limits: Option<busbar_base::limits::Limits>,
     /// Its grants, as the JSON of a manifest's `grants`, e.g.
     /// '{"destinations": ["seq-receiver"]}'.
-    #[arg(long, value_parser = parse_json::<crate::grants::Grants>)]
-    pub grants: Option<crate::grants::Grants>,
+    #[arg(long, value_parser = parse_json::<busbar_base::grants::Grants>)]
+    pub grants: Option<busbar_base::grants::Grants>,
 }
 
 /// Parses a JSON argument into `T`, naming what is wrong.
@@ -107,7 +107,7 @@ impl HubClient {
     /// A client for the hub of `args`.
     fn new(args: &AdminArgs) -> Self {
         Self {
-            http: crate::net::http_client(),
+            http: busbar_base::net::http_client(),
             url: args.hub.trim_end_matches('/').to_owned(),
             token: args.token.trim().to_owned(),
         }
@@ -122,20 +122,20 @@ impl HubClient {
 
     /// Sends `req`; an error answer becomes its `error` text.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        crate::client::send_checked(req, "the hub", &self.url, "").await
+        busbar_base::command::send_checked(req, "the hub", &self.url, "").await
     }
 }
 
 /// `busbar hub publish`: upload the component with its signature, then publish it.
 pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
-    crate::manifest::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
+    busbar_base::names::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
     let key_text = std::fs::read_to_string(&args.key)
         .with_context(|| format!("cannot read secret key {}", args.key.display()))?;
     let key = protocol::parse_secret_key(&key_text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("cannot read component {}", args.component.display()))?;
-    let digest = crate::digest::Sha256::of(&wasm);
+    let digest = busbar_base::digest::Sha256::of(&wasm);
     let sha = digest.to_string();
     let size = wasm.len() as u64;
     let mut service = FleetService {
@@ -220,7 +220,7 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
         .json()
         .await
         .context("the hub's node list is not JSON")?;
-    let now = super::records::now_ms();
+    let now = busbar_base::time::unix_ms();
     println!(
         "{:<20} {:<12} {:<28} {:<10} {:>6}  SERVICES",
         "NODE", "LAST SEEN", "TARGET", "VERSION", "EVENTS"
@@ -266,7 +266,7 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
         for (node, e) in last {
             println!(
                 "{} {node:<20} {:<12} {:<20} {} {}",
-                crate::client::clock(e.at_ms),
+                busbar_base::command::clock(e.at_ms),
                 e.kind,
                 escape_line(&e.service),
                 e.sha256.short(),

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::config::NodeEntry;
 use super::error::{HubError, blocking};
 use super::files::{self, FleetDir};
-use crate::fleet::protocol::{NodeEvent, NodeRecord, NodeStatus, SignIn};
+use crate::protocol::{NodeEvent, NodeRecord, NodeStatus, SignIn};
 
 /// Events kept per node; older ones are dropped. With each event's detail bounded
-/// ([`crate::fleet::bounds::MAX_DETAIL_CHARS`]) and the status too, a node's record stays
+/// ([`crate::bounds::MAX_DETAIL_CHARS`]) and the status too, a node's record stays
 /// under about 1 MB whatever its token sends.
 pub const MAX_EVENTS: usize = 200;
 
@@ -83,7 +83,7 @@ impl Records {
         let mut cache = self.cache.lock().await;
         let data = self.cached(&mut cache, id).await?;
         change(data);
-        data.last_seen_ms = Some(now_ms());
+        data.last_seen_ms = Some(busbar_base::time::unix_ms());
         let snapshot = data.clone();
         let path = self.dir.node(id);
         blocking(move || {
@@ -108,13 +108,6 @@ impl Records {
     }
 }
 
-/// Now, in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,8 +116,8 @@ mod tests {
         NodeEvent {
             at_ms: n,
             service: "s".into(),
-            kind: crate::fleet::protocol::EventKind::Swapped,
-            sha256: crate::fleet::protocol::test_service("s", 'a').sha256,
+            kind: crate::protocol::EventKind::Swapped,
+            sha256: crate::protocol::test_service("s", 'a').sha256,
             detail: String::new(),
         }
     }

@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use super::error::{HubError, blocking};
 use super::range;
 use super::state::Hub;
-use crate::fleet::bounds::escape_line;
-use crate::fleet::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
+use crate::bounds::escape_line;
+use crate::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
 
 /// `POST /v1/sign-in`.
 pub async fn sign_in(
@@ -101,11 +101,11 @@ fn matches(if_none_match: &str, etag: &str) -> bool {
 
 /// Checks a sha256 in a path: 64 lowercase hex digits.
 pub fn check_sha(sha: &str) -> Result<(), HubError> {
-    match crate::digest::Sha256::parse(sha) {
+    match busbar_base::digest::Sha256::parse(sha) {
         Ok(d) if d.as_str() == sha => Ok(()),
         _ => Err(HubError::bad_request(format!(
             "`{}` is not a sha256: expected 64 lowercase hex digits",
-            crate::digest::shown(sha)
+            busbar_base::digest::shown(sha)
         ))),
     }
 }

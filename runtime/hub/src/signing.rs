@@ -146,7 +146,7 @@ mod tests {
     fn an_entry_signature_covers_every_field_that_decides_what_a_service_may_do() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let public = key.verifying_key();
-        let mut entry = crate::fleet::protocol::test_service("echo", 'a');
+        let mut entry = crate::protocol::test_service("echo", 'a');
         entry.config.insert(
             "nested".into(),
             serde_json::json!({"b": 1, "a": [true, 2.5]}),
@@ -170,7 +170,7 @@ mod tests {
         type Change = Box<dyn Fn(&mut FleetService)>;
         let changes: Vec<Change> = vec![
             Box::new(|e| e.name = "other".into()),
-            Box::new(|e| e.sha256 = crate::digest::Sha256::parse(&"b".repeat(64)).unwrap()),
+            Box::new(|e| e.sha256 = busbar_base::digest::Sha256::parse(&"b".repeat(64)).unwrap()),
             Box::new(|e| e.size += 1),
             Box::new(|e| e.enabled = false),
             Box::new(|e| {
@@ -179,7 +179,7 @@ mod tests {
             Box::new(|e| e.limits.mailbox += 1),
             Box::new(|e| e.grants.privileged = true),
             Box::new(|e| e.grants.destinations.push("*".into())),
-            Box::new(|e| e.grants.data = Some(crate::grants::DataAccess::ReadWrite)),
+            Box::new(|e| e.grants.data = Some(busbar_base::grants::DataAccess::ReadWrite)),
             Box::new(|e| e.grants.env.push("HOME".into())),
         ];
         for (i, change) in changes.iter().enumerate() {

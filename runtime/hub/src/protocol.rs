@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Sha256;
-use crate::grants::Grants;
-use crate::manifest::Limits;
+use busbar_base::digest::Sha256;
+use busbar_base::grants::Grants;
+use busbar_base::limits::Limits;
 
 /// Header carrying a component's signature on upload.
 pub const SIGNATURE_HEADER: &str = "x-busbar-signature";
@@ -250,8 +250,8 @@ pub use super::signing::{
 };
 
 /// A service entry for tests: `name` at a version whose sha256 is `sha` repeated.
-#[cfg(test)]
-pub(crate) fn test_service(name: &str, sha: char) -> FleetService {
+#[doc(hidden)]
+pub fn test_service(name: &str, sha: char) -> FleetService {
     FleetService {
         name: name.into(),
         sha256: Sha256::parse(&sha.to_string().repeat(64)).expect("hex"),

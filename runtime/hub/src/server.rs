@@ -17,7 +17,7 @@ use super::error::HubError;
 use super::files::FleetDir;
 use super::node_api;
 use super::state::Hub;
-use crate::fleet::bounds::{MAX_LOG_BATCH_BYTES, MAX_SIGN_IN_BYTES, MAX_STATUS_BYTES};
+use crate::bounds::{MAX_LOG_BATCH_BYTES, MAX_SIGN_IN_BYTES, MAX_STATUS_BYTES};
 
 /// Default for `busbar hub serve --max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -32,7 +32,7 @@ pub struct HubServer {
     addr: SocketAddr,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    health: std::sync::Arc<crate::supervise::Health>,
+    health: std::sync::Arc<busbar_base::supervise::Health>,
 }
 
 /// The hub's routes, as `protocol.rs` lists them.
@@ -83,9 +83,9 @@ impl HubServer {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the hub listens beyond loopback without TLS: put a TLS proxy in front");
         }
-        let health = crate::supervise::Health::new();
+        let health = busbar_base::supervise::Health::new();
         let (reloader, stop_reload) = (hub.clone(), cancel.clone());
-        crate::supervise::restart(&health, "hub-reload", cancel.clone(), move || {
+        busbar_base::supervise::restart(&health, "hub-reload", cancel.clone(), move || {
             let (reloader, stop_reload) = (reloader.clone(), stop_reload.clone());
             async move {
                 let mut every = tokio::time::interval(RELOAD_EVERY);
@@ -98,17 +98,17 @@ impl HubServer {
             }
         });
         // Each connection takes a file descriptor; keep room for blobs and records.
-        let fd_room = crate::serve::open_files_limit().map_or(usize::MAX, |n| {
+        let fd_room = busbar_base::serve::open_files_limit().map_or(usize::MAX, |n| {
             usize::try_from(n.saturating_sub(64)).unwrap_or(usize::MAX)
         });
         let max_connections = max_connections.min(fd_room).max(1);
-        let bounds = crate::serve::Bounds {
+        let bounds = busbar_base::serve::Bounds {
             name: "hub",
             max_connections,
             setting: "--max-connections, and the open-files limit (LimitNOFILE)",
             header_timeout: HEADER_TIMEOUT,
         };
-        let task = tokio::spawn(crate::serve::serve(
+        let task = tokio::spawn(busbar_base::serve::serve(
             listener,
             router(hub),
             bounds,

@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 use super::config::{HubConfig, NodeEntry, token_sha256};
 use super::files::FleetDir;
 use super::server::HubServer;
-use crate::fleet::protocol::{
+use crate::protocol::{
     self, FleetManifest, FleetService, NodeEvent, NodeRecord, NodeStatus, Publish, Published,
     SignIn, SignedIn,
 };
@@ -69,7 +69,7 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         .await
         .unwrap();
     let url = server.url();
-    let http = crate::net::http_client();
+    let http = busbar_base::net::http_client();
 
     // Sign-in: its own id, not another's.
     let resp = http

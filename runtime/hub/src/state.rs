@@ -14,7 +14,7 @@ use super::error::HubError;
 use super::files::FleetDir;
 use super::layers::{Layers, etag};
 use super::records::Records;
-use crate::fleet::protocol::FleetManifest;
+use crate::protocol::FleetManifest;
 
 /// The hub's shared state.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::fleet::protocol;
+use crate::protocol;
 
 /// The hub's configuration file, in the fleet dir.
 pub const HUB_TOML: &str = "hub.toml";

@@ -13,7 +13,7 @@ use super::client::{self, AdminArgs, PublishArgs};
 use super::config::{HubConfig, NodeEntry, check_id, fresh_token, token_sha256};
 use super::files::FleetDir;
 use super::server::HubServer;
-use crate::fleet::protocol;
+use crate::protocol;
 
 /// `busbar hub`: the fleet hub.
 #[derive(Debug, Args)]
@@ -140,11 +140,17 @@ pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<(
                 None => Ok(()),
             }
         }
-        HubCommand::Publish(args) => crate::cli::until(shutdown, client::publish(&args)).await,
-        HubCommand::Remove(args) => crate::cli::until(shutdown, client::remove(&args)).await,
-        HubCommand::Nodes(args) => crate::cli::until(shutdown, client::nodes(&args)).await,
+        HubCommand::Publish(args) => {
+            busbar_base::command::until(shutdown, client::publish(&args)).await
+        }
+        HubCommand::Remove(args) => {
+            busbar_base::command::until(shutdown, client::remove(&args)).await
+        }
+        HubCommand::Nodes(args) => {
+            busbar_base::command::until(shutdown, client::nodes(&args)).await
+        }
         HubCommand::Logs { admin, node } => {
-            crate::cli::until(shutdown, client::logs(&admin, &node)).await
+            busbar_base::command::until(shutdown, client::logs(&admin, &node)).await
         }
     }
 }
@@ -308,8 +314,18 @@ mod tests {
     #[test]
     fn the_command_lines_parse() {
         use clap::{CommandFactory as _, Parser as _};
-        crate::cli::Cli::command().debug_assert();
-        let cli = crate::cli::Cli::try_parse_from([
+        /// `busbar` with only its `hub` command.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Command,
+        }
+        #[derive(clap::Subcommand)]
+        enum Command {
+            Hub(HubArgs),
+        }
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
             "busbar",
             "hub",
             "publish",
@@ -332,7 +348,7 @@ mod tests {
             "--disabled",
         ])
         .unwrap();
-        let crate::cli::Command::Hub(HubArgs {
+        let Command::Hub(HubArgs {
             command: HubCommand::Publish(p),
         }) = cli.command
         else {
@@ -355,7 +371,7 @@ mod tests {
                 "busbar", "hub", "add-node", "--dir", "d", "gw1", "--tag", "a", "--tag", "b",
             ],
         ] {
-            crate::cli::Cli::try_parse_from(line).unwrap();
+            Cli::try_parse_from(line).unwrap();
         }
     }
 }

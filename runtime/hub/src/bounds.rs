@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::protocol::{FleetManifest, FleetService, LogBatch, NodeStatus, SignIn};
-use crate::digest::shown;
+use busbar_base::digest::shown;
 
 /// Largest manifest a node reads from its hub, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
@@ -63,9 +63,9 @@ fn at_most<T>(field: &str, items: &[T], max: usize) -> Result<(), String> {
 
 impl FleetService {
     /// Checks the entry's name and limits, as every manifest path does
-    /// ([`crate::manifest::Manifest::validate`]); errors start with the field.
+    /// (`busbar::manifest::Manifest::validate`); errors start with the field.
     pub fn check(&self) -> Result<(), String> {
-        crate::manifest::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
+        busbar_base::names::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
         self.limits.validate().map_err(|e| format!("limits.{e}"))
     }
 }
@@ -152,7 +152,7 @@ pub fn escape_line(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::protocol::{EventKind, NodeEvent, test_service};
+    use crate::protocol::{EventKind, NodeEvent, test_service};
 
     #[test]
     fn cut_keeps_character_boundaries() {
