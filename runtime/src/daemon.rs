@@ -54,7 +54,8 @@ pub async fn run(
     });
     let admin = if config.admin.enabled {
         let (bus, health) = (node.bus().clone(), node.health().clone());
-        match AdminServer::start(&config, bus, node.services(), health).await {
+        let com = node.com_stats().clone();
+        match AdminServer::start(&config, bus, node.services(), com, health).await {
             Ok(admin) => Some(admin),
             Err(e) => {
                 node.shutdown().await;

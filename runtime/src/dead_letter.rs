@@ -35,7 +35,7 @@ impl DeadLetters {
             "service": service,
             "action": msg.action,
             "reason": reason,
-            "message": crate::com::to_json(msg),
+            "message": crate::message::message_json(msg),
         });
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() == CAPACITY {

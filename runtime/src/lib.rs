@@ -35,6 +35,7 @@ pub mod component;
 pub mod config;
 pub mod daemon;
 pub mod dead_letter;
+pub mod desired;
 pub mod engine;
 pub mod fleet;
 pub mod grants;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Delivery};
+use crate::dead_letter::DeadLetters;
 use crate::internal::Handled;
 use crate::message::{BusError, ErrorCode, Reply};
 use crate::node::CONTROL_ACTIONS;
@@ -116,12 +117,12 @@ impl ServiceTable {
 /// Registers `orchestrator` on the bus and starts it.
 pub fn spawn(
     bus: &Bus,
+    dead: Arc<DeadLetters>,
     table: Arc<ServiceTable>,
     control: mpsc::Sender<Delivery>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let dead = bus.clone();
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
         let control_action = CONTROL_ACTIONS.contains(&msg.action.as_str());
         if (control_action || msg.action == "dead-letters")
@@ -154,7 +155,7 @@ fn check_privileged(table: &ServiceTable, msg: &crate::message::Message) -> Resu
     }
 }
 
-fn dead_letters(bus: &Bus, msg: &crate::message::Message) -> Result<Reply, BusError> {
+fn dead_letters(dead: &DeadLetters, msg: &crate::message::Message) -> Result<Reply, BusError> {
     #[derive(serde::Deserialize)]
     struct Filter {
         service: Option<String>,
@@ -169,7 +170,7 @@ fn dead_letters(bus: &Bus, msg: &crate::message::Message) -> Result<Reply, BusEr
             )
         })?
     };
-    let list = bus.dead_letters().list(filter.service.as_deref());
+    let list = dead.list(filter.service.as_deref());
     Ok(Reply {
         content_type: "application/json".into(),
         payload: serde_json::Value::Array(list).to_string().into_bytes(),

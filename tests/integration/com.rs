@@ -367,7 +367,6 @@ async fn a_broker_outage_of_ten_seconds_during_a_burst_loses_nothing() {
     eprintln!("outage: 10000 delivered, {repeats} resent duplicates");
     assert!(
         node.node
-            .bus()
             .com_stats()
             .sessions
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -398,7 +397,7 @@ async fn the_spool_quota_refuses_or_drops_oldest_and_says_so() {
             .contains("spool is full"),
         "{out}"
     );
-    let stats = node.node.bus().com_stats().spool();
+    let stats = node.node.com_stats().spool();
     assert_eq!(stats.refused, refused);
     assert!(stats.pending_bytes <= 20_000);
     node.shutdown().await;
@@ -412,7 +411,7 @@ async fn the_spool_quota_refuses_or_drops_oldest_and_says_so() {
         .call_json("probe", "burst", &json!({"count": 1000}))
         .await;
     assert_eq!(out["accepted"], 1000, "{out}");
-    let stats = node.node.bus().com_stats().spool();
+    let stats = node.node.com_stats().spool();
     assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(stats.pending + stats.dropped, 1000, "{stats:?}");
     node.shutdown().await;
@@ -443,7 +442,6 @@ async fn a_short_lived_sas_token_is_renewed_without_loss() {
     assert_complete_in_order(&burst_numbers(&got, false), 3000);
     let sessions = node
         .node
-        .bus()
         .com_stats()
         .sessions
         .load(std::sync::atomic::Ordering::Relaxed);

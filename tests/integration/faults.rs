@@ -212,9 +212,10 @@ async fn what_is_still_queued_when_the_node_stops_is_dead_lettered() {
         bus.send(msg).await.unwrap();
     }
     let services = node.node.services();
+    let dead_letters = node.node.dead_letters().clone();
     node.shutdown().await;
     // Nothing vanished: each message was processed or dead-lettered, in order.
-    let dead = bus.dead_letters().list(Some("echo"));
+    let dead = dead_letters.list(Some("echo"));
     let processed = services.report()[0].counters.processed;
     assert!(
         processed <= 1,

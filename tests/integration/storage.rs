@@ -99,7 +99,7 @@ async fn a_full_disk_refuses_with_queue_full_keeps_what_it_accepted_and_recovers
     assert_eq!(out["last_error"]["code"], "queue-full", "{out}");
     let message = out["last_error"]["message"].as_str().unwrap();
     assert!(message.contains("disk is full"), "{message}");
-    let stats = node.node.bus().com_stats().spool();
+    let stats = node.node.com_stats().spool();
     assert_eq!(
         stats.pending, accepted,
         "gauges count what is on disk: {stats:?}"
@@ -108,7 +108,7 @@ async fn a_full_disk_refuses_with_queue_full_keeps_what_it_accepted_and_recovers
     node.shutdown().await;
     let node = TestNode::start_raw(&probe(), &cfg).await.unwrap();
     busbar_tests::until("the restarted spool's gauges", || async {
-        (node.node.bus().com_stats().spool().pending == accepted).then_some(())
+        (node.node.com_stats().spool().pending == accepted).then_some(())
     })
     .await;
     // The broker returns: everything accepted is delivered, in order, once at least.

@@ -22,10 +22,10 @@ fuzz_target!(|data: &[u8]| {
         &content_type,
         payload.to_vec(),
     );
-    let _ = busbar::com::to_json(&msg);
+    let _ = busbar::message::message_json(&msg);
     let reply = Reply {
         content_type,
         payload: payload.to_vec(),
     };
-    let _ = busbar::admin::rpc::reply_value(&reply);
+    let _ = busbar::message::reply_json(&reply);
 });

@@ -75,6 +75,7 @@ impl AdminServer {
         config: &NodeConfig,
         bus: Bus,
         services: Arc<ServiceTable>,
+        com: Arc<crate::com::ComStats>,
         health: Arc<busbar_base::supervise::Health>,
     ) -> anyhow::Result<Self> {
         let admin = &config.admin;
@@ -114,7 +115,7 @@ impl AdminServer {
 
         let cancel = CancellationToken::new();
         let app = Arc::new(App {
-            metrics: status::registry(bus.clone(), services.clone(), health.clone()),
+            metrics: status::registry(bus.clone(), services.clone(), com, health.clone()),
             health: health.clone(),
             bus,
             services,

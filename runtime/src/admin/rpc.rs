@@ -13,14 +13,13 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::App;
 use super::auth::{ApiError, Grant};
 use super::config::ApiRoute;
 use crate::manifest::RESERVED_NAMES;
-use crate::message::{BusError, ErrorCode, Reply, code_name, new_message};
+use crate::message::{BusError, ErrorCode, code_name, new_message};
 
 /// The source name of messages sent through the admin API.
 pub const ADMIN_SOURCE: &str = "admin";
@@ -189,26 +188,6 @@ fn parse_item(v: Value) -> Item {
     })
 }
 
-/// The reply as a JSON-RPC result: JSON as JSON, text as a string, nothing as null, other
-/// bytes as `{"content_type", "base64"}`.
-pub fn reply_value(reply: &Reply) -> Value {
-    if reply.payload.is_empty() {
-        return Value::Null;
-    }
-    let json_type =
-        reply.content_type.starts_with("application/json") || reply.content_type.ends_with("+json");
-    if json_type && let Ok(v) = serde_json::from_slice(&reply.payload) {
-        return v;
-    }
-    match std::str::from_utf8(&reply.payload) {
-        Ok(text) => Value::String(text.to_owned()),
-        Err(_) => json!({
-            "content_type": reply.content_type,
-            "base64": base64::engine::general_purpose::STANDARD.encode(&reply.payload),
-        }),
-    }
-}
-
 impl App {
     async fn execute(&self, mut req: Request, timeout: Duration) -> Option<Value> {
         let (content_type, payload) = match &req.params {
@@ -230,7 +209,9 @@ impl App {
             return None;
         };
         Some(match self.bus.call(msg, timeout).await {
-            Ok(reply) => json!({ "jsonrpc": "2.0", "id": id, "result": reply_value(&reply) }),
+            Ok(reply) => {
+                json!({ "jsonrpc": "2.0", "id": id, "result": crate::message::reply_json(&reply) })
+            }
             Err(e) => bus_failure(id, &req, &e),
         })
     }

@@ -72,12 +72,14 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 pub(super) fn registry(
     bus: Bus,
     services: Arc<ServiceTable>,
+    com: Arc<crate::com::ComStats>,
     health: Arc<busbar_base::supervise::Health>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("busbar");
     registry.register_collector(Box::new(NodeCollector {
         bus,
         services,
+        com,
         health,
     }));
     registry
@@ -90,6 +92,7 @@ type CounterOf = fn(&ServiceReport) -> u64;
 struct NodeCollector {
     bus: Bus,
     services: Arc<ServiceTable>,
+    com: Arc<crate::com::ComStats>,
     health: Arc<busbar_base::supervise::Health>,
 }
 
@@ -205,7 +208,7 @@ impl NodeCollector {
     /// spool refused, dropped or let expire.
     fn encode_com(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
-        let com = self.bus.com_stats();
+        let com = &self.com;
         if !com.broker.load(Relaxed) {
             return Ok(());
         }

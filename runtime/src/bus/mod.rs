@@ -19,7 +19,6 @@ use tokio::sync::oneshot;
 pub use delivery::{Delivery, ReplyTo, empty_reply};
 pub use route::{OnFull, Route, RouteKind};
 
-use crate::dead_letter::DeadLetters;
 use crate::message::{
     ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, IdGen, Message, NODE_SOURCE, Reply,
     new_message,
@@ -41,9 +40,6 @@ struct Inner {
     ids: IdGen,
     max_payload: usize,
     traffic: Tap<Arc<Traffic>>,
-    dead_letters: DeadLetters,
-    desired: tokio::sync::watch::Sender<Option<Arc<str>>>,
-    com: Arc<crate::com::ComStats>,
 }
 
 impl Bus {
@@ -55,9 +51,6 @@ impl Bus {
                 ids: IdGen::new(),
                 max_payload,
                 traffic: Tap::new(4096),
-                dead_letters: DeadLetters::default(),
-                desired: tokio::sync::watch::Sender::new(None),
-                com: Arc::default(),
             }),
         }
     }
@@ -65,27 +58,6 @@ impl Bus {
     /// Every message processed or refused, for whoever watches (the monitor).
     pub fn traffic(&self) -> &Tap<Arc<Traffic>> {
         &self.inner.traffic
-    }
-
-    /// Messages services took but could not finish.
-    pub fn dead_letters(&self) -> &DeadLetters {
-        &self.inner.dead_letters
-    }
-
-    /// What Com reports about its link and spool (for `/metrics`).
-    pub fn com_stats(&self) -> &Arc<crate::com::ComStats> {
-        &self.inner.com
-    }
-
-    /// Sets the node's desired state (a JSON document from the hub); every running service
-    /// gets it through `state-update`, and every service that starts later gets the latest.
-    pub fn set_desired_state(&self, json: &str) {
-        self.inner.desired.send_replace(Some(Arc::from(json)));
-    }
-
-    /// Follows the desired state (`None` until the hub has sent one).
-    pub fn desired_state(&self) -> tokio::sync::watch::Receiver<Option<Arc<str>>> {
-        self.inner.desired.subscribe()
     }
 
     /// The call round-trip histogram of every service on the bus, by name.

@@ -1,13 +1,11 @@
 //! The embedded Com: every message towards the hub as one JSON line, on stdout or in a file.
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::{ComConfig, ComLink};
 use crate::bus::{Bus, Delivery};
-use crate::message::{BusError, ErrorCode, Message};
+use crate::message::{BusError, ErrorCode};
 
 type Out = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
 
@@ -61,7 +59,7 @@ async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
         }
         return;
     }
-    let mut line = to_json(&d.msg).to_string();
+    let mut line = crate::message::message_json(&d.msg).to_string();
     line.push('\n');
     let written = out.write_all(line.as_bytes()).await;
     if let Err(e) = &written {
@@ -80,68 +78,5 @@ async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
 async fn flush(out: &mut Out) {
     if let Err(e) = out.flush().await {
         tracing::error!(error = %e, "Com could not flush its output");
-    }
-}
-
-/// The JSON form of a message towards the hub. A JSON payload is embedded as JSON, UTF-8 text
-/// as a string, anything else as base64 under `payload_base64`.
-pub fn to_json(msg: &Message) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(msg.id));
-    o.insert("source".into(), json!(msg.source));
-    o.insert("content_type".into(), json!(msg.content_type));
-    if let Some(c) = &msg.correlation_id {
-        o.insert("correlation_id".into(), json!(c));
-    }
-    if !msg.headers.is_empty() {
-        let headers: Map<String, Value> = msg
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        o.insert("headers".into(), Value::Object(headers));
-    }
-    o.insert("ts_ms".into(), json!(crate::observe::unix_ms()));
-    let parsed = msg
-        .content_type
-        .contains("json")
-        .then(|| serde_json::from_slice::<Value>(&msg.payload).ok())
-        .flatten();
-    match (parsed, std::str::from_utf8(&msg.payload)) {
-        (Some(v), _) => o.insert("payload".into(), v),
-        (None, Ok(text)) => o.insert("payload".into(), json!(text)),
-        (None, Err(_)) => o.insert(
-            "payload_base64".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(&msg.payload)),
-        ),
-    };
-    Value::Object(o)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::com::{COM, COM_SUBMIT};
-    use crate::message::new_message;
-
-    #[test]
-    fn json_payload_is_embedded_text_is_a_string_binary_is_base64() {
-        let mut m = new_message(
-            "1".into(),
-            "s",
-            COM,
-            COM_SUBMIT,
-            "application/json",
-            br#"{"t":1}"#.to_vec(),
-        );
-        m.headers.push(("kind".into(), "alert".into()));
-        let v = to_json(&m);
-        assert_eq!(v["payload"]["t"], 1);
-        assert_eq!(v["headers"]["kind"], "alert");
-        assert_eq!(v["source"], "s");
-        m.content_type = "text/plain".into();
-        assert_eq!(to_json(&m)["payload"], r#"{"t":1}"#);
-        m.payload = vec![0xff, 0x00];
-        assert_eq!(to_json(&m)["payload_base64"], "/wA=");
     }
 }

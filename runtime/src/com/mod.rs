@@ -17,8 +17,6 @@ mod stats;
 
 pub use stats::ComStats;
 
-pub use json_lines::to_json;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +85,7 @@ pub struct ComLink {
 pub async fn spawn(
     node: &NodeConfig,
     bus: &Bus,
+    stats: Arc<ComStats>,
     services: Arc<ServiceTable>,
     tracker: &TaskTracker,
     health: &Arc<busbar_base::supervise::Health>,
@@ -121,7 +120,7 @@ pub async fn spawn(
                 config: (**config).clone(),
                 node_id: node.node_id.clone(),
                 spool,
-                stats: bus.com_stats().clone(),
+                stats,
                 services,
             };
             tracker.spawn(busbar_base::supervise::watch(

@@ -49,14 +49,15 @@ pub(super) async fn serve(
             })
         });
         let msg = d.msg.clone();
-        core.bus.processed(
+        core.env.bus.processed(
             &msg,
             d.is_call(),
             began.elapsed(),
             result.as_ref().map(|_| ()),
         );
         if let Some(Err(e)) = d.answer(result) {
-            core.bus
+            core.env
+                .bus
                 .notify_failure(&msg, crate::orchestrator::ORCHESTRATOR, &e);
         }
     }
@@ -137,7 +138,7 @@ async fn desired_state(core: &Core, payload: &[u8]) -> Result<Value, BusError> {
         })?,
         None => MsbState::default(),
     };
-    core.bus.set_desired_state(&doc.to_string());
+    core.env.desired.set(&doc.to_string());
     let changed = msb.enabled.is_some_and(|enabled| {
         let mut wanted = core.wanted.lock().unwrap_or_else(|e| e.into_inner());
         let was = !wanted.disabled;

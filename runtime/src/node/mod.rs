@@ -24,7 +24,7 @@ use crate::config::NodeConfig;
 use crate::engine::EpochTicker;
 use crate::manifest::{Manifest, ServiceEntry, property_text};
 use crate::orchestrator::{ServiceHandle, ServiceReport, ServiceTable};
-use crate::service::{Handover, RestartPolicy, ServiceSpec, State, Status, Successor};
+use crate::service::{Handover, RestartPolicy, ServiceEnv, ServiceSpec, State, Status, Successor};
 
 /// A running node.
 #[derive(Debug)]
@@ -41,8 +41,10 @@ pub struct Node {
 /// What the node's owner and its control task share.
 #[derive(Debug)]
 struct Core {
-    bus: Bus,
-    loader: Loader,
+    /// The bus, the loader, the dead letters and the desired state every service gets.
+    env: ServiceEnv,
+    /// What Com reports about its link and spool.
+    com_stats: Arc<crate::com::ComStats>,
     services: Arc<ServiceTable>,
     /// The services running now; also serialises every change to them.
     running: Mutex<BTreeMap<String, Running>>,
@@ -126,9 +128,12 @@ impl Node {
         let internal_cancel = CancellationToken::new();
         let services = Arc::new(ServiceTable::default());
         let health = busbar_base::supervise::Health::new();
+        let com_stats = Arc::new(crate::com::ComStats::default());
+        let dead_letters = Arc::new(crate::dead_letter::DeadLetters::default());
         crate::com::spawn(
             config,
             &bus,
+            com_stats.clone(),
             services.clone(),
             &internal_tasks,
             &health,
@@ -139,14 +144,20 @@ impl Node {
         let (control_tx, control_rx) = mpsc::channel(16);
         crate::orchestrator::spawn(
             &bus,
+            dead_letters.clone(),
             services.clone(),
             control_tx,
             &internal_tasks,
             internal_cancel.clone(),
         )?;
         let core = Arc::new(Core {
-            bus,
-            loader,
+            env: ServiceEnv {
+                loader,
+                bus,
+                dead_letters,
+                desired: Arc::default(),
+            },
+            com_stats,
             services,
             running: Mutex::default(),
             wanted: std::sync::Mutex::default(),
@@ -215,6 +226,7 @@ impl NodeHandle {
     pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
         for s in manifest.services.iter().filter(|s| s.enabled) {
             self.0
+                .env
                 .loader
                 .load(&crate::component::ComponentSource::of(s))
                 .await
@@ -226,6 +238,7 @@ impl NodeHandle {
     /// Loads (compiles, checks) one service's component without running it.
     pub async fn check(&self, entry: &ServiceEntry) -> anyhow::Result<()> {
         self.0
+            .env
             .loader
             .load(&crate::component::ComponentSource::of(entry))
             .await?;
@@ -284,7 +297,7 @@ impl Core {
         for name in names {
             if !wanted.iter().any(|s| s.name == name) {
                 let gone = running.remove(&name).expect("listed");
-                self.bus.unregister(&name);
+                self.env.bus.unregister(&name);
                 gone.cancel.cancel();
                 let _ = gone.task.await;
                 self.services.remove(&name);
@@ -307,6 +320,7 @@ impl Core {
                     // Compile before messages are redirected, so the swap pause does not
                     // include it (a failure shows in the new version's start: rollback).
                     if let Err(e) = self
+                        .env
                         .loader
                         .load(&crate::component::ComponentSource::of(entry))
                         .await
@@ -384,11 +398,12 @@ impl Core {
                 spec.fallback = Some(Box::new(old_spec.clone()));
                 fallback = Some((old_entry.clone(), old_spec.clone()));
             }
-            self.bus.replace(&entry.name, route);
+            self.env.bus.replace(&entry.name, route);
             old.cancel.cancel();
             Some(old.task)
         } else {
-            self.bus
+            self.env
+                .bus
                 .register(&entry.name, route)
                 .with_context(|| format!("registering service `{}`", entry.name))?;
             None
@@ -396,8 +411,7 @@ impl Core {
         let cancel = self.service_cancel.child_token();
         let spawned = crate::service::spawn(
             spec,
-            self.loader.clone(),
-            self.bus.clone(),
+            &self.env,
             (tx, rx),
             &self.service_tasks,
             cancel.clone(),
@@ -426,12 +440,22 @@ impl Core {
 impl Node {
     /// The node's bus, to send and call like a service does.
     pub fn bus(&self) -> &Bus {
-        &self.core.bus
+        &self.core.env.bus
+    }
+
+    /// What Com reports about its link and spool (for `/metrics`).
+    pub fn com_stats(&self) -> &Arc<crate::com::ComStats> {
+        &self.core.com_stats
+    }
+
+    /// Messages services took but could not finish.
+    pub fn dead_letters(&self) -> &Arc<crate::dead_letter::DeadLetters> {
+        &self.core.env.dead_letters
     }
 
     /// The loader (engine and compile cache) the node uses.
     pub fn loader(&self) -> &Loader {
-        &self.core.loader
+        &self.core.env.loader
     }
 
     /// The table of services (state and counters), shared with the admin API.

@@ -9,7 +9,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Decision, Fault, Instance, RestartPolicy, ServiceCounters, State, Status, Supervisor};
+use super::{
+    Decision, Fault, Instance, RestartPolicy, ServiceCounters, ServiceEnv, State, Status,
+    Supervisor,
+};
 use crate::bus::{Bus, Delivery};
 use crate::component::{ComponentSource, LoadedComponent, Loader};
 use crate::host::HostContext;
@@ -96,8 +99,7 @@ pub struct Spawned {
 /// task (the version it replaces) has ended, so messages are handled in order.
 pub fn spawn(
     spec: ServiceSpec,
-    loader: Loader,
-    bus: Bus,
+    env: &ServiceEnv,
     mailbox: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
@@ -107,9 +109,10 @@ pub fn spawn(
     let counters = Arc::new(ServiceCounters::default());
     let span = tracing::info_span!("service", service = %spec.name);
     let actor = Actor {
-        desired: bus.desired_state(),
+        desired: env.desired.follow(),
+        dead_letters: env.dead_letters.clone(),
         spec,
-        bus,
+        bus: env.bus.clone(),
         self_tx: mailbox.0,
         pending: std::collections::VecDeque::new(),
         mailbox: mailbox.1,
@@ -117,7 +120,7 @@ pub fn spawn(
         counters: counters.clone(),
         cancel,
     };
-    let task = tracker.spawn(actor.run(loader, after).instrument(span));
+    let task = tracker.spawn(actor.run(env.loader.clone(), after).instrument(span));
     Spawned {
         status,
         counters,
@@ -137,6 +140,8 @@ struct Actor {
     cancel: CancellationToken,
     /// The node's desired state, handed to `state-update` when it changes.
     desired: watch::Receiver<Option<Arc<str>>>,
+    /// Where messages it took but could not finish go.
+    dead_letters: Arc<crate::dead_letter::DeadLetters>,
 }
 
 /// How serving an instance ended.
@@ -514,7 +519,7 @@ impl Actor {
 
     fn dead_letter(&self, msg: &crate::message::Message, reason: &str) {
         self.counters.record_dead_lettered();
-        self.bus.dead_letters().put(&self.spec.name, msg, reason);
+        self.dead_letters.put(&self.spec.name, msg, reason);
     }
 
     /// Processes what is already queued (up to the drain deadline), then calls `stop`. What

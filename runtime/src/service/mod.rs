@@ -5,11 +5,26 @@ mod actor;
 mod instance;
 mod supervisor;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use actor::{Handover, PROBATION, ServiceSpec, Spawned, Successor, spawn};
 pub use instance::{Fault, Instance};
 pub use supervisor::{Decision, RestartPolicy, Supervisor};
+
+/// What the node hands every service it runs: the way to its code, the bus, and the node's
+/// dead letters and desired state.
+#[derive(Debug, Clone)]
+pub struct ServiceEnv {
+    /// Loads (and caches) components.
+    pub loader: crate::component::Loader,
+    /// Where its messages go.
+    pub bus: crate::bus::Bus,
+    /// Where messages it took but could not finish go.
+    pub dead_letters: Arc<crate::dead_letter::DeadLetters>,
+    /// What the hub asks of the node, handed to `state-update`.
+    pub desired: Arc<crate::desired::DesiredState>,
+}
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

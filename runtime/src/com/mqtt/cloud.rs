@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
 use crate::com::COM;
-use crate::message::{BusError, ErrorCode, Message, Reply};
+use crate::message::{BusError, ErrorCode, Message};
 use crate::orchestrator::ORCHESTRATOR;
 
 /// How long a method waits for a service unless it says otherwise.
@@ -31,25 +30,6 @@ fn status_of(code: ErrorCode) -> u16 {
 
 fn failure(e: &BusError) -> (u16, Value) {
     (status_of(e.code), json!({ "error": e.to_json() }))
-}
-
-/// A reply as JSON: JSON as is, text as a string, bytes as base64.
-pub fn reply_json(r: &Reply) -> Value {
-    if r.payload.is_empty() {
-        return Value::Null;
-    }
-    if r.content_type.contains("json")
-        && let Ok(v) = serde_json::from_slice(&r.payload)
-    {
-        return v;
-    }
-    match std::str::from_utf8(&r.payload) {
-        Ok(text) => json!(text),
-        Err(_) => json!({
-            "content_type": r.content_type,
-            "payload_base64": base64::engine::general_purpose::STANDARD.encode(&r.payload),
-        }),
-    }
 }
 
 fn message(bus: &Bus, destination: &str, action: &str, payload: Vec<u8>) -> Message {
@@ -80,7 +60,7 @@ pub async fn method(bus: &Bus, name: &str, payload: &[u8]) -> (u16, Value) {
         "start" | "stop" | "restart" => {
             let msg = message(bus, ORCHESTRATOR, name, payload.to_vec());
             match bus.call(msg, METHOD_TIMEOUT).await {
-                Ok(r) => (200, reply_json(&r)),
+                Ok(r) => (200, crate::message::reply_json(&r)),
                 Err(e) => failure(&e),
             }
         }
@@ -101,7 +81,7 @@ pub async fn method(bus: &Bus, name: &str, payload: &[u8]) -> (u16, Value) {
             let msg = message(bus, &req.service, &req.action, body);
             let timeout = req.timeout_ms.map_or(METHOD_TIMEOUT, Duration::from_millis);
             match bus.call(msg, timeout).await {
-                Ok(r) => (200, reply_json(&r)),
+                Ok(r) => (200, crate::message::reply_json(&r)),
                 Err(e) => failure(&e),
             }
         }
@@ -132,7 +112,9 @@ pub async fn desired_worker(
             doc.to_string().into_bytes(),
         );
         match bus.call(msg, METHOD_TIMEOUT * 6).await {
-            Ok(r) => tracing::info!(outcome = %reply_json(&r), "Com: desired state applied"),
+            Ok(r) => {
+                tracing::info!(outcome = %crate::message::reply_json(&r), "Com: desired state applied")
+            }
             Err(e) => tracing::warn!(error = %e, "Com: desired state not applied"),
         }
         let _ = report.send(()).await;

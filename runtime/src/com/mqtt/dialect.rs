@@ -95,7 +95,7 @@ impl Dialect {
                     correlation_id: None,
                     headers: r.headers.clone(),
                 };
-                let mut v = crate::com::to_json(&msg);
+                let mut v = crate::message::message_json(&msg);
                 v["ts_ms"] = r.accepted_ms.into();
                 (t.d2c.clone(), v.to_string().into_bytes())
             }

@@ -1,10 +1,13 @@
 //! Messages on the bus: ids, constructors and the error every failed send carries.
 
+mod json;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::bindings::{ErrorCode, Message, Reply, WitError};
+pub use json::{message_json, reply_json};
 
 /// Source name the node uses for what it sends itself (timer ticks, delivery failures).
 pub const NODE_SOURCE: &str = "busbar";
