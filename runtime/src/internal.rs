@@ -59,19 +59,10 @@ pub fn spawn(
                     }
                 },
             };
-            bus.processed(
-                &d.msg,
-                d.is_call(),
-                began.elapsed(),
-                result.as_ref().map(|_| ()),
-            );
             if let Err(e) = &result {
                 tracing::warn!(service = name, from = %d.msg.source, action = %d.msg.action, error = %e, "request refused");
             }
-            let msg = d.msg.clone();
-            if let Some(Err(e)) = d.answer(result) {
-                bus.notify_failure(&msg, name, &e);
-            }
+            bus.finish(name, d, began.elapsed(), result);
         }
     });
     Ok(())
@@ -83,9 +74,5 @@ fn forward_failed(bus: &Bus, name: &str, d: Delivery, code: ErrorCode, why: &str
         code,
         format!("`{name}` is {why}: `{}` was not handled", d.msg.action),
     );
-    bus.processed(&d.msg, d.is_call(), std::time::Duration::ZERO, Err(&e));
-    let msg = d.msg.clone();
-    if let Some(Err(e)) = d.answer(Err(e)) {
-        bus.notify_failure(&msg, name, &e);
-    }
+    bus.finish(name, d, std::time::Duration::ZERO, Err(e));
 }

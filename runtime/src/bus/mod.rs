@@ -73,6 +73,23 @@ impl Bus {
         all
     }
 
+    /// Finishes a delivery `receiver` handled or refused, the one way every receiver does:
+    /// reports it to the traffic watchers, hands the result to a caller waiting for it, and
+    /// tells a sending service of a failure nobody waits for (an `$error` message).
+    pub fn finish(
+        &self,
+        receiver: &str,
+        d: Delivery,
+        took: Duration,
+        result: Result<Option<Reply>, BusError>,
+    ) {
+        self.processed(&d.msg, d.is_call(), took, result.as_ref().map(|_| ()));
+        let msg = d.msg.clone();
+        if let Some(Err(e)) = d.answer(result) {
+            self.notify_failure(&msg, receiver, &e);
+        }
+    }
+
     /// Reports a message its destination processed (or refused to) to the traffic watchers.
     pub fn processed(
         &self,

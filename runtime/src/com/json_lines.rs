@@ -52,11 +52,8 @@ pub(super) async fn run(mut out: Out, mut link: ComLink) {
 async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
     let began = std::time::Instant::now();
     if let Err(e) = super::check_action(&d.msg) {
-        let msg = d.msg.clone();
-        bus.processed(&msg, d.is_call(), began.elapsed(), Err(&e));
-        if let Some(Err(e)) = d.answer(Err(e)) {
-            tracing::warn!(from = %msg.source, error = %e, "message to Com refused");
-        }
+        tracing::warn!(from = %d.msg.source, error = %e, "message to Com refused");
+        bus.finish(super::COM, d, began.elapsed(), Err(e));
         return;
     }
     let mut line = crate::message::message_json(&d.msg).to_string();
@@ -66,13 +63,7 @@ async fn write(out: &mut Out, bus: &Bus, d: Delivery) {
         tracing::error!(id = %d.msg.id, error = %e, "Com could not write a message");
     }
     let result = written.map_err(|e| BusError::new(ErrorCode::Other, format!("Com: {e}")));
-    bus.processed(
-        &d.msg,
-        d.is_call(),
-        began.elapsed(),
-        result.as_ref().copied(),
-    );
-    d.answer(result.map(|()| None));
+    bus.finish(super::COM, d, began.elapsed(), result.map(|()| None));
 }
 
 async fn flush(out: &mut Out) {

@@ -31,10 +31,7 @@ use crate::config::NodeConfig;
 use crate::message::{BusError, ErrorCode};
 use crate::orchestrator::ServiceTable;
 
-/// Com's name on the bus.
-pub const COM: &str = "com";
-/// The action `submit-message` sends to Com.
-pub const COM_SUBMIT: &str = "submit";
+pub use crate::message::{COM, COM_SUBMIT};
 /// Messages Com holds before senders wait.
 const INBOX: usize = 1024;
 

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::HostState;
 use crate::bindings::busbar::service::bus::Host;
-use crate::com::{COM, COM_SUBMIT};
-use crate::message::{BusError, ErrorCode, Message, Reply, WitError};
+use crate::message::{BusError, COM, COM_SUBMIT, ErrorCode, Message, Reply, WitError};
 
 /// Longest wait for Com to accept a submitted message.
 const COM_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,7 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bus::{Bus, Delivery};
 use crate::grants::{DataAccess, GUEST_DATA_DIR, Granted};
-use crate::service::ServiceCounters;
+use crate::observe::ServiceCounters;
 
 pub use stdio::GuestOutput;
 pub use timers::Timers;

@@ -11,6 +11,10 @@ pub use json::{message_json, reply_json};
 
 /// Source name the node uses for what it sends itself (timer ticks, delivery failures).
 pub const NODE_SOURCE: &str = "busbar";
+/// Com's name on the bus.
+pub const COM: &str = "com";
+/// The action `submit-message` sends to Com.
+pub const COM_SUBMIT: &str = "submit";
 /// Destination that reaches every custom service except the sender.
 pub const BROADCAST: &str = "*";
 /// Reserved action of a timer tick; the payload is the timer's name.

@@ -48,18 +48,12 @@ pub(super) async fn serve(
                 payload: v.to_string().into_bytes(),
             })
         });
-        let msg = d.msg.clone();
-        core.env.bus.processed(
-            &msg,
-            d.is_call(),
+        core.env.bus.finish(
+            crate::orchestrator::ORCHESTRATOR,
+            d,
             began.elapsed(),
-            result.as_ref().map(|_| ()),
+            result,
         );
-        if let Some(Err(e)) = d.answer(result) {
-            core.env
-                .bus
-                .notify_failure(&msg, crate::orchestrator::ORCHESTRATOR, &e);
-        }
     }
 }
 

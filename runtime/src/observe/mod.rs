@@ -1,10 +1,12 @@
 //! What operators watch: the bus traffic and the node's log lines, each offered through a
 //! [`Tap`] that costs one atomic load when nobody watches.
 
+mod counters;
 mod logs;
 mod tap;
 mod traffic;
 
+pub use counters::{CounterSnapshot, ServiceCounters};
 pub use logs::{LogHub, LogLayer, LogLine, log_hub};
 pub use tap::{Tap, TapReceiver};
 pub use traffic::Traffic;

@@ -502,8 +502,6 @@ impl Actor {
         if let Some(fault) = &fault {
             self.dead_letter(&msg, &fault.to_string());
         }
-        self.bus
-            .processed(&msg, d.is_call(), took, result.as_ref().map(|_| ()));
         if let Err(e) = &result {
             tracing::warn!(
                 id = %msg.id, from = %msg.source, action = %msg.action,
@@ -511,9 +509,7 @@ impl Actor {
                 "message not processed"
             );
         }
-        if let Some(Err(e)) = d.answer(result) {
-            self.bus.notify_failure(&msg, &self.spec.name, &e);
-        }
+        self.bus.finish(&self.spec.name, d, took, result);
         fault.map_or(Ok(()), Err)
     }
 
@@ -590,16 +586,11 @@ impl Actor {
             };
             let Some(d) = d else { return };
             d.take_tick();
-            let msg = d.msg.clone();
             let e = BusError::new(
                 ErrorCode::Unavailable,
                 format!("service `{}` has failed: {reason}", self.spec.name),
             );
-            self.bus
-                .processed(&msg, d.is_call(), Duration::ZERO, Err(&e));
-            if let Some(Err(e)) = d.answer(Err(e)) {
-                self.bus.notify_failure(&msg, &self.spec.name, &e);
-            }
+            self.bus.finish(&self.spec.name, d, Duration::ZERO, Err(e));
         }
     }
 }

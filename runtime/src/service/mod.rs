@@ -6,11 +6,12 @@ mod instance;
 mod supervisor;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use actor::{Handover, PROBATION, ServiceSpec, Spawned, Successor, spawn};
 pub use instance::{Fault, Instance};
 pub use supervisor::{Decision, RestartPolicy, Supervisor};
+
+pub use crate::observe::{CounterSnapshot, ServiceCounters};
 
 /// What the node hands every service it runs: the way to its code, the bus, and the node's
 /// dead letters and desired state.
@@ -104,85 +105,6 @@ impl Status {
             sha256: None,
             swap_pause_us: None,
             rolled_back: None,
-        }
-    }
-}
-
-/// Counters of one service, updated without locks on the hot path.
-#[derive(Debug, Default)]
-pub struct ServiceCounters {
-    processed: AtomicU64,
-    failed: AtomicU64,
-    sent: AtomicU64,
-    refused: AtomicU64,
-    tracked: AtomicU64,
-    thrown: AtomicU64,
-    dead_lettered: AtomicU64,
-    throttled: AtomicU64,
-}
-
-/// A copy of a service's counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CounterSnapshot {
-    /// Messages `process` handled (successfully or with an error result).
-    pub processed: u64,
-    /// Messages whose processing failed (error result, trap or deadline).
-    pub failed: u64,
-    /// Messages the service sent that the bus accepted.
-    pub sent: u64,
-    /// Messages the service tried to send that the bus refused.
-    pub refused: u64,
-    /// `track` events.
-    pub tracked: u64,
-    /// `throw-error` faults.
-    pub thrown: u64,
-    /// Messages it took but could not finish (see [`crate::dead_letter`]).
-    pub dead_lettered: u64,
-    /// Submits that had to wait for its quota.
-    pub throttled: u64,
-}
-
-impl ServiceCounters {
-    pub(crate) fn record_processed(&self, ok: bool) {
-        self.processed.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn record_sent(&self, accepted: bool) {
-        let c = if accepted { &self.sent } else { &self.refused };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_tracked(&self) {
-        self.tracked.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_throttled(&self) {
-        self.throttled.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_thrown(&self) {
-        self.thrown.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> CounterSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CounterSnapshot {
-            processed: get(&self.processed),
-            failed: get(&self.failed),
-            sent: get(&self.sent),
-            refused: get(&self.refused),
-            tracked: get(&self.tracked),
-            thrown: get(&self.thrown),
-            dead_lettered: get(&self.dead_lettered),
-            throttled: get(&self.throttled),
         }
     }
 }

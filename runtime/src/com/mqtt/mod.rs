@@ -459,16 +459,8 @@ impl Com {
         if let Err(e) = &result {
             tracing::warn!(from = %d.msg.source, id = %d.msg.id, error = %e, "Com refused a message");
         }
-        self.bus.processed(
-            &d.msg,
-            d.is_call(),
-            Duration::ZERO,
-            result.as_ref().copied(),
-        );
-        let msg = d.msg.clone();
-        if let Some(Err(e)) = d.answer(result.map(|()| None)) {
-            self.bus.notify_failure(&msg, COM, &e);
-        }
+        self.bus
+            .finish(COM, d, Duration::ZERO, result.map(|()| None));
     }
 
     fn inbound(&mut self, p: Publish) {
