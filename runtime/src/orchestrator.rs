@@ -25,11 +25,37 @@ use crate::bus::{Bus, Delivery};
 use crate::dead_letter::DeadLetters;
 use crate::internal::Handled;
 use crate::message::{BusError, ErrorCode, Reply};
-use crate::node::CONTROL_ACTIONS;
 use crate::service::{CounterSnapshot, ServiceCounters, Status};
 
 /// The orchestrator's name on the bus.
 pub const ORCHESTRATOR: &str = "orchestrator";
+
+/// The node's control actions: they change what runs, so the orchestrator hands them to the
+/// node (privileged senders only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    /// `start` one service (`{"service": "name"}`) stopped by `stop`.
+    Start,
+    /// `stop` one service until started again.
+    Stop,
+    /// `restart` one service.
+    Restart,
+    /// `desired-state`: the hub's desired properties as JSON, for every service.
+    DesiredState,
+}
+
+impl ControlAction {
+    /// The control action named `action`, if it is one.
+    pub fn parse(action: &str) -> Option<Self> {
+        match action {
+            "start" => Some(Self::Start),
+            "stop" => Some(Self::Stop),
+            "restart" => Some(Self::Restart),
+            "desired-state" => Some(Self::DesiredState),
+            _ => None,
+        }
+    }
+}
 
 /// What the node keeps of one spawned service: its status and counters, both written by the
 /// service's own task.
@@ -124,7 +150,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::internal::spawn(ORCHESTRATOR, 64, bus, tracker, cancel, move |msg| {
-        let control_action = CONTROL_ACTIONS.contains(&msg.action.as_str());
+        let control_action = ControlAction::parse(&msg.action).is_some();
         if (control_action || msg.action == "dead-letters")
             && let Err(e) = check_privileged(&table, msg)
         {

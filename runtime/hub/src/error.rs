@@ -6,14 +6,14 @@ use axum::response::{IntoResponse, Response};
 
 /// An HTTP error with a JSON body `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubError {
+pub struct ApiError {
     /// The status.
     pub status: StatusCode,
     /// What is wrong, in words.
     pub message: String,
 }
 
-impl HubError {
+impl ApiError {
     /// An error with `status`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
@@ -48,7 +48,7 @@ impl HubError {
     }
 }
 
-impl IntoResponse for HubError {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, "{}", self.message);
@@ -66,19 +66,19 @@ impl IntoResponse for HubError {
     }
 }
 
-impl From<JsonRejection> for HubError {
+impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         Self::new(r.status(), format!("bad request body: {}", r.body_text()))
     }
 }
 
-impl From<QueryRejection> for HubError {
+impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::new(r.status(), format!("bad query: {}", r.body_text()))
     }
 }
 
-impl From<BytesRejection> for HubError {
+impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         Self::new(r.status(), format!("bad request body: {}", r.body_text()))
     }
@@ -87,10 +87,10 @@ impl From<BytesRejection> for HubError {
 /// Runs blocking file work off the async threads; its error becomes a 500.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, HubError> {
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(HubError::internal(format!("{e:#}"))),
-        Err(e) => Err(HubError::internal(format!("file task failed: {e}"))),
+        Ok(Err(e)) => Err(ApiError::internal(format!("{e:#}"))),
+        Err(e) => Err(ApiError::internal(format!("file task failed: {e}"))),
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
-use super::config::{AdminConfig, ApiRoute, TokenGrant};
+use crate::config::admin::{AdminConfig, ApiRoute, TokenGrant};
 
 /// What one token may do.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ impl Grant {
 
 /// The node's tokens, looked up by the sha256 of the presented secret.
 #[derive(Debug, Default)]
-pub struct Grants {
+pub struct Tokens {
     by_digest: HashMap<[u8; 32], Arc<Grant>>,
 }
 
@@ -41,10 +41,10 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-impl Grants {
+impl Tokens {
     /// The configured tokens, plus `local` (all routes, all services) when given.
     pub fn new(config: &AdminConfig, local: Option<&str>) -> anyhow::Result<Self> {
-        let mut grants = Grants::default();
+        let mut grants = Tokens::default();
         let local = local.map(|token| TokenGrant {
             name: "local".into(),
             token: token.into(),
@@ -225,7 +225,7 @@ mod tests {
             "[[tokens]]\nname = \"scada\"\ntoken = \"0123456789abcdef\"\nroutes = [\"rpc\"]\nservices = [\"echo\"]\n",
         )
         .unwrap();
-        let grants = Grants::new(&config, Some("local-token-of-the-node")).unwrap();
+        let grants = Tokens::new(&config, Some("local-token-of-the-node")).unwrap();
         let g = grants
             .authorize(&bearer("0123456789abcdef"), ApiRoute::Rpc)
             .unwrap();
@@ -247,7 +247,7 @@ mod tests {
     fn short_tokens_are_refused() {
         let config: AdminConfig =
             toml::from_str("[[tokens]]\nname = \"x\"\ntoken = \"short\"\n").unwrap();
-        let e = Grants::new(&config, None).unwrap_err().to_string();
+        let e = Tokens::new(&config, None).unwrap_err().to_string();
         assert!(e.contains("admin.tokens `x`"), "{e}");
     }
 }

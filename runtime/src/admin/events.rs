@@ -21,7 +21,7 @@ use wildmatch::WildMatch;
 
 use super::App;
 use super::auth::{ApiError, Grant};
-use super::config::ApiRoute;
+use crate::config::admin::ApiRoute;
 use crate::observe::{LogLine, TapReceiver, Traffic, log_hub};
 
 #[derive(Debug, Deserialize)]

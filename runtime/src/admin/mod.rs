@@ -14,7 +14,6 @@
 //! for the `busbar` CLI on the same machine.
 
 pub mod auth;
-pub mod config;
 pub mod events;
 pub mod jobs;
 pub mod rpc;
@@ -32,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AdminConfig, ApiRoute, TokenGrant};
+pub use crate::config::admin::{AdminConfig, ApiRoute, TokenGrant};
 
 use crate::bus::Bus;
 use crate::config::NodeConfig;
@@ -50,7 +49,7 @@ struct App {
     services: Arc<ServiceTable>,
     node_id: String,
     started: Instant,
-    grants: auth::Grants,
+    grants: auth::Tokens,
     jobs: jobs::Jobs,
     call_timeout: Duration,
     max_batch: usize,
@@ -97,7 +96,7 @@ impl AdminServer {
         let mut files = Vec::new();
         let local = admin.local_token.then(auth::fresh_token);
         // Tokens are checked before any file is written, so a refused config leaves none.
-        let grants = auth::Grants::new(admin, local.as_deref())?;
+        let grants = auth::Tokens::new(admin, local.as_deref())?;
         // Nothing at start needs free space: a node on a full disk runs without these files
         // (the CLI then needs --url and --token), and says so.
         let local_files = local

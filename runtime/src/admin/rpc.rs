@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::auth::{ApiError, Grant};
-use super::config::ApiRoute;
+use crate::config::admin::ApiRoute;
 use crate::manifest::RESERVED_NAMES;
 use crate::message::{BusError, ErrorCode, code_name, new_message};
 

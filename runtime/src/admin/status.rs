@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::App;
-use super::config::ApiRoute;
 use crate::bus::Bus;
+use crate::config::admin::ApiRoute;
 use crate::orchestrator::{ServiceReport, ServiceTable};
 use crate::service::State as ServiceState;
 

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Delivery, OnFull, Route, RouteKind};
-use crate::config::NodeConfig;
 use crate::message::{BusError, ErrorCode};
 use crate::orchestrator::ServiceTable;
 
@@ -78,18 +77,38 @@ pub struct ComLink {
     pub cancel: CancellationToken,
 }
 
+/// What the node hands Com.
+#[derive(Debug)]
+pub struct ComParts<'a> {
+    /// `[com]` of the node config.
+    pub config: &'a ComConfig,
+    /// The node's identity towards the hub.
+    pub node_id: &'a str,
+    /// Where the spool lives (under `spool/`).
+    pub data_dir: &'a std::path::Path,
+    /// Where Com reports its link and spool.
+    pub stats: Arc<ComStats>,
+    /// The node's services, for the reported properties.
+    pub services: Arc<ServiceTable>,
+}
+
 /// Registers `com` on the bus and starts the configured Com.
 pub async fn spawn(
-    node: &NodeConfig,
+    parts: ComParts<'_>,
     bus: &Bus,
-    stats: Arc<ComStats>,
-    services: Arc<ServiceTable>,
     tracker: &TaskTracker,
     health: &Arc<busbar_base::supervise::Health>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ComParts {
+        config: com,
+        node_id,
+        data_dir,
+        stats,
+        services,
+    } = parts;
     let watching = cancel.clone();
-    let broker = match &node.com {
+    let broker = match com {
         ComConfig::Mqtt(c) => Some((false, c)),
         ComConfig::AzureIotHub(c) => Some((true, c)),
         ComConfig::Console | ComConfig::File { .. } => None,
@@ -110,12 +129,11 @@ pub async fn spawn(
     };
     match broker {
         Some((azure, config)) => {
-            let (dialect, connector, spool) =
-                mqtt::prepare(azure, config, &node.node_id, &node.data_dir())?;
+            let (dialect, connector, spool) = mqtt::prepare(azure, config, node_id, data_dir)?;
             let setup = mqtt::Setup {
                 dialect,
                 config: (**config).clone(),
-                node_id: node.node_id.clone(),
+                node_id: node_id.to_owned(),
                 spool,
                 stats,
                 services,
@@ -131,7 +149,7 @@ pub async fn spawn(
             ));
         }
         None => {
-            let out = json_lines::open(&node.com).await?;
+            let out = json_lines::open(com).await?;
             tracker.spawn(busbar_base::supervise::watch(
                 health,
                 "com",

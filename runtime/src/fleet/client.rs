@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 
-use super::HubConfig;
+use super::FleetConfig;
 use super::protocol::{FleetManifest, LogBatch, NodeStatus, SignIn, SignedIn};
 
 /// Why a request to the hub failed.
@@ -65,7 +65,7 @@ pub struct HubClient {
 
 impl HubClient {
     /// A client for the hub of `config` (TLS with its `ca_file` or the system's roots).
-    pub fn new(config: &HubConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &FleetConfig) -> anyhow::Result<Self> {
         let base = config.url.trim_end_matches('/').to_owned();
         anyhow::ensure!(
             base.starts_with("http://") || base.starts_with("https://"),

@@ -3,14 +3,13 @@
 //! remember the last good manifest for offline starts, and report back.
 
 mod client;
-mod config;
 mod download;
 mod identity;
 mod store;
 mod sync;
 
+pub use crate::config::fleet::FleetConfig;
 pub use busbar_hub::{bounds, protocol, signing};
 pub use client::{HubClient, HubError};
-pub use config::HubConfig;
 pub use store::{FleetState, Store};
 pub use sync::Fleet;

@@ -16,9 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Core;
 use crate::bus::Delivery;
 use crate::message::{BusError, ErrorCode, Reply};
-
-/// The actions [`serve`] handles.
-pub const CONTROL_ACTIONS: [&str; 4] = ["start", "stop", "restart", "desired-state"];
+use crate::orchestrator::ControlAction;
 
 /// Handles control requests one at a time until `cancel` fires.
 pub(super) async fn serve(
@@ -70,7 +68,13 @@ struct MsbState {
 }
 
 async fn handle(core: &Core, action: &str, payload: &[u8]) -> Result<Value, BusError> {
-    if action == "desired-state" {
+    let Some(control) = ControlAction::parse(action) else {
+        return Err(BusError::new(
+            ErrorCode::UnknownAction,
+            format!("no control action `{action}`"),
+        ));
+    };
+    if control == ControlAction::DesiredState {
         return desired_state(core, payload).await;
     }
     let Target { service } = serde_json::from_slice(payload).map_err(|e| {
@@ -87,22 +91,13 @@ async fn handle(core: &Core, action: &str, payload: &[u8]) -> Result<Value, BusE
                 format!("the node's manifest has no service named `{service}`"),
             ));
         }
-        match action {
-            "stop" => {
-                wanted.held.insert(service.clone());
-            }
-            "start" | "restart" => {
-                wanted.held.remove(&service);
-            }
-            other => {
-                return Err(BusError::new(
-                    ErrorCode::UnknownAction,
-                    format!("no control action `{other}`"),
-                ));
-            }
+        if control == ControlAction::Stop {
+            wanted.held.insert(service.clone());
+        } else {
+            wanted.held.remove(&service);
         }
     }
-    let restart = (action == "restart").then_some(service.as_str());
+    let restart = (control == ControlAction::Restart).then_some(service.as_str());
     let applied = core
         .apply(None, restart)
         .await

@@ -5,8 +5,6 @@
 
 mod control;
 
-pub use control::CONTROL_ACTIONS;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,10 +129,14 @@ impl Node {
         let com_stats = Arc::new(crate::com::ComStats::default());
         let dead_letters = Arc::new(crate::dead_letter::DeadLetters::default());
         crate::com::spawn(
-            config,
+            crate::com::ComParts {
+                config: &config.com,
+                node_id: &config.node_id,
+                data_dir: &config.data_dir(),
+                stats: com_stats.clone(),
+                services: services.clone(),
+            },
             &bus,
-            com_stats.clone(),
-            services.clone(),
             &internal_tasks,
             &health,
             internal_cancel.clone(),

@@ -21,7 +21,7 @@
 //! Durability: a record is written (`write(2)`) before Com accepts it, so it survives the
 //! process being killed; `fdatasync` runs before accepting when `sync_ms = 0`, else at most
 //! `sync_ms` later (the window a power cut could lose). A byte quota bounds the spool; when it
-//! is full, [`OnFull::Refuse`] refuses new messages and [`OnFull::DropOldest`] drops the
+//! is full, [`SpoolFull::Refuse`] refuses new messages and [`SpoolFull::DropOldest`] drops the
 //! oldest ones not in flight. Records older than the TTL are dropped when their turn comes.
 
 mod frame;
@@ -47,7 +47,7 @@ const EXTENSION: &str = "spool";
 /// What to do with a new message when the spool is at its byte quota.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum OnFull {
+pub enum SpoolFull {
     /// Refuse it: the submitting service gets `queue-full`.
     #[default]
     Refuse,
@@ -67,7 +67,7 @@ pub struct SpoolConfig {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// Policy when the quota is reached.
-    pub on_full: OnFull,
+    pub on_full: SpoolFull,
     /// Longest time between a write and its `fdatasync`, in ms; 0 syncs before accepting.
     pub sync_ms: u64,
 }
@@ -78,7 +78,7 @@ impl Default for SpoolConfig {
             dir: None,
             max_bytes: 64 << 20,
             ttl: Duration::from_secs(7 * 24 * 3600),
-            on_full: OnFull::Refuse,
+            on_full: SpoolFull::Refuse,
             sync_ms: 20,
         }
     }
@@ -453,7 +453,7 @@ impl Spool {
             return Ok(());
         }
         // A record larger than the whole quota is refused without emptying the queue for it.
-        if self.config.on_full == OnFull::DropOldest && len <= self.config.max_bytes {
+        if self.config.on_full == SpoolFull::DropOldest && len <= self.config.max_bytes {
             self.write_batch(batch).map_err(|e| self.write_error(&e))?;
             let full = |s: &Self| full(s, 0);
             while full(self) {

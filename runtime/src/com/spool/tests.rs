@@ -121,7 +121,7 @@ fn at_the_quota_refuse_refuses_and_drop_oldest_drops_the_oldest_unsent() {
 
     let dir = tempfile::tempdir().unwrap();
     let dropping = SpoolConfig {
-        on_full: OnFull::DropOldest,
+        on_full: SpoolFull::DropOldest,
         ..small
     };
     let mut spool = Spool::open(dir.path(), dropping).unwrap();

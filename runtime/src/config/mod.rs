@@ -7,10 +7,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::admin::AdminConfig;
 use crate::bus::DEFAULT_MAX_PAYLOAD;
 use crate::com::ComConfig;
 use crate::engine::EngineConfig;
+
+pub mod admin;
+pub mod fleet;
+
+pub use admin::AdminConfig;
+pub use fleet::FleetConfig;
 
 /// The node's settings; every field has a default.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -39,7 +44,7 @@ pub struct NodeConfig {
     /// The admin API.
     pub admin: AdminConfig,
     /// The fleet hub the node takes its services from (none: the manifest is local).
-    pub hub: Option<crate::fleet::HubConfig>,
+    pub hub: Option<FleetConfig>,
 }
 
 impl Default for NodeConfig {

@@ -1,4 +1,5 @@
-//! `[hub]` of the node config: where the fleet hub is and how the node trusts it.
+//! `[hub]` of the node config ([`FleetConfig`]): where the fleet hub is and how the node
+//! trusts it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use serde::Deserialize;
 /// The fleet hub the node takes its services from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct HubConfig {
+pub struct FleetConfig {
     /// The hub's base URL, `https://...` (or `http://` on a trusted network).
     pub url: String,
     /// The node's token (as `busbar hub add-node` printed it).
@@ -51,7 +52,7 @@ fn default_backoff_max_ms() -> u64 {
     30_000
 }
 
-impl HubConfig {
+impl FleetConfig {
     /// Resolves relative file paths against the config file's folder.
     pub fn resolve(&mut self, base: &Path) {
         for path in [
@@ -104,6 +105,6 @@ impl HubConfig {
                  hub.public_key_file) to check components"
             ),
         };
-        super::protocol::parse_public_key(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+        busbar_hub::protocol::parse_public_key(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
     }
 }
