@@ -3,12 +3,14 @@
 
 mod actor;
 mod instance;
+mod spec;
 mod supervisor;
 
 use std::sync::Arc;
 
-pub use actor::{Handover, PROBATION, ServiceSpec, Spawned, Successor, spawn};
+pub use actor::{Handover, Spawned, spawn};
 pub use instance::{Fault, Instance};
+pub use spec::{PROBATION, ServiceSpec, Successor};
 pub use supervisor::{Decision, RestartPolicy, Supervisor};
 
 pub use crate::observe::{CounterSnapshot, ServiceCounters};
