@@ -3,26 +3,28 @@
 //! submits while stopping is lost). A new manifest can be applied while it runs: only the
 //! services that changed are restarted.
 
+mod apply;
 mod control;
+
+use apply::Running;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{Bus, Route, RouteKind};
+use crate::bus::Bus;
 use crate::cache::CompileCache;
 use crate::component::Loader;
 use crate::config::NodeConfig;
 use crate::engine::EpochTicker;
-use crate::manifest::{Manifest, ServiceEntry, property_text};
-use crate::orchestrator::{ServiceHandle, ServiceReport, ServiceTable};
-use crate::service::{Handover, RestartPolicy, ServiceEnv, ServiceSpec, State, Status, Successor};
+use crate::manifest::{Manifest, ServiceEntry};
+use crate::orchestrator::{ServiceReport, ServiceTable};
+use crate::service::{ServiceEnv, State, Status};
 
 /// A running node.
 #[derive(Debug)]
@@ -70,32 +72,6 @@ struct NodeSettings {
     engine: crate::engine::EngineConfig,
     drain: Duration,
     data_dir: std::path::PathBuf,
-}
-
-/// One service the node runs now.
-#[derive(Debug)]
-struct Running {
-    entry: ServiceEntry,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    status: tokio::sync::watch::Receiver<Status>,
-    /// Where its queue and state go when a new version replaces it.
-    successor: Arc<std::sync::OnceLock<Successor>>,
-    /// How it was started (without its own fallback).
-    spec: ServiceSpec,
-    /// The version it replaced, which it runs again if it rolled back.
-    fallback: Option<(ServiceEntry, ServiceSpec)>,
-}
-
-impl Running {
-    /// The entry and spec of the version it runs now: its own, or after a rollback the one
-    /// it replaced.
-    fn current(&self) -> (&ServiceEntry, &ServiceSpec) {
-        match &self.fallback {
-            Some((entry, spec)) if self.status.borrow().rolled_back.is_some() => (entry, spec),
-            _ => (&self.entry, &self.spec),
-        }
-    }
 }
 
 /// What applying a manifest did, by service name.
@@ -253,192 +229,6 @@ impl NodeHandle {
     }
 }
 
-impl Core {
-    /// Converges on the wanted services: those of `manifest` (else the current one) that are
-    /// enabled, not held and not disabled by the hub. `restart` names a service to restart
-    /// even though it did not change.
-    async fn apply(
-        &self,
-        manifest: Option<&Manifest>,
-        restart: Option<&str>,
-    ) -> anyhow::Result<Applied> {
-        let mut running = self.running.lock().await;
-        let (manifest, wanted) = {
-            let state = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-            let manifest = manifest.unwrap_or(&state.manifest).clone();
-            let wanted: Vec<ServiceEntry> = manifest
-                .services
-                .iter()
-                .filter(|s| s.enabled && !state.disabled && !state.held.contains(&s.name))
-                .cloned()
-                .collect();
-            (manifest, wanted)
-        };
-        manifest
-            .fit_engine(&self.limits.engine)
-            .map_err(|e| anyhow::anyhow!("the manifest: {e}"))?;
-        anyhow::ensure!(
-            wanted.len() <= self.limits.max_instances as usize,
-            "the manifest enables {} services but engine.max_instances is {}",
-            wanted.len(),
-            self.limits.max_instances
-        );
-        let specs = wanted
-            .iter()
-            .map(|s| self.spec(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        self.wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .manifest = manifest.clone();
-        for s in manifest.services.iter().filter(|s| !s.enabled) {
-            tracing::info!(service = %s.name, "disabled in the manifest; not started");
-        }
-        let mut applied = Applied::default();
-        let names: Vec<String> = running.keys().cloned().collect();
-        for name in names {
-            if !wanted.iter().any(|s| s.name == name) {
-                let gone = running.remove(&name).expect("listed");
-                self.env.bus.unregister(&name);
-                gone.cancel.cancel();
-                let _ = gone.task.await;
-                self.services.remove(&name);
-                applied.stopped.push(name);
-            }
-        }
-        for (entry, spec) in wanted.iter().zip(specs) {
-            let previous = match running.remove(&entry.name) {
-                None => {
-                    applied.started.push(entry.name.clone());
-                    None
-                }
-                Some(old) if !changed(&old, entry) && restart != Some(entry.name.as_str()) => {
-                    applied.unchanged.push(entry.name.clone());
-                    running.insert(entry.name.clone(), old);
-                    continue;
-                }
-                Some(old) => {
-                    applied.restarted.push(entry.name.clone());
-                    // Compile before messages are redirected, so the swap pause does not
-                    // include it (a failure shows in the new version's start: rollback).
-                    if let Err(e) = self
-                        .env
-                        .loader
-                        .load(&crate::component::ComponentSource::of(entry))
-                        .await
-                    {
-                        tracing::warn!(service = %entry.name, "the new version does not load: {e:#}");
-                    }
-                    Some(old)
-                }
-            };
-            let started = self.spawn(entry, spec, previous)?;
-            running.insert(entry.name.clone(), started);
-        }
-        Ok(applied)
-    }
-
-    fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
-        // Checked against the engine for the whole manifest in `apply`.
-        let memory_mib = s
-            .limits
-            .memory_mib
-            .unwrap_or(self.limits.engine.max_memory_mib);
-        Ok(ServiceSpec {
-            name: Arc::from(s.name.as_str()),
-            source: crate::component::ComponentSource::of(s),
-            properties: Arc::new(
-                s.config
-                    .iter()
-                    .map(|(k, v)| (k.clone(), property_text(v)))
-                    .collect(),
-            ),
-            memory_bytes: (memory_mib as usize) << 20,
-            sandbox: crate::host::Sandbox::from(&s.limits),
-            deadline: Duration::from_millis(s.limits.deadline_ms),
-            drain: self.limits.drain,
-            restart: RestartPolicy::default(),
-            granted: Arc::new(crate::grants::Granted::resolve(
-                &s.name,
-                &s.grants,
-                &self.limits.data_dir,
-            )?),
-            successor: Arc::default(),
-            handover: None,
-            fallback: None,
-        })
-    }
-
-    /// Starts one service with a fresh mailbox. With `previous` (the version it replaces),
-    /// new messages go to the new mailbox at once; the new version loads and instantiates
-    /// while the old one finishes its queue, then the old one hands over its state and what
-    /// is left, and the new one starts. Should the new version fail, it runs the old one again.
-    fn spawn(
-        &self,
-        entry: &ServiceEntry,
-        mut spec: ServiceSpec,
-        previous: Option<Running>,
-    ) -> anyhow::Result<Running> {
-        let (tx, rx) = mpsc::channel(entry.limits.mailbox);
-        let route = Route::new(
-            tx.clone(),
-            crate::bus::OnFull::of(&entry.limits),
-            RouteKind::Custom,
-        );
-        let successor = Arc::new(std::sync::OnceLock::new());
-        spec.successor = successor.clone();
-        let own_spec = spec.clone();
-        let mut fallback = None;
-        let previous = if let Some(old) = previous {
-            let handover = Arc::new(Handover::default());
-            let _ = old.successor.set(Successor {
-                handover: handover.clone(),
-            });
-            spec.handover = Some(handover);
-            if old.status.borrow().state != State::Failed {
-                let (old_entry, old_spec) = old.current();
-                spec.fallback = Some(Box::new(old_spec.clone()));
-                fallback = Some((old_entry.clone(), old_spec.clone()));
-            }
-            self.env.bus.replace(&entry.name, route);
-            old.cancel.cancel();
-            Some(old.task)
-        } else {
-            self.env
-                .bus
-                .register(&entry.name, route)
-                .with_context(|| format!("registering service `{}`", entry.name))?;
-            None
-        };
-        let cancel = self.service_cancel.child_token();
-        let spawned = crate::service::spawn(
-            spec,
-            &self.env,
-            (tx, rx),
-            &self.service_tasks,
-            cancel.clone(),
-            previous,
-        );
-        self.services.insert(
-            &entry.name,
-            ServiceHandle {
-                status: spawned.status.clone(),
-                counters: spawned.counters,
-                privileged: entry.grants.privileged,
-            },
-        );
-        Ok(Running {
-            entry: entry.clone(),
-            cancel,
-            task: spawned.task,
-            status: spawned.status,
-            successor,
-            spec: own_spec,
-            fallback,
-        })
-    }
-}
-
 impl Node {
     /// The node's bus, to send and call like a service does.
     pub fn bus(&self) -> &Bus {
@@ -507,27 +297,5 @@ impl Node {
         self.internal_tasks.close();
         self.internal_tasks.wait().await;
         tracing::info!("node stopped");
-    }
-}
-
-/// Whether `entry` differs from what `old` runs (after a rollback: the version it went back
-/// to): another entry, or another component file behind the same path.
-fn changed(old: &Running, entry: &ServiceEntry) -> bool {
-    if old.current().0 != entry {
-        return true;
-    }
-    let Some(loaded) = old.status.borrow().sha256.clone() else {
-        return true;
-    };
-    if let Some(expected) = &entry.sha256 {
-        // The loader refuses a file with another digest, so this is what would run.
-        return !expected.eq_ignore_ascii_case(&loaded);
-    }
-    match busbar_base::read_file::read_bounded(
-        &entry.component,
-        busbar_base::read_file::MAX_COMPONENT_BYTES,
-    ) {
-        Ok(bytes) => hex::encode(Sha256::digest(&bytes)) != loaded,
-        Err(_) => true,
     }
 }
