@@ -95,14 +95,12 @@ pub struct State {
 }
 
 impl State {
-    /// Parses the JSON the node sends.
-    fn parse(json: &str) -> Result<State, serde_json::Error> {
-        let raw: serde_json::Value = serde_json::from_str(json)?;
-        let msb = raw.get("msb-state").unwrap_or(&raw);
-        let flag = |name: &str| msb.get(name).and_then(serde_json::Value::as_bool);
+    /// Parses the JSON the node sends (the shape and the rules: `busbar_state`).
+    fn parse(json: &str) -> Result<State, String> {
+        let (msb, raw) = busbar_state::MsbState::parse(json)?;
         Ok(State {
-            enabled: flag("enabled").unwrap_or(true),
-            debug: flag("debug").unwrap_or(false),
+            enabled: msb.enabled_or_default(),
+            debug: msb.debug_or_default(),
             raw,
         })
     }

@@ -167,10 +167,6 @@ pub struct Loader {
 /// One component's compiled code, filled by the first load.
 type Slot = Arc<Mutex<Option<Component>>>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Loader {
     /// A loader whose instances get the busbar imports and a default-deny WASI.
     pub fn new(engine: Engine, cache: CompileCache) -> anyhow::Result<Self> {
@@ -235,11 +231,11 @@ impl Loader {
                 actual: digest,
             });
         }
-        let slot = lock(&self.in_memory)
+        let slot = busbar_base::sync::lock(&self.in_memory)
             .entry(digest.clone())
             .or_default()
             .clone();
-        let mut held = lock(&slot);
+        let mut held = busbar_base::sync::lock(&slot);
         let (component, origin) = if let Some(c) = &*held {
             (c.clone(), Origin::Shared)
         } else if let Some(found) = self.precompiled(source, &digest) {

@@ -37,7 +37,7 @@ impl DeadLetters {
             "reason": reason,
             "message": crate::message::message_json(msg),
         });
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = busbar_base::sync::lock(&self.entries);
         if entries.len() == CAPACITY {
             entries.pop_front();
         }
@@ -46,7 +46,7 @@ impl DeadLetters {
 
     /// The kept entries (of `service` only, when given), oldest first.
     pub fn list(&self, service: Option<&str>) -> Vec<Value> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = busbar_base::sync::lock(&self.entries);
         entries
             .iter()
             .filter(|e| service.is_none_or(|s| e["service"] == s))

@@ -132,11 +132,11 @@ impl ServiceTable {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServiceHandle>> {
-        self.services.read().unwrap_or_else(|e| e.into_inner())
+        busbar_base::sync::read(&self.services)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServiceHandle>> {
-        self.services.write().unwrap_or_else(|e| e.into_inner())
+        busbar_base::sync::write(&self.services)
     }
 }
 

@@ -48,7 +48,10 @@ const MAX_LINES: usize = 400;
 const LONG_FILES: &[(&str, &str)] = &[];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_owned()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

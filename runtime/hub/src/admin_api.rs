@@ -188,7 +188,7 @@ async fn change_layers(
     change: impl Fn(&mut super::layers::Layers, &Layer) -> bool,
 ) -> Result<Vec<Layer>, ApiError> {
     let _writer = hub.writer.lock().await;
-    let mut layers = hub.layers.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut layers = busbar_base::sync::read(&hub.layers).clone();
     let changed: Vec<Layer> = targets
         .iter()
         .filter(|l| change(&mut layers, l))
@@ -206,7 +206,7 @@ async fn change_layers(
         Ok(())
     })
     .await?;
-    *hub.layers.write().unwrap_or_else(|p| p.into_inner()) = layers;
+    *busbar_base::sync::write(&hub.layers) = layers;
     hub.bump();
     Ok(changed)
 }

@@ -63,7 +63,7 @@ impl Hub {
     pub fn reload_if_changed(&self) {
         let stamp = stamp_of(self.dir.root());
         {
-            let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = busbar_base::sync::lock(&self.stamp);
             if *last == stamp {
                 return;
             }
@@ -119,11 +119,7 @@ impl Hub {
             .get(id)
             .filter(|n| !n.revoked)
             .ok_or_else(|| ApiError::unauthorized(format!("node `{id}` is revoked or gone")))?;
-        let manifest = self
-            .layers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node_manifest(id, node);
+        let manifest = busbar_base::sync::read(&self.layers).node_manifest(id, node);
         let tag = etag(&manifest);
         Ok((manifest, tag))
     }

@@ -50,7 +50,7 @@ impl Jobs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        busbar_base::sync::lock(&self.inner)
     }
 
     /// Records a new running job of token `owner`; returns its id, or `None` when the store

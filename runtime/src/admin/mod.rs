@@ -148,7 +148,7 @@ impl AdminServer {
         let stop = cancel.clone();
         let task =
             busbar_base::supervise::restart(&health, "admin-api", cancel.clone(), move || {
-                let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let listener = busbar_base::sync::lock(&first).take();
                 let (router, bounds, stop) = (router.clone(), bounds.clone(), stop.clone());
                 async move {
                     let listener = match listener {

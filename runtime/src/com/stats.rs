@@ -21,11 +21,11 @@ pub struct ComStats {
 impl ComStats {
     /// Records the spool's latest counts.
     pub fn set_spool(&self, c: SpoolCounts) {
-        *self.spool.lock().unwrap_or_else(|e| e.into_inner()) = c;
+        *busbar_base::sync::lock(&self.spool) = c;
     }
 
     /// The spool's latest counts.
     pub fn spool(&self) -> SpoolCounts {
-        *self.spool.lock().unwrap_or_else(|e| e.into_inner())
+        *busbar_base::sync::lock(&self.spool)
     }
 }

@@ -52,7 +52,7 @@ impl Core {
     ) -> anyhow::Result<Applied> {
         let mut running = self.running.lock().await;
         let (manifest, wanted) = {
-            let state = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            let state = busbar_base::sync::lock(&self.wanted);
             let manifest = manifest.unwrap_or(&state.manifest).clone();
             let wanted: Vec<ServiceEntry> = manifest
                 .services
@@ -75,10 +75,7 @@ impl Core {
             .iter()
             .map(|s| self.spec(s))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        self.wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .manifest = manifest.clone();
+        busbar_base::sync::lock(&self.wanted).manifest = manifest.clone();
         for s in manifest.services.iter().filter(|s| !s.enabled) {
             tracing::info!(service = %s.name, "disabled in the manifest; not started");
         }

@@ -61,12 +61,6 @@ struct Target {
     service: String,
 }
 
-/// `msb-state` in the desired state.
-#[derive(Deserialize, Default)]
-struct MsbState {
-    enabled: Option<bool>,
-}
-
 async fn handle(core: &Core, action: &str, payload: &[u8]) -> Result<Value, BusError> {
     let Some(control) = ControlAction::parse(action) else {
         return Err(BusError::new(
@@ -84,7 +78,7 @@ async fn handle(core: &Core, action: &str, payload: &[u8]) -> Result<Value, BusE
         )
     })?;
     {
-        let mut wanted = core.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = busbar_base::sync::lock(&core.wanted);
         if !wanted.manifest.services.iter().any(|s| s.name == service) {
             return Err(BusError::new(
                 ErrorCode::UnknownDestination,
@@ -112,24 +106,11 @@ async fn desired_state(core: &Core, payload: &[u8]) -> Result<Value, BusError> {
             format!("`desired-state` takes a JSON object: {e}"),
         )
     })?;
-    if !doc.is_object() {
-        return Err(BusError::new(
-            ErrorCode::BadPayload,
-            "`desired-state` takes a JSON object",
-        ));
-    }
-    let msb: MsbState = match doc.get("msb-state") {
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            BusError::new(
-                ErrorCode::BadPayload,
-                format!("`msb-state` in the desired state: {e}"),
-            )
-        })?,
-        None => MsbState::default(),
-    };
+    let msb = busbar_state::MsbState::of(&doc)
+        .map_err(|e| BusError::new(ErrorCode::BadPayload, format!("`desired-state`: {e}")))?;
     core.env.desired.set(&doc.to_string());
     let changed = msb.enabled.is_some_and(|enabled| {
-        let mut wanted = core.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = busbar_base::sync::lock(&core.wanted);
         let was = !wanted.disabled;
         wanted.disabled = !enabled;
         was != enabled
@@ -141,10 +122,6 @@ async fn desired_state(core: &Core, payload: &[u8]) -> Result<Value, BusError> {
     } else {
         super::Applied::default()
     };
-    let enabled = !core
-        .wanted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .disabled;
+    let enabled = !busbar_base::sync::lock(&core.wanted).disabled;
     Ok(json!({ "enabled": enabled, "applied": applied }))
 }

@@ -50,7 +50,7 @@ impl LogHub {
     /// Keeps `line` and hands it to the watchers.
     pub fn push(&self, line: LogLine) {
         let line = Arc::new(line);
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = busbar_base::sync::lock(&self.recent);
         if recent.len() == HISTORY {
             recent.pop_front();
         }
@@ -61,7 +61,7 @@ impl LogHub {
 
     /// The kept lines, oldest first, and a feed of the lines that come after them.
     pub fn follow(&self) -> (Vec<Arc<LogLine>>, super::TapReceiver<Arc<LogLine>>) {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = busbar_base::sync::lock(&self.recent);
         // Subscribing under the lock: no line falls between the history and the feed.
         let feed = self.live.subscribe();
         (recent.iter().cloned().collect(), feed)

@@ -36,7 +36,7 @@ impl Com {
         let c = self.spool.counts();
         let body = json!({
             "msb-state": {
-                "enabled": self.desired.pointer("/msb-state/enabled").and_then(Value::as_bool).unwrap_or(true),
+                "enabled": busbar_state::MsbState::of(&self.desired).map_or(true, |m| m.enabled_or_default()),
                 "debug": self.debug.is_some(),
             },
             "node": {
