@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
 use super::config::check_id;
-use super::error::{ApiError, blocking};
+use super::error::{HubApiError, blocking};
 use super::files::{self, write_atomic};
 use super::layers::Layer;
 use super::node_api::check_sha;
@@ -28,13 +28,13 @@ pub async fn put_blob(
     headers: HeaderMap,
     Path(sha): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HubApiError> {
     hub.authorize_admin(&headers)?;
     check_sha(&sha)?;
     let body = body?;
     let actual = hex::encode(Sha256::digest(&body));
     if actual != sha {
-        return Err(ApiError::bad_request(format!(
+        return Err(HubApiError::bad_request(format!(
             "the body's sha256 is {actual}, but the path says {sha}"
         )));
     }
@@ -43,7 +43,7 @@ pub async fn put_blob(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_ascii_lowercase())
         .ok_or_else(|| {
-            ApiError::bad_request(format!(
+            HubApiError::bad_request(format!(
                 "missing header `{SIGNATURE_HEADER}` (hex signature)"
             ))
         })?;
@@ -61,31 +61,31 @@ pub async fn put_blob(
 }
 
 /// The publishers' public key of `hub.toml`.
-fn public_key(hub: &Hub) -> Result<ed25519_dalek::VerifyingKey, ApiError> {
+fn public_key(hub: &Hub) -> Result<ed25519_dalek::VerifyingKey, HubApiError> {
     hub.config
         .load()
         .verifying_key()
-        .map_err(|e| ApiError::internal(format!("hub.toml public_key: {e}")))
+        .map_err(|e| HubApiError::internal(format!("hub.toml public_key: {e}")))
 }
 
 /// Checks a component's signature against the hub's public key.
-fn verify(hub: &Hub, sha: &str, signature: &str) -> Result<(), ApiError> {
+fn verify(hub: &Hub, sha: &str, signature: &str) -> Result<(), HubApiError> {
     protocol::verify(&public_key(hub)?, sha, signature)
-        .map_err(|e| ApiError::bad_request(format!("signature of {sha}: {e}")))
+        .map_err(|e| HubApiError::bad_request(format!("signature of {sha}: {e}")))
 }
 
 /// Checks the nodes and tags a publish or removal names.
-fn check_targets(hub: &Hub, nodes: &[String], tags: &[String]) -> Result<(), ApiError> {
+fn check_targets(hub: &Hub, nodes: &[String], tags: &[String]) -> Result<(), HubApiError> {
     let config = hub.config.load();
     for n in nodes {
         if !config.nodes.contains_key(n) {
-            return Err(ApiError::bad_request(format!(
+            return Err(HubApiError::bad_request(format!(
                 "unknown node `{n}` (add it with `busbar hub add-node`)"
             )));
         }
     }
     for t in tags {
-        check_id(t).map_err(|e| ApiError::bad_request(format!("tag: {e}")))?;
+        check_id(t).map_err(|e| HubApiError::bad_request(format!("tag: {e}")))?;
     }
     Ok(())
 }
@@ -95,13 +95,13 @@ pub async fn publish(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Result<Json<Publish>, JsonRejection>,
-) -> Result<Json<Published>, ApiError> {
+) -> Result<Json<Published>, HubApiError> {
     hub.authorize_admin(&headers)?;
     let Json(publish) = body?;
     let service = &publish.service;
     service
         .check()
-        .map_err(|e| ApiError::bad_request(format!("service.{e}")))?;
+        .map_err(|e| HubApiError::bad_request(format!("service.{e}")))?;
     check_targets(&hub, &publish.nodes, &publish.tags)?;
     let sha = service.sha256.to_string();
     let (blob, sig) = (hub.dir.blob(&sha), hub.dir.signature(&sha));
@@ -117,19 +117,19 @@ pub async fn publish(
     })
     .await?;
     let Some((size, blob_signature)) = stored else {
-        return Err(ApiError::bad_request(format!(
+        return Err(HubApiError::bad_request(format!(
             "no blob {sha} on the hub: upload it first (PUT /v1/admin/blobs/{sha})"
         )));
     };
     if service.size != size {
-        return Err(ApiError::bad_request(format!(
+        return Err(HubApiError::bad_request(format!(
             "service.size is {}, but blob {sha} has {size} bytes",
             service.size
         )));
     }
     verify(&hub, &sha, &blob_signature)?;
     protocol::verify_entry(&public_key(&hub)?, service).map_err(|e| {
-        ApiError::bad_request(format!(
+        HubApiError::bad_request(format!(
             "service.signature: {e}; sign the whole entry with the publisher's key \
              (`busbar hub publish` does)"
         ))
@@ -153,7 +153,7 @@ pub async fn remove(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Result<Json<Remove>, JsonRejection>,
-) -> Result<Json<Published>, ApiError> {
+) -> Result<Json<Published>, HubApiError> {
     hub.authorize_admin(&headers)?;
     let Json(remove) = body?;
     check_targets(&hub, &remove.nodes, &remove.tags)?;
@@ -164,7 +164,7 @@ pub async fn remove(
     })
     .await?;
     if changed.is_empty() {
-        return Err(ApiError::not_found(format!(
+        return Err(HubApiError::not_found(format!(
             "service `{}` is in none of the manifests named ({})",
             remove.service,
             targets
@@ -186,7 +186,7 @@ async fn change_layers(
     hub: &Arc<Hub>,
     targets: &[Layer],
     change: impl Fn(&mut super::layers::Layers, &Layer) -> bool,
-) -> Result<Vec<Layer>, ApiError> {
+) -> Result<Vec<Layer>, HubApiError> {
     let _writer = hub.writer.lock().await;
     let mut layers = busbar_base::sync::read(&hub.layers).clone();
     let changed: Vec<Layer> = targets
@@ -215,7 +215,7 @@ async fn change_layers(
 pub async fn nodes(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-) -> Result<Json<Vec<NodeRecord>>, ApiError> {
+) -> Result<Json<Vec<NodeRecord>>, HubApiError> {
     hub.authorize_admin(&headers)?;
     let config = hub.config.load_full();
     let mut records = Vec::with_capacity(config.nodes.len());
@@ -230,10 +230,10 @@ pub async fn node_logs(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HubApiError> {
     hub.authorize_admin(&headers)?;
     if !hub.config.load().nodes.contains_key(&id) {
-        return Err(ApiError::not_found(format!("unknown node `{id}`")));
+        return Err(HubApiError::not_found(format!("unknown node `{id}`")));
     }
     let path = hub.dir.log(&id);
     let text = blocking(move || match std::fs::read_to_string(&path) {

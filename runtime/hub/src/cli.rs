@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, AdminArgs, PublishArgs};
+use super::client::{self, AdminArgs, HubPublishArgs};
 use super::config::{HubConfig, NodeEntry, check_id, fresh_token, token_sha256};
 use super::files::FleetDir;
 use super::server::HubServer;
@@ -83,7 +83,7 @@ enum HubCommand {
         max_connections: usize,
     },
     /// Upload a component, signed, and publish it as a service to nodes, tags or all nodes.
-    Publish(Box<PublishArgs>),
+    Publish(Box<HubPublishArgs>),
     /// Take a service out of the manifests of nodes, tags or all nodes.
     Remove(client::RemoveArgs),
     /// List the nodes: last contact, target, version, services, events.

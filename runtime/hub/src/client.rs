@@ -24,7 +24,7 @@ pub struct AdminArgs {
 
 /// `busbar hub publish`.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub struct HubPublishArgs {
     /// How to reach the hub.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -127,7 +127,7 @@ impl HubClient {
 }
 
 /// `busbar hub publish`: upload the component with its signature, then publish it.
-pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+pub async fn publish(args: &HubPublishArgs) -> anyhow::Result<()> {
     busbar_base::names::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
     let key_text = std::fs::read_to_string(&args.key)
         .with_context(|| format!("cannot read secret key {}", args.key.display()))?;

@@ -6,14 +6,14 @@ use axum::response::{IntoResponse, Response};
 
 /// An HTTP error with a JSON body `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub struct HubApiError {
     /// The status.
     pub status: StatusCode,
     /// What is wrong, in words.
     pub message: String,
 }
 
-impl ApiError {
+impl HubApiError {
     /// An error with `status`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
@@ -48,7 +48,7 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for HubApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, "{}", self.message);
@@ -66,19 +66,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
+impl From<JsonRejection> for HubApiError {
     fn from(r: JsonRejection) -> Self {
         Self::new(r.status(), format!("bad request body: {}", r.body_text()))
     }
 }
 
-impl From<QueryRejection> for ApiError {
+impl From<QueryRejection> for HubApiError {
     fn from(r: QueryRejection) -> Self {
         Self::new(r.status(), format!("bad query: {}", r.body_text()))
     }
 }
 
-impl From<BytesRejection> for ApiError {
+impl From<BytesRejection> for HubApiError {
     fn from(r: BytesRejection) -> Self {
         Self::new(r.status(), format!("bad request body: {}", r.body_text()))
     }
@@ -87,10 +87,10 @@ impl From<BytesRejection> for ApiError {
 /// Runs blocking file work off the async threads; its error becomes a 500.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, HubApiError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ApiError::internal(format!("{e:#}"))),
-        Err(e) => Err(ApiError::internal(format!("file task failed: {e}"))),
+        Ok(Err(e)) => Err(HubApiError::internal(format!("{e:#}"))),
+        Err(e) => Err(HubApiError::internal(format!("file task failed: {e}"))),
     }
 }

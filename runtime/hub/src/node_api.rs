@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use super::error::{ApiError, blocking};
+use super::error::{HubApiError, blocking};
 use super::range;
 use super::state::Hub;
 use crate::bounds::escape_line;
@@ -23,12 +23,12 @@ pub async fn sign_in(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Result<Json<SignIn>, JsonRejection>,
-) -> Result<Json<SignedIn>, ApiError> {
+) -> Result<Json<SignedIn>, HubApiError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(sign_in) = body?;
-    sign_in.check().map_err(ApiError::bad_request)?;
+    sign_in.check().map_err(HubApiError::bad_request)?;
     if sign_in.node_id != id {
-        return Err(ApiError::forbidden(format!(
+        return Err(HubApiError::forbidden(format!(
             "this token belongs to node `{id}`, not to `{}`",
             sign_in.node_id
         )));
@@ -65,7 +65,7 @@ pub async fn manifest(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     query: Result<Query<WaitQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HubApiError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Query(query) = query?;
     let known = headers
@@ -100,10 +100,10 @@ fn matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 /// Checks a sha256 in a path: 64 lowercase hex digits.
-pub fn check_sha(sha: &str) -> Result<(), ApiError> {
+pub fn check_sha(sha: &str) -> Result<(), HubApiError> {
     match busbar_base::digest::Sha256::parse(sha) {
         Ok(d) if d.as_str() == sha => Ok(()),
-        _ => Err(ApiError::bad_request(format!(
+        _ => Err(HubApiError::bad_request(format!(
             "`{}` is not a sha256: expected 64 lowercase hex digits",
             busbar_base::digest::shown(sha)
         ))),
@@ -115,17 +115,17 @@ pub async fn blob(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(sha): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HubApiError> {
     hub.authorize_node(&headers)?;
     check_sha(&sha)?;
     let path = hub.dir.blob(&sha);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!("no blob {sha} on the hub")));
+            return Err(HubApiError::not_found(format!("no blob {sha} on the hub")));
         }
         Err(e) => {
-            return Err(ApiError::internal(format!(
+            return Err(HubApiError::internal(format!(
                 "cannot open {}: {e}",
                 path.display()
             )));
@@ -134,14 +134,14 @@ pub async fn blob(
     let size = file
         .metadata()
         .await
-        .map_err(|e| ApiError::internal(format!("cannot stat {}: {e}", path.display())))?
+        .map_err(|e| HubApiError::internal(format!("cannot stat {}: {e}", path.display())))?
         .len();
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match range::parse(asked, size) {
         Ok(r) => r,
         Err(message) => {
             let mut response =
-                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, message).into_response();
+                HubApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, message).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -152,7 +152,9 @@ pub async fn blob(
         Some(r) => {
             file.seek(std::io::SeekFrom::Start(r.start))
                 .await
-                .map_err(|e| ApiError::internal(format!("cannot seek {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    HubApiError::internal(format!("cannot seek {}: {e}", path.display()))
+                })?;
             (StatusCode::PARTIAL_CONTENT, r.len())
         }
         None => (StatusCode::OK, size),
@@ -181,10 +183,10 @@ pub async fn status(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Result<Json<NodeStatus>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HubApiError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(status) = body?;
-    status.check().map_err(ApiError::bad_request)?;
+    status.check().map_err(HubApiError::bad_request)?;
     for e in &status.events {
         let (sha, detail) = (e.sha256.short(), escape_line(&e.detail));
         if e.kind.is_trouble() {
@@ -204,10 +206,10 @@ pub async fn logs(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     body: Result<Json<LogBatch>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HubApiError> {
     let (id, _) = hub.authorize_node(&headers)?;
     let Json(batch) = body?;
-    batch.check().map_err(ApiError::bad_request)?;
+    batch.check().map_err(HubApiError::bad_request)?;
     let mut text = String::new();
     for line in &batch.lines {
         let line = escape_line(line.trim_end_matches(['\r', '\n']));

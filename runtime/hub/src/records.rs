@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::NodeEntry;
-use super::error::{ApiError, blocking};
+use super::error::{HubApiError, blocking};
 use super::files::{self, FleetDir};
 use crate::protocol::{NodeEvent, NodeRecord, NodeStatus, SignIn};
 
@@ -68,7 +68,7 @@ impl Records {
     }
 
     /// Node `id`'s data.
-    pub async fn get(&self, id: &str) -> Result<NodeData, ApiError> {
+    pub async fn get(&self, id: &str) -> Result<NodeData, HubApiError> {
         let mut cache = self.cache.lock().await;
         Ok(self.cached(&mut cache, id).await?.clone())
     }
@@ -79,7 +79,7 @@ impl Records {
         &self,
         id: &str,
         change: impl FnOnce(&mut NodeData),
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), HubApiError> {
         let mut cache = self.cache.lock().await;
         let data = self.cached(&mut cache, id).await?;
         change(data);
@@ -98,7 +98,7 @@ impl Records {
         &self,
         cache: &'c mut HashMap<String, NodeData>,
         id: &str,
-    ) -> Result<&'c mut NodeData, ApiError> {
+    ) -> Result<&'c mut NodeData, HubApiError> {
         if !cache.contains_key(id) {
             let path = self.dir.node(id);
             let data = blocking(move || files::read_json::<NodeData>(&path)).await?;

@@ -13,7 +13,7 @@ use axum::routing::{get, post, put};
 use tokio_util::sync::CancellationToken;
 
 use super::admin_api::{self, MAX_BLOB_BYTES};
-use super::error::ApiError;
+use super::error::HubApiError;
 use super::files::FleetDir;
 use super::node_api;
 use super::state::Hub;
@@ -61,7 +61,7 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/admin/nodes", get(admin_api::nodes))
         .route("/v1/admin/nodes/{id}/logs", get(admin_api::node_logs))
         .fallback(|uri: axum::http::Uri| async move {
-            ApiError::not_found(format!("no route {}", uri.path()))
+            HubApiError::not_found(format!("no route {}", uri.path()))
         })
         .with_state(hub)
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{HUB_TOML, HubConfig, NodeEntry};
-use super::error::ApiError;
+use super::error::HubApiError;
 use super::files::FleetDir;
 use super::layers::{Layers, etag};
 use super::records::Records;
@@ -86,24 +86,24 @@ impl Hub {
 
     /// Checks the admin token of a request (against `hub.toml` as it is now: a node just
     /// added, revoked or given a tag counts at once).
-    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), HubApiError> {
         self.reload_if_changed();
         if self.config.load().is_admin(bearer(headers)?) {
             Ok(())
         } else {
-            Err(ApiError::unauthorized("unknown admin token"))
+            Err(HubApiError::unauthorized("unknown admin token"))
         }
     }
 
     /// The node a request's token belongs to, unless it is unknown or revoked.
-    pub fn authorize_node(&self, headers: &HeaderMap) -> Result<(String, NodeEntry), ApiError> {
+    pub fn authorize_node(&self, headers: &HeaderMap) -> Result<(String, NodeEntry), HubApiError> {
         self.reload_if_changed();
         let config = self.config.load();
         let (id, node) = config
             .node_by_token(bearer(headers)?)
-            .ok_or_else(|| ApiError::unauthorized("unknown node token"))?;
+            .ok_or_else(|| HubApiError::unauthorized("unknown node token"))?;
         if node.revoked {
-            return Err(ApiError::unauthorized(format!(
+            return Err(HubApiError::unauthorized(format!(
                 "node token for `{id}` is revoked"
             )));
         }
@@ -112,13 +112,12 @@ impl Hub {
 
     /// Node `id`'s manifest now, and its ETag; 401 when the node was removed or revoked
     /// meanwhile.
-    pub fn manifest_of(&self, id: &str) -> Result<(FleetManifest, String), ApiError> {
+    pub fn manifest_of(&self, id: &str) -> Result<(FleetManifest, String), HubApiError> {
         let config = self.config.load();
-        let node = config
-            .nodes
-            .get(id)
-            .filter(|n| !n.revoked)
-            .ok_or_else(|| ApiError::unauthorized(format!("node `{id}` is revoked or gone")))?;
+        let node =
+            config.nodes.get(id).filter(|n| !n.revoked).ok_or_else(|| {
+                HubApiError::unauthorized(format!("node `{id}` is revoked or gone"))
+            })?;
         let manifest = busbar_base::sync::read(&self.layers).node_manifest(id, node);
         let tag = etag(&manifest);
         Ok((manifest, tag))
@@ -126,13 +125,13 @@ impl Hub {
 }
 
 /// The bearer token of a request.
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+fn bearer(headers: &HeaderMap) -> Result<&str, HubApiError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer TOKEN` header"))
+        .ok_or_else(|| HubApiError::unauthorized("missing `Authorization: Bearer TOKEN` header"))
 }
 
 /// The modification time and size of `hub.toml`, if it can be read.

@@ -22,7 +22,7 @@ use wildmatch::WildMatch;
 use super::App;
 use super::auth::{ApiError, Grant};
 use crate::config::admin::ApiRoute;
-use crate::observe::{LogLine, TapReceiver, Traffic, log_hub};
+use crate::observe::{LogLevel, LogLine, TapReceiver, Traffic, log_hub};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct EventQuery {
@@ -40,7 +40,7 @@ pub(super) struct EventQuery {
 struct Filter {
     grant: Arc<Grant>,
     service: Option<String>,
-    level: tracing::Level,
+    level: LogLevel,
     action: Option<WildMatch>,
 }
 
@@ -62,11 +62,7 @@ impl Filter {
     }
 
     fn log(&self, line: &LogLine) -> bool {
-        let level_ok = line
-            .level
-            .parse::<tracing::Level>()
-            .is_ok_and(|l| l <= self.level);
-        level_ok
+        line.level <= self.level
             && self.service_ok(&[line.service.as_deref()])
             && self.action_ok(line.fields.get("action").and_then(|a| a.as_str()))
     }
@@ -114,16 +110,10 @@ pub(super) async fn handle(
             }
         }
     }
-    let level = match q.level.as_deref().map(str::parse::<tracing::Level>) {
-        None => tracing::Level::TRACE,
+    let level = match q.level.as_deref().map(str::parse::<LogLevel>) {
+        None => LogLevel::Trace,
         Some(Ok(l)) => l,
-        Some(Err(_)) => {
-            return ApiError::bad_request(format!(
-                "unknown level `{}` (error, warn, info, debug, trace)",
-                q.level.unwrap_or_default()
-            ))
-            .into_response();
-        }
+        Some(Err(e)) => return ApiError::bad_request(e).into_response(),
     };
     let filter = Filter {
         grant,

@@ -137,7 +137,7 @@ fn render_traffic(t: &Traffic) -> String {
         .map_or_else(|| "-".to_owned(), |us| format!("{us} µs"));
     let outcome = match &t.error {
         Some(e) => format!("{}: {e}", t.outcome),
-        None => t.outcome.clone(),
+        None => t.outcome.to_string(),
     };
     format!(
         "{} {} → {}:{} {} {} B {latency} {outcome}",

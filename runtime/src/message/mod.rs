@@ -116,6 +116,25 @@ impl From<BusError> for WitError {
     }
 }
 
+/// Every error code, in the WIT's order.
+pub const ERROR_CODES: [ErrorCode; 10] = [
+    ErrorCode::UnknownDestination,
+    ErrorCode::UnknownAction,
+    ErrorCode::QueueFull,
+    ErrorCode::TooLarge,
+    ErrorCode::NotPermitted,
+    ErrorCode::Timeout,
+    ErrorCode::ServiceFault,
+    ErrorCode::BadPayload,
+    ErrorCode::Unavailable,
+    ErrorCode::Other,
+];
+
+/// The error code a WIT (kebab-case) name stands for.
+pub fn code_from_name(name: &str) -> Option<ErrorCode> {
+    ERROR_CODES.into_iter().find(|c| code_name(*c) == name)
+}
+
 /// The WIT (kebab-case) name of an error code, as used in logs and JSON.
 pub fn code_name(code: ErrorCode) -> &'static str {
     match code {
@@ -168,6 +187,10 @@ mod tests {
         let e = BusError::new(ErrorCode::UnknownDestination, "no service named `x`");
         assert_eq!(e.to_string(), "unknown-destination: no service named `x`");
         assert_eq!(e.to_json()["code"], "unknown-destination");
+        for code in ERROR_CODES {
+            assert_eq!(code_from_name(code_name(code)), Some(code));
+        }
+        assert_eq!(code_from_name("nope"), None);
     }
 
     #[test]

@@ -23,13 +23,71 @@ pub struct LogLine {
     /// When it was logged (ms since the Unix epoch).
     pub ts_ms: u64,
     /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
-    pub level: String,
+    pub level: LogLevel,
     /// The service it is about (from the line or its span), if any.
     pub service: Option<String>,
     /// The message.
     pub message: String,
     /// The other fields, rendered as text.
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How severe a log line is; more verbose levels are greater (`ERROR` < `TRACE`). Shown and
+/// sent as JSON in capitals, parsed from the query of `GET /events` in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// `ERROR`.
+    Error,
+    /// `WARN`.
+    Warn,
+    /// `INFO`.
+    Info,
+    /// `DEBUG`.
+    Debug,
+    /// `TRACE`.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name, e.g. `INFO`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "ERROR",
+            LogLevel::Warn => "WARN",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Trace => "TRACE",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<tracing::Level> for LogLevel {
+    fn from(l: tracing::Level) -> Self {
+        match l {
+            tracing::Level::ERROR => LogLevel::Error,
+            tracing::Level::WARN => LogLevel::Warn,
+            tracing::Level::INFO => LogLevel::Info,
+            tracing::Level::DEBUG => LogLevel::Debug,
+            tracing::Level::TRACE => LogLevel::Trace,
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse::<tracing::Level>()
+            .map(LogLevel::from)
+            .map_err(|_| format!("unknown level `{s}` (error, warn, info, debug, trace)"))
+    }
 }
 
 /// The recent lines and the live feed.
@@ -107,7 +165,7 @@ where
         });
         log_hub().push(LogLine {
             ts_ms: super::unix_ms(),
-            level: event.metadata().level().to_string(),
+            level: LogLevel::from(*event.metadata().level()),
             service,
             message: fields.message,
             fields: fields.rest,

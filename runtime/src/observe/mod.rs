@@ -7,8 +7,8 @@ mod tap;
 mod traffic;
 
 pub use counters::{CounterSnapshot, ServiceCounters};
-pub use logs::{LogHub, LogLayer, LogLine, log_hub};
+pub use logs::{LogHub, LogLayer, LogLevel, LogLine, log_hub};
 pub use tap::{Tap, TapReceiver};
-pub use traffic::Traffic;
+pub use traffic::{Outcome, Traffic, TrafficKind};
 
 pub use busbar_base::time::unix_ms;
