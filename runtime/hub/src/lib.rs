@@ -23,7 +23,6 @@ pub mod error;
 pub mod files;
 pub mod layers;
 pub mod node_api;
-pub mod range;
 pub mod records;
 pub mod server;
 pub mod state;

@@ -10,10 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::error::{HubApiError, blocking};
-use super::range;
 use super::state::Hub;
 use crate::bounds::escape_line;
 use crate::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
@@ -110,70 +108,39 @@ pub fn check_sha(sha: &str) -> Result<(), HubApiError> {
     }
 }
 
-/// `GET /v1/blobs/{sha256}`, optionally with `Range: bytes=N-`: the component, streamed.
+/// `GET /v1/blobs/{sha256}`, optionally with `Range` (`bytes=N-` to resume): the component,
+/// served by tower-http's file service (ranges, `206`, `416` with `Content-Range: bytes */N`).
 pub async fn blob(
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
     Path(sha): Path<String>,
+    request: axum::extract::Request,
 ) -> Result<Response, HubApiError> {
-    hub.authorize_node(&headers)?;
+    hub.authorize_node(request.headers())?;
     check_sha(&sha)?;
     let path = hub.dir.blob(&sha);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(HubApiError::not_found(format!("no blob {sha} on the hub"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(HubApiError::not_found(format!("no blob {sha} on the hub")));
         }
         Err(e) => {
             return Err(HubApiError::internal(format!(
-                "cannot open {}: {e}",
+                "cannot stat {}: {e}",
                 path.display()
             )));
         }
-    };
-    let size = file
-        .metadata()
+    }
+    let mut response = tower_http::services::ServeFile::new(&path)
+        .try_call(request)
         .await
-        .map_err(|e| HubApiError::internal(format!("cannot stat {}: {e}", path.display())))?
-        .len();
-    let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let range = match range::parse(asked, size) {
-        Ok(r) => r,
-        Err(message) => {
-            let mut response =
-                HubApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, message).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(response);
-        }
-    };
-    let (status, length) = match range {
-        Some(r) => {
-            file.seek(std::io::SeekFrom::Start(r.start))
-                .await
-                .map_err(|e| {
-                    HubApiError::internal(format!("cannot seek {}: {e}", path.display()))
-                })?;
-            (StatusCode::PARTIAL_CONTENT, r.len())
-        }
-        None => (StatusCode::OK, size),
-    };
-    let stream = tokio_util::io::ReaderStream::new(file.take(length));
-    let mut response = (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/wasm".to_owned()),
-            (header::CONTENT_LENGTH, length.to_string()),
-            (header::ACCEPT_RANGES, "bytes".to_owned()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response();
-    if let Some(r) = range
-        && let Ok(v) = HeaderValue::from_str(&r.content_range(size))
-    {
-        response.headers_mut().insert(header::CONTENT_RANGE, v);
+        .map_err(|e| HubApiError::internal(format!("cannot read {}: {e}", path.display())))?
+        .map(Body::new);
+    if response.status().is_success() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/wasm"),
+        );
     }
     Ok(response)
 }

@@ -237,7 +237,30 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["accept-ranges"], "bytes");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), wasm.as_slice());
+    for (range, status, content_range) in [
+        (
+            "bytes=1000-1999",
+            StatusCode::PARTIAL_CONTENT,
+            "bytes 1000-1999/5000",
+        ),
+        (
+            "bytes=5000-",
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bytes */5000",
+        ),
+    ] {
+        let resp = http
+            .get(format!("{url}/v1/blobs/{sha}"))
+            .bearer_auth(GW1)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{range}");
+        assert_eq!(resp.headers()["content-range"], content_range, "{range}");
+    }
     let resp = http
         .get(format!("{url}/v1/blobs/{}", "1".repeat(64)))
         .bearer_auth(GW1)
