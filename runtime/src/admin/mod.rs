@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod events;
 pub mod jobs;
+pub mod jsonrpc;
 pub mod rpc;
 mod status;
 

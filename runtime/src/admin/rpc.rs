@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::auth::{ApiError, Grant};
+use super::jsonrpc::ResponseObject;
 use crate::config::admin::ApiRoute;
 use crate::manifest::RESERVED_NAMES;
 use crate::message::{BusError, ErrorCode, code_name, new_message};
@@ -74,7 +75,7 @@ pub enum Item {
     /// Well formed: run it.
     Run(Request),
     /// Malformed: this is its response.
-    Answered(Value),
+    Answered(ResponseObject),
 }
 
 /// A decoded `POST /rpc` body.
@@ -85,7 +86,7 @@ pub enum Body {
     /// A batch (never empty).
     Batch(Vec<Item>),
     /// Not JSON, or an empty batch: this is the response.
-    Refused(Value),
+    Refused(ResponseObject),
 }
 
 /// Decodes a request body; a batch of more than `max_batch` requests is refused whole
@@ -119,12 +120,13 @@ pub fn decode(body: &[u8], max_batch: usize) -> Body {
     }
 }
 
-fn failure(id: Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Value {
-    let mut error = json!({ "code": code, "message": message.into() });
-    if let Some(data) = data {
-        error["data"] = data;
-    }
-    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+fn failure(
+    id: Value,
+    code: i64,
+    message: impl Into<String>,
+    data: Option<Value>,
+) -> ResponseObject {
+    ResponseObject::error(id, code, message, data)
 }
 
 fn parse_item(v: Value) -> Item {
@@ -189,7 +191,7 @@ fn parse_item(v: Value) -> Item {
 }
 
 impl App {
-    async fn execute(&self, mut req: Request, timeout: Duration) -> Option<Value> {
+    async fn execute(&self, mut req: Request, timeout: Duration) -> Option<ResponseObject> {
         let (content_type, payload) = match &req.params {
             None => ("", Vec::new()),
             Some(p) => ("application/json", p.to_string().into_bytes()),
@@ -209,14 +211,12 @@ impl App {
             return None;
         };
         Some(match self.bus.call(msg, timeout).await {
-            Ok(reply) => {
-                json!({ "jsonrpc": "2.0", "id": id, "result": crate::message::reply_json(&reply) })
-            }
+            Ok(reply) => ResponseObject::result(id, crate::message::reply_json(&reply)),
             Err(e) => bus_failure(id, &req, &e),
         })
     }
 
-    async fn run_all(self: Arc<Self>, items: Vec<Item>, timeout: Duration) -> Vec<Value> {
+    async fn run_all(self: Arc<Self>, items: Vec<Item>, timeout: Duration) -> Vec<ResponseObject> {
         let runs = items.into_iter().map(|item| {
             let app = self.clone();
             async move {
@@ -236,7 +236,7 @@ impl App {
 
 /// Keeps the responses within `max` bytes of JSON: in order, each answer that would go past
 /// it is replaced by a `-32005` error naming the setting.
-fn bound_responses(responses: &mut [Value], max: usize) {
+fn bound_responses(responses: &mut [ResponseObject], max: usize) {
     let mut total = 0usize;
     for r in responses.iter_mut() {
         let size = serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
@@ -244,9 +244,8 @@ fn bound_responses(responses: &mut [Value], max: usize) {
             total += size;
             continue;
         }
-        let id = r.get("id").cloned().unwrap_or(Value::Null);
         *r = failure(
-            id,
+            r.id.clone(),
             error_code(ErrorCode::TooLarge),
             format!(
                 "too large: the response would exceed {max} bytes (admin.max_response_bytes in \
@@ -258,7 +257,7 @@ fn bound_responses(responses: &mut [Value], max: usize) {
     }
 }
 
-fn bus_failure(id: Value, req: &Request, e: &BusError) -> Value {
+fn bus_failure(id: Value, req: &Request, e: &BusError) -> ResponseObject {
     failure(
         id,
         error_code(e.code),
@@ -340,8 +339,11 @@ pub(super) async fn handle(
             bound_responses(&mut responses, app.max_response_bytes);
             let response = match (batch, responses.len()) {
                 (_, 0) => None,
-                (true, _) => Some(Value::Array(responses)),
-                (false, _) => responses.into_iter().next(),
+                (true, _) => serde_json::to_value(responses).ok(),
+                (false, _) => responses
+                    .into_iter()
+                    .next()
+                    .and_then(|r| serde_json::to_value(r).ok()),
             };
             app.jobs.finish(&id, response);
         });
@@ -359,7 +361,7 @@ pub(super) async fn handle(
     bound_responses(&mut responses, max_response_bytes);
     match (batch, responses.len()) {
         (_, 0) => StatusCode::NO_CONTENT.into_response(),
-        (true, _) => axum::Json(Value::Array(responses)).into_response(),
+        (true, _) => axum::Json(responses).into_response(),
         (false, _) => axum::Json(responses.swap_remove(0)).into_response(),
     }
 }
@@ -374,26 +376,22 @@ mod tests {
         let Body::Refused(r) = decode(body.as_bytes(), 100) else {
             panic!("a batch of 101 passed a bound of 100");
         };
-        assert_eq!(r["error"]["code"], INVALID_REQUEST);
+        assert_eq!(r.error_object().unwrap().code, INVALID_REQUEST);
         assert!(matches!(decode(b"[{}]", 100), Body::Batch(items) if items.len() == 1));
     }
 
     #[test]
     fn responses_past_the_byte_bound_become_too_large_errors() {
-        let mut responses: Vec<Value> = (0..5)
-            .map(|i| json!({"jsonrpc": "2.0", "id": i, "result": "x".repeat(1000)}))
+        let mut responses: Vec<ResponseObject> = (0..5)
+            .map(|i| ResponseObject::result(json!(i), json!("x".repeat(1000))))
             .collect();
         bound_responses(&mut responses, 2500);
-        assert!(responses[0].get("result").is_some() && responses[1].get("result").is_some());
+        assert!(responses[0].error_object().is_none() && responses[1].error_object().is_none());
         for r in &responses[2..] {
-            assert_eq!(r["error"]["code"], -32005, "{r}");
-            assert!(
-                r["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("admin.max_response_bytes")
-            );
+            let e = r.error_object().unwrap();
+            assert_eq!(e.code, -32005, "{r:?}");
+            assert!(e.message.contains("admin.max_response_bytes"));
         }
-        assert_eq!(responses[4]["id"], 4);
+        assert_eq!(responses[4].id, 4);
     }
 }

@@ -3,22 +3,17 @@
 
 pub use busbar_base::exit::{Failure, exit_code};
 
+use crate::admin::jsonrpc::ErrorObject;
 use crate::admin::rpc::{INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 
 /// The failure for a JSON-RPC error object: 5, 6 or 7 by its code.
-pub fn rpc_failure(error: &serde_json::Value) -> Failure {
-    let code = error["code"].as_i64().unwrap_or(-32000);
+pub fn rpc_failure(error: &ErrorObject) -> Failure {
+    let code = error.code;
     let exit = match code {
         METHOD_NOT_FOUND | INVALID_PARAMS | INVALID_REQUEST | PARSE_ERROR => 5,
         -32001 => 7,
         -32006 => 4,
         _ => 6,
     };
-    Failure::new(
-        exit,
-        format!(
-            "{} (JSON-RPC error {code})",
-            error["message"].as_str().unwrap_or("unknown error")
-        ),
-    )
+    Failure::new(exit, format!("{} (JSON-RPC error {code})", error.message))
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::admin::jsonrpc::{ErrorObject, RequestObject, V2};
 
 use super::{Client, ConnectArgs};
 
@@ -75,12 +77,13 @@ pub fn read_payload(path: &Path) -> anyhow::Result<Value> {
     Ok(value)
 }
 
-fn request(service: &str, action: &str, payload: Option<&Path>) -> anyhow::Result<Value> {
-    let mut req = json!({ "jsonrpc": "2.0", "id": 1, "method": format!("{service}/{action}") });
-    if let Some(path) = payload {
-        req["params"] = read_payload(path)?;
-    }
-    Ok(req)
+fn request(service: &str, action: &str, payload: Option<&Path>) -> anyhow::Result<RequestObject> {
+    Ok(RequestObject {
+        jsonrpc: V2,
+        id: Some(Value::from(1)),
+        method: format!("{service}/{action}"),
+        params: payload.map(read_payload).transpose()?,
+    })
 }
 
 impl Client {
@@ -92,7 +95,10 @@ impl Client {
             println!("{resp:#}");
         }
         if let Some(error) = resp.get("error") {
-            return Err(super::exit::rpc_failure(error).into());
+            let error = serde_json::from_value::<ErrorObject>(error.clone()).map_err(|e| {
+                super::Failure::other(format!("the node answered a malformed error: {e}"))
+            })?;
+            return Err(super::exit::rpc_failure(&error).into());
         }
         Ok(resp)
     }
