@@ -1,28 +1,30 @@
-//! busbar: a service runtime for IoT edge gateways.
+//! busbar: a service runtime for IoT edge gateways — the node.
 //!
 //! Every service is a WebAssembly component behind the `busbar:service` WIT contract
-//! (`wit/`). A [`node::Node`] runs many of them:
+//! (`wit/`). A [`node::Node`] runs many of them. The modules, from the bottom up; a module
+//! uses only its own layer and those below (`tests/layers` checks it):
 //!
-//! - [`engine`] builds the one wasmtime engine (pooling allocator, epoch deadlines);
-//!   [`component`] loads and checks components, [`cache`] keeps compiled ones on disk,
-//!   [`precompiled`] reads and writes artifacts compiled for other machines.
-//! - [`bus`] is the orchestrator's routing: one entry point, a lock-free routing table and a
-//!   bounded mailbox per service.
-//! - [`service`] runs one service: an instance in its own store, fed its mailbox by a
-//!   supervising task that restarts it after faults; [`host`] implements its imports.
-//! - [`com`] is the link towards the IoT hub; [`logger`] turns messages into log lines;
-//!   [`orchestrator`] answers questions about the node's services.
-//! - [`manifest`] says which services run; [`config`] says how the node runs.
-//! - [`admin`] is the operators' HTTP API (JSON-RPC, events, status, metrics), fed by
-//!   [`observe`]; [`client`] is its command-line side.
+//! 1. **Message types**: [`bindings`] (the one `bindgen!`), [`message`] (ids, errors, the
+//!    JSON form of messages and replies).
+//! 2. **What a node keeps**: [`observe`] (traffic, log lines, service counters), [`dead_letter`],
+//!    [`desired`] (the desired state), [`engine`], [`cache`] and [`precompiled`] (compiled
+//!    code), [`grants`] (capabilities made concrete).
+//! 3. **[`bus`]**: routing only — the route table, bounded mailboxes, `send`, `call`, and one
+//!    `finish` for every delivery.
+//! 4. **[`host`]** (the imports a service calls) and [`manifest`] (which services run).
+//! 5. **[`component`]** (loading and checking components) and [`service`] (one task per
+//!    service: lifecycle, serving, hot swap, rollback).
+//! 6. **Internal services** on the bus: [`internal`] (their shared loop), [`logger`],
+//!    [`orchestrator`], [`com`] (the link towards the IoT hub).
+//! 7. **[`node`]**, the composition root: it owns Com's stats, the dead letters and the
+//!    desired state, and hands each part only what it needs; [`config`] says how it runs.
+//! 8. **Edges**: [`fleet`] (the node's side of the fleet hub), [`admin`] (the operators' HTTP
+//!    API) and [`client`] (its command-line side), [`daemon`] (the long-running process),
+//!    [`logging`], and [`cli`], which the `busbar` binary wraps.
 //!
-//! - [`fleet`] is the protocol between nodes and the fleet hub; [`hub`] is the hub.
-//! - What keeps outsiders in bounds: [`digest`] (sha256 checked where it enters),
-//!   [`read_file`] (regular files of bounded size), [`serve`] (HTTP with a connection cap
-//!   and header deadlines, for the admin API and the hub), [`fleet::bounds`] (the sizes of
-//!   the fleet protocol's bodies); [`supervise`] watches the long-lived tasks.
-//!
-//! The `busbar` binary ([`cli`]) wraps all of it.
+//! Below all of them: `busbar_base` (what the node and the hub share: the service-entry
+//! vocabulary, bounded input, serving, supervision) and `busbar_hub` (the fleet protocol and
+//! the hub), neither of which builds wasmtime.
 
 pub mod admin;
 pub mod bindings;

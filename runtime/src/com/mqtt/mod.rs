@@ -1,7 +1,10 @@
 //! The MQTT Com: device-to-cloud messages through the durable spool at QoS 1, in order;
 //! desired state, direct methods and cloud-to-device messages from the hub; the node's state
-//! reported back. One task owns the spool and the session; the connection
-//! ([`connection`]) and the slow answers ([`cloud`]) run beside it.
+//! reported back. One task owns the spool and the session (this file: its state and its
+//! loop); its work is split by concept: `session` (the link and the in-flight window),
+//! `intake` (what services submit, into the spool), `inbound` (C2D, direct methods, the
+//! desired state) and `report` (the reported state, debug log lines). The connection
+//! (`connection`) and the slow answers (`cloud`) run beside it.
 
 pub mod azure;
 mod cloud;
