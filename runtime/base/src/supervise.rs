@@ -1,7 +1,7 @@
 //! The node's long-lived tasks under watch (the fleet client, Com, the admin API, the hub's
 //! reload task). Each runs in a task of its own; when it ends before it is told to stop (an
 //! error or a panic), that is logged at error level and counted, and the task is either
-//! started again after a backoff ([`restart`]) or declared dead ([`watch`]; also a restarted
+//! started again after a backoff ([`restart`]) or declared dead ([`watch()`]; also a restarted
 //! task that fails [`MAX_FAILURES`] times within [`FAILURE_WINDOW`]). A dead task takes the
 //! node down with an error naming it, so an init system restarts it; until then `/status`
 //! and `/metrics` show it and the systemd watchdog is no longer fed.
