@@ -31,7 +31,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         "internal services",
         &["internal", "logger", "orchestrator", "com"],
     ),
-    ("the node (composition root)", &["config", "node"]),
+    // `hub` is the `busbar_hub` crate (the fleet protocol): for the node and above.
+    ("the node (composition root)", &["config", "node", "hub"]),
     (
         "fleet client, admin API, daemon, command line",
         &["fleet", "admin", "client", "daemon", "cli", "logging"],
@@ -77,54 +78,157 @@ fn module_of(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_owned()
 }
 
-/// The top-level modules `text` names through `crate::` (comments left out).
-fn uses(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                // `crate::{a::X, b}`: every name at the group's top level.
-                let mut depth = 0;
-                let mut name = String::new();
-                let mut first = true;
-                for c in group.chars() {
-                    match c {
-                        '{' => depth += 1,
-                        '}' if depth == 0 => break,
-                        '}' => depth -= 1,
-                        ',' if depth == 0 => {
-                            first = true;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    if depth == 0 && first {
-                        if c.is_alphanumeric() || c == '_' {
-                            name.push(c);
-                        } else if !name.is_empty() {
-                            found.insert(std::mem::take(&mut name));
-                            first = false;
-                        }
-                    }
-                }
-                if !name.is_empty() {
-                    found.insert(name);
-                }
-            } else {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.insert(name);
-                }
+/// `text` with comments removed and the insides of string and char literals blanked, so that
+/// only code is searched for paths.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
             }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == 'r' && (next == Some('"') || next == Some('#')) && {
+            let mut j = i + 1;
+            while chars.get(j) == Some(&'#') {
+                j += 1;
+            }
+            chars.get(j) == Some(&'"')
+        } {
+            // A raw string: skip to the quote followed by as many `#`.
+            let mut hashes = 0;
+            i += 1;
+            while chars[i] == '#' {
+                hashes += 1;
+                i += 1;
+            }
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' && (0..hashes).all(|h| chars.get(i + 1 + h) == Some(&'#')) {
+                    i += 1 + hashes;
+                    break;
+                }
+                i += 1;
+            }
+            out.push_str("\"\"");
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c == '\'' && next == Some('\\') {
+            i += 2;
+            while i < chars.len() && chars[i] != '\'' {
+                i += 1;
+            }
+            i += 1;
+        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The names at the top of a path that starts at `rest`: `a` of `a::X`, or `a` and `b` of
+/// `{a::X, b::{Y, Z}}` (across lines).
+fn heads(rest: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let Some(group) = rest.strip_prefix('{') else {
+        let name = ident(rest);
+        return if name.is_empty() {
+            Vec::new()
+        } else {
+            vec![name]
+        };
+    };
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut at_item = true;
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => at_item = true,
+            c if c.is_whitespace() => {}
+            _ if depth == 0 && at_item => {
+                let name = ident(&group[i..]);
+                if !name.is_empty() {
+                    names.push(name);
+                }
+                at_item = false;
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The top-level modules code at module depth `depth` (1 for `runtime/src/x.rs` and
+/// `x/mod.rs`, 2 for `x/y.rs`, ...) names through `crate::`, through `super::` chains that
+/// climb to the crate root, and `hub` for `busbar_hub::` (comments and strings left out).
+fn uses(text: &str, depth: usize) -> BTreeSet<String> {
+    let code = code_only(text);
+    let mut found = BTreeSet::new();
+    let boundary = |at: usize| {
+        code[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'))
+    };
+    for (at, _) in code.match_indices("crate::") {
+        if boundary(at) {
+            found.extend(heads(&code[at + "crate::".len()..]));
+        }
+    }
+    for (at, _) in code.match_indices("busbar_hub::") {
+        if boundary(at) {
+            found.insert("hub".to_owned());
+        }
+    }
+    for (at, _) in code.match_indices("super::") {
+        if !boundary(at) {
+            continue;
+        }
+        let mut rest = &code[at..];
+        let mut climbs = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            climbs += 1;
+            rest = r;
+        }
+        if climbs >= depth {
+            found.extend(heads(rest));
         }
     }
     found
+}
+
+/// How deep the module of `file` (relative to `runtime/src`) sits: `x.rs` and `x/mod.rs` 1.
+fn depth_of(rel: &Path) -> usize {
+    let parts = rel.components().count();
+    if rel.file_name().is_some_and(|n| n == "mod.rs") {
+        parts - 1
+    } else {
+        parts
+    }
 }
 
 /// Module → the modules it uses, with one file that does, for each.
@@ -136,8 +240,9 @@ fn graph() -> BTreeMap<String, BTreeMap<String, PathBuf>> {
     for file in files {
         let module = module_of(&src, &file);
         let text = std::fs::read_to_string(&file).unwrap();
+        let depth = depth_of(file.strip_prefix(&src).unwrap());
         let entry = graph.entry(module.clone()).or_default();
-        for used in uses(&text) {
+        for used in uses(&text, depth) {
             if used != module {
                 entry.entry(used).or_insert_with(|| file.clone());
             }
@@ -222,20 +327,46 @@ fn no_circle_of_modules() {
 
 #[test]
 fn the_hub_and_the_fleet_protocol_build_without_wasmtime() {
-    for krate in ["runtime/base", "runtime/hub"] {
-        let manifest = std::fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap();
-        let deps = manifest
-            .split("[dependencies]")
+    // Every dependency, direct or not, of the two crates as Cargo.lock records them.
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for package in lock.split("[[package]]").skip(1) {
+        let name = package
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+        let listed = package
+            .split("dependencies = [")
             .nth(1)
-            .and_then(|d| d.split("\n[").next())
-            .unwrap();
-        for line in deps.lines() {
-            let name = line.split(['.', '=', ' ']).next().unwrap_or("");
-            assert!(
-                !name.starts_with("wasmtime") && name != "busbar",
-                "{krate}/Cargo.toml depends on `{name}`: it must build without wasmtime"
-            );
+            .map(|d| d.split(']').next().unwrap_or(""))
+            .unwrap_or("");
+        let entry = deps.entry(name).or_default();
+        for dep in listed.split(',') {
+            let dep = dep.trim().trim_matches('"');
+            if let Some(name) = dep.split(' ').next().filter(|n| !n.is_empty()) {
+                entry.insert(name.to_owned());
+            }
         }
+    }
+    for krate in ["busbar-base", "busbar-hub"] {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![krate.to_owned()];
+        while let Some(next) = todo.pop() {
+            if !seen.insert(next.clone()) {
+                continue;
+            }
+            assert!(
+                !next.starts_with("wasmtime") && !next.starts_with("cranelift") && next != "busbar",
+                "{krate} depends on `{next}` (see Cargo.lock): it must build without wasmtime"
+            );
+            todo.extend(deps.get(&next).into_iter().flatten().cloned());
+        }
+        assert!(
+            seen.len() > 10,
+            "{krate}: its dependencies were not found in Cargo.lock"
+        );
     }
 }
 
@@ -264,8 +395,18 @@ fn no_file_is_longer_than_the_limit() {
 }
 
 #[test]
-fn the_use_parser_reads_groups_and_skips_comments() {
-    let text = "use crate::{bus::{Bus, Route}, message};\n// crate::node\nlet x = crate::observe::unix_ms();";
-    let found: Vec<String> = uses(text).into_iter().collect();
-    assert_eq!(found, ["bus", "message", "observe"]);
+fn the_use_parser_reads_groups_supers_and_skips_comments_and_strings() {
+    let text = "use crate::{\n    bus::{Bus, Route},\n    message,\n};\n// crate::node\n\
+                let u = \"http://x\"; let x = crate::observe::unix_ms();\n\
+                let s = \"crate::admin\"; /* crate::fleet */ let c = '\"'; use busbar_hub::protocol;";
+    let found: Vec<String> = uses(text, 1).into_iter().collect();
+    assert_eq!(found, ["bus", "hub", "message", "observe"]);
+    let nested = "use super::super::node::Node;\nuse super::Sibling;\nuse super::{com, x::Y};";
+    assert_eq!(uses(nested, 2).into_iter().collect::<Vec<_>>(), ["node"]);
+    assert_eq!(
+        uses(nested, 1).into_iter().collect::<Vec<_>>(),
+        ["Sibling", "com", "node", "x"]
+    );
+    assert_eq!(depth_of(Path::new("com/mod.rs")), 1);
+    assert_eq!(depth_of(Path::new("com/mqtt/session.rs")), 3);
 }

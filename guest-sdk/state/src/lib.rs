@@ -51,10 +51,23 @@ impl MsbState {
         })
     }
 
+    /// Reads what it can: like [`MsbState::of`], but a flag that is not a boolean (or a
+    /// document that is not an object) reads as not given. For those who only follow the
+    /// state (Com, services); the node refuses such a state with [`MsbState::of`]'s error.
+    pub fn lenient(doc: &Value) -> Self {
+        let flag = |name: &str| doc.get(KEY)?.get(name)?.as_bool();
+        Self {
+            enabled: flag("enabled"),
+            debug: flag("debug"),
+        }
+    }
+
     /// Parses a desired-state document from JSON text, as `state-update` receives it.
+    /// Flags it cannot read are not given ([`MsbState::lenient`]); only text that is not JSON
+    /// is an error.
     pub fn parse(json: &str) -> Result<(Self, Value), String> {
         let doc: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-        Ok((Self::of(&doc)?, doc))
+        Ok((Self::lenient(&doc), doc))
     }
 
     /// Whether custom services should run (`true` when not given).
@@ -101,5 +114,16 @@ mod tests {
                 .contains("`msb-state.enabled` must be true or false")
         );
         assert!(MsbState::parse("{").unwrap_err().starts_with("not JSON"));
+    }
+
+    #[test]
+    fn followers_read_what_they_can() {
+        let doc = json!({"msb-state": {"enabled": false, "debug": "yes"}});
+        let msb = MsbState::lenient(&doc);
+        assert_eq!((msb.enabled, msb.debug), (Some(false), None));
+        assert_eq!(MsbState::lenient(&Value::Null), MsbState::default());
+        let (parsed, raw) = MsbState::parse(r#"{"msb-state": {"debug": true}}"#).unwrap();
+        assert_eq!(parsed.debug, Some(true));
+        assert_eq!(raw["msb-state"]["debug"], true);
     }
 }

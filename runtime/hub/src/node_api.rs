@@ -131,18 +131,42 @@ pub async fn blob(
             )));
         }
     }
+    // Ranges only: the hub's blobs never change, so conditional requests are not served.
+    let (mut parts, body) = request.into_parts();
+    for h in [header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE] {
+        parts.headers.remove(h);
+    }
+    let asked = parts.headers.get(header::RANGE).cloned();
     let mut response = tower_http::services::ServeFile::new(&path)
-        .try_call(request)
+        .try_call(axum::extract::Request::from_parts(parts, body))
         .await
         .map_err(|e| HubApiError::internal(format!("cannot read {}: {e}", path.display())))?
         .map(Body::new);
-    if response.status().is_success() {
+    let status = response.status();
+    if status.is_success() {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/wasm"),
         );
+        return Ok(response);
     }
-    Ok(response)
+    // Errors as JSON like every other answer of the hub, keeping `Content-Range`.
+    let message = match status {
+        StatusCode::RANGE_NOT_SATISFIABLE => format!(
+            "Range {:?} is not satisfiable for blob {sha}: the hub serves `bytes=N-`, \
+             `bytes=N-M` and `bytes=-N` within the blob",
+            asked.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+        ),
+        StatusCode::NOT_FOUND => format!("no blob {sha} on the hub"),
+        other => format!("blob {sha}: {other}"),
+    };
+    let mut error = HubApiError::new(status, message).into_response();
+    if let Some(range) = response.headers().get(header::CONTENT_RANGE) {
+        error
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, range.clone());
+    }
+    Ok(error)
 }
 
 /// `POST /v1/status`: the node's services and events; also its heartbeat.

@@ -95,9 +95,12 @@ impl Client {
             println!("{resp:#}");
         }
         if let Some(error) = resp.get("error") {
-            let error = serde_json::from_value::<ErrorObject>(error.clone()).map_err(|e| {
-                super::Failure::other(format!("the node answered a malformed error: {e}"))
-            })?;
+            let error =
+                serde_json::from_value::<ErrorObject>(error.clone()).unwrap_or(ErrorObject {
+                    code: -32000,
+                    message: "unknown error".into(),
+                    data: None,
+                });
             return Err(super::exit::rpc_failure(&error).into());
         }
         Ok(resp)

@@ -1,7 +1,7 @@
 //! Messages and replies as JSON, one rule for every place that shows them (the JSON-lines
 //! Com, D2C bodies, dead letters, MQTT method answers, the admin API): a payload whose
-//! content type names JSON and parses is embedded as JSON, UTF-8 text is a string, anything
-//! else is base64 under `payload_base64`.
+//! content type is JSON (`application/json` or `+json`) and parses is embedded as JSON,
+//! UTF-8 text is a string, anything else is base64 under `payload_base64`.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -10,7 +10,7 @@ use super::{Message, Reply};
 
 /// A payload as JSON: `("payload", value)`, or `("payload_base64", text)` for bytes.
 fn payload(content_type: &str, bytes: &[u8]) -> (&'static str, Value) {
-    if content_type.contains("json")
+    if names_json(content_type)
         && let Ok(v) = serde_json::from_slice::<Value>(bytes)
     {
         return ("payload", v);
@@ -22,6 +22,17 @@ fn payload(content_type: &str, bytes: &[u8]) -> (&'static str, Value) {
             json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
         ),
     }
+}
+
+/// Whether a content type is JSON: `application/json` or a `+json` type, parameters aside.
+fn names_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || media.ends_with("+json")
 }
 
 /// The JSON form of a message: id, source, content type, correlation id and headers when
@@ -95,6 +106,14 @@ mod tests {
         assert_eq!(reply_json(&reply("", b"")), Value::Null);
         assert_eq!(reply_json(&reply("application/json", b"[1]")), json!([1]));
         assert_eq!(reply_json(&reply("text/plain", b"[1]")), json!("[1]"));
+        assert_eq!(
+            reply_json(&reply("application/geo+json; charset=utf-8", b"[1]")),
+            json!([1])
+        );
+        assert_eq!(
+            reply_json(&reply("application/x-ndjson", b"[1]")),
+            json!("[1]")
+        );
         assert_eq!(
             reply_json(&reply("application/octet-stream", &[0xff])),
             json!({ "content_type": "application/octet-stream", "payload_base64": "/w==" })

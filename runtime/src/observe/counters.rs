@@ -39,7 +39,7 @@ pub struct CounterSnapshot {
 
 impl ServiceCounters {
     /// One message processed, `ok` or not.
-    pub fn record_processed(&self, ok: bool) {
+    pub(crate) fn record_processed(&self, ok: bool) {
         self.processed.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -47,28 +47,28 @@ impl ServiceCounters {
     }
 
     /// One message sent, accepted by the bus or not.
-    pub fn record_sent(&self, accepted: bool) {
+    pub(crate) fn record_sent(&self, accepted: bool) {
         let c = if accepted { &self.sent } else { &self.refused };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One `track` event.
-    pub fn record_tracked(&self) {
+    pub(crate) fn record_tracked(&self) {
         self.tracked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One message dead-lettered.
-    pub fn record_dead_lettered(&self) {
+    pub(crate) fn record_dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One submit that waited for its quota.
-    pub fn record_throttled(&self) {
+    pub(crate) fn record_throttled(&self) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One `throw-error` fault.
-    pub fn record_thrown(&self) {
+    pub(crate) fn record_thrown(&self) {
         self.thrown.fetch_add(1, Ordering::Relaxed);
     }
 

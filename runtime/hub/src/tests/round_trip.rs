@@ -260,6 +260,9 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
             .unwrap();
         assert_eq!(resp.status(), status, "{range}");
         assert_eq!(resp.headers()["content-range"], content_range, "{range}");
+        if !status.is_success() {
+            assert!(error_of(resp).await.contains("not satisfiable"), "{range}");
+        }
     }
     let resp = http
         .get(format!("{url}/v1/blobs/{}", "1".repeat(64)))

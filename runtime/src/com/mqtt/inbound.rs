@@ -131,7 +131,7 @@ impl Com {
             return;
         }
         self.desired = doc.clone();
-        let forward = busbar_state::MsbState::of(&doc).is_ok_and(|m| m.debug_or_default());
+        let forward = busbar_state::MsbState::lenient(&doc).debug_or_default();
         if forward != self.debug.is_some() {
             tracing::info!(on = forward, "Com: debug forwarding");
             self.debug = forward.then(|| crate::observe::log_hub().follow().1);

@@ -36,7 +36,7 @@ impl Com {
         let c = self.spool.counts();
         let body = json!({
             "msb-state": {
-                "enabled": busbar_state::MsbState::of(&self.desired).map_or(true, |m| m.enabled_or_default()),
+                "enabled": busbar_state::MsbState::lenient(&self.desired).enabled_or_default(),
                 "debug": self.debug.is_some(),
             },
             "node": {
