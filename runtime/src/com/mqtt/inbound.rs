@@ -3,6 +3,7 @@
 
 use rumqttc::Publish;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use super::dialect::{Inbound, merge};
 use super::{COM, Com, Out, cloud};
@@ -16,7 +17,7 @@ impl Com {
                 props,
             } => self.c2d(service, action, props, p.payload.to_vec()),
             Inbound::Desired { full, version } => {
-                if let (Some(v), Some(have)) = (version, self.desired_version)
+                if let (Some(v), Some(have)) = (version, self.twin.desired_version)
                     && v <= have
                 {
                     return;
@@ -24,7 +25,7 @@ impl Com {
                 match serde_json::from_slice::<Value>(&p.payload) {
                     Ok(doc) if full => self.set_desired(doc, version),
                     Ok(patch) => {
-                        let mut doc = self.desired.clone();
+                        let mut doc = self.twin.desired.clone();
                         merge(&mut doc, &patch);
                         self.set_desired(doc, version);
                     }
@@ -34,8 +35,8 @@ impl Com {
                 }
             }
             Inbound::TwinResponse { status, rid } => {
-                if self.twin_get.as_deref() == Some(rid.as_str()) {
-                    self.twin_get = None;
+                if self.twin.get.as_deref() == Some(rid.as_str()) {
+                    self.twin.get = None;
                     if status != 200 {
                         tracing::warn!(status, "Com: IoT Hub refused the twin request");
                         return;
@@ -45,7 +46,7 @@ impl Com {
                             let desired = twin.get("desired").cloned().unwrap_or(Value::Null);
                             let version = desired.get("$version").and_then(Value::as_i64);
                             // A patch newer than this snapshot may have arrived first.
-                            if let (Some(v), Some(have)) = (version, self.desired_version)
+                            if let (Some(v), Some(have)) = (version, self.twin.desired_version)
                                 && v < have
                             {
                                 return;
@@ -125,17 +126,46 @@ impl Com {
             o.retain(|k, _| !k.starts_with('$'));
         }
         if version.is_some() {
-            self.desired_version = version;
+            self.twin.desired_version = version;
         }
-        if doc == self.desired {
+        if doc == self.twin.desired {
             return;
         }
-        self.desired = doc.clone();
+        self.twin.desired = doc.clone();
         let forward = busbar_state::MsbState::lenient(&doc).debug_or_default();
         if forward != self.debug.is_some() {
             tracing::info!(on = forward, "Com: debug forwarding");
             self.debug = forward.then(|| crate::observe::log_hub().follow().1);
         }
-        self.desired_tx.send_replace(Some(doc));
+        self.twin.desired_tx.send_replace(Some(doc));
+    }
+}
+
+/// The desired state as the hub describes it (Azure: the device twin), and the requests
+/// about it.
+#[derive(Debug)]
+pub(super) struct Twin {
+    /// Hands each new desired state to the task that passes it to the orchestrator.
+    pub(super) desired_tx: watch::Sender<Option<Value>>,
+    /// The desired state as the hub last described it.
+    pub(super) desired: Value,
+    /// Its version (Azure's `$version`), when the hub gives one.
+    pub(super) desired_version: Option<i64>,
+    /// The last request id used towards the twin.
+    pub(super) rid: u64,
+    /// The request id of the twin GET in progress.
+    pub(super) get: Option<String>,
+}
+
+impl Twin {
+    /// No desired state yet; new ones go to `desired_tx`.
+    pub(super) fn new(desired_tx: watch::Sender<Option<Value>>) -> Self {
+        Self {
+            desired_tx,
+            desired: Value::Null,
+            desired_version: None,
+            rid: 0,
+            get: None,
+        }
     }
 }

@@ -16,12 +16,10 @@ mod intake;
 mod report;
 mod session;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::AsyncClient;
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +27,7 @@ pub use config::MqttConfig;
 use connection::{Connector, LinkEvent};
 pub use dialect::Dialect;
 
-use super::spool::{Record, Spool};
+use super::spool::Spool;
 use super::{COM, ComLink, ComStats};
 use crate::bus::Bus;
 use crate::message::Message;
@@ -115,7 +113,7 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
     let mut com = Com {
         bus: link.bus.clone(),
         dialect: setup.dialect,
-        window: usize::from(setup.config.in_flight),
+        window: session::Window::new(usize::from(setup.config.in_flight)),
         max_message: setup.config.max_message_bytes,
         sync_ms: if setup.config.spool.sync_ms == 0 {
             100
@@ -129,18 +127,10 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
         stats: setup.stats,
         services: setup.services,
         client: None,
-        sent: VecDeque::new(),
-        pkids: HashMap::new(),
-        in_flight: BTreeMap::new(),
-        unsent: BTreeSet::new(),
         out_tx,
         c2d: c2d_tx,
-        desired_tx,
-        desired: Value::Null,
-        desired_version: None,
+        twin: inbound::Twin::new(desired_tx),
         debug: None,
-        rid: 0,
-        twin_get: None,
         sync_failures: 0,
         connected_at: None,
         quick_losses: 0,
@@ -158,7 +148,8 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
 struct Com {
     bus: Bus,
     dialect: Dialect,
-    window: usize,
+    /// The in-flight window of spooled records on the current session.
+    window: session::Window,
     max_message: usize,
     sync_ms: u64,
     default_service: Option<String>,
@@ -169,26 +160,12 @@ struct Com {
     services: Arc<ServiceTable>,
     /// The current session, if any.
     client: Option<AsyncClient>,
-    /// Publishes requested on this session, waiting for rumqttc to number them: the spool
-    /// sequence number of each (None for publishes outside the spool).
-    sent: VecDeque<Option<u64>>,
-    /// Packet id → spool sequence number, until the broker acknowledges.
-    pkids: HashMap<u16, u64>,
-    /// Records taken from the spool and not yet acknowledged, by sequence number.
-    in_flight: BTreeMap<u64, Record>,
-    /// In flight but not published on the current session (sent again, in order).
-    unsent: BTreeSet<u64>,
     out_tx: mpsc::Sender<Out>,
     c2d: mpsc::Sender<Message>,
-    desired_tx: watch::Sender<Option<Value>>,
-    /// The desired state as the hub last described it.
-    desired: Value,
-    desired_version: Option<i64>,
+    /// The desired state as the hub describes it, and the requests about it.
+    twin: inbound::Twin,
     /// Service log lines, while `debug` is on.
     debug: Option<TapReceiver<Arc<LogLine>>>,
-    rid: u64,
-    /// The request id of the twin GET in progress.
-    twin_get: Option<String>,
     /// Spool syncs that failed in a row (logged at 1, 2, 4, 8, ... and when it recovers).
     sync_failures: u64,
     /// When the current session began.
@@ -262,7 +239,7 @@ impl Com {
             self.accept(rest);
         }
         let until = Instant::now() + STOP_GRACE;
-        while self.client.is_some() && !self.in_flight.is_empty() && Instant::now() < until {
+        while self.client.is_some() && !self.window.in_flight.is_empty() && Instant::now() < until {
             match tokio::time::timeout_at(until.into(), events.recv()).await {
                 Ok(Some(e)) => self.on_link(e),
                 _ => break,

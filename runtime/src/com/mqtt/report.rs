@@ -36,7 +36,7 @@ impl Com {
         let c = self.spool.counts();
         let body = json!({
             "msb-state": {
-                "enabled": busbar_state::MsbState::lenient(&self.desired).enabled_or_default(),
+                "enabled": busbar_state::MsbState::lenient(&self.twin.desired).enabled_or_default(),
                 "debug": self.debug.is_some(),
             },
             "node": {
@@ -50,8 +50,8 @@ impl Com {
                 "dropped": c.dropped, "expired": c.expired,
             },
         });
-        self.rid += 1;
-        let topic = self.dialect.reported_topic(self.rid);
+        self.twin.rid += 1;
+        let topic = self.dialect.reported_topic(self.twin.rid);
         let retain = self.dialect.retain_reports();
         self.publish(topic, body.to_string().into_bytes(), retain, None);
     }

@@ -4,6 +4,9 @@
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 
 use super::connection::LinkEvent;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use super::super::spool::Record;
 use super::{Com, connection};
 
 impl Com {
@@ -17,25 +20,27 @@ impl Com {
                         .is_some_and(|at| at.elapsed() < connection::STABLE_SESSION);
                     self.quick_losses = if quick { self.quick_losses + 1 } else { 0 };
                     if self.quick_losses <= 1 || self.quick_losses.is_power_of_two() {
-                        tracing::warn!(reason = %why, in_flight = self.in_flight.len(), lost_soon_after_connecting = self.quick_losses,
+                        tracing::warn!(reason = %why, in_flight = self.window.in_flight.len(), lost_soon_after_connecting = self.quick_losses,
                             "Com: session lost; messages wait in the spool");
                     }
                 }
                 self.stats
                     .connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
-                self.sent.clear();
-                self.pkids.clear();
-                self.unsent.extend(self.in_flight.keys().copied());
+                self.window.sent.clear();
+                self.window.pkids.clear();
+                self.window
+                    .unsent
+                    .extend(self.window.in_flight.keys().copied());
             }
             LinkEvent::Mqtt(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                if let Some(Some(seq)) = self.sent.pop_front() {
-                    self.pkids.insert(pkid, seq);
+                if let Some(Some(seq)) = self.window.sent.pop_front() {
+                    self.window.pkids.insert(pkid, seq);
                 }
             }
             LinkEvent::Mqtt(Event::Incoming(Incoming::PubAck(ack))) => {
-                if let Some(seq) = self.pkids.remove(&ack.pkid) {
-                    self.in_flight.remove(&seq);
+                if let Some(seq) = self.window.pkids.remove(&ack.pkid) {
+                    self.window.in_flight.remove(&seq);
                     self.spool.ack(seq);
                     self.stats
                         .delivered
@@ -65,9 +70,11 @@ impl Com {
         self.stats
             .sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.sent.clear();
-        self.pkids.clear();
-        self.unsent.extend(self.in_flight.keys().copied());
+        self.window.sent.clear();
+        self.window.pkids.clear();
+        self.window
+            .unsent
+            .extend(self.window.in_flight.keys().copied());
         let topics = self.dialect.subscriptions();
         let filters = topics
             .iter()
@@ -76,9 +83,9 @@ impl Com {
             tracing::error!(error = %e, "Com: cannot subscribe");
         }
         self.client = Some(client);
-        self.rid += 1;
-        if let Some(topic) = self.dialect.twin_get_topic(self.rid) {
-            self.twin_get = Some(self.rid.to_string());
+        self.twin.rid += 1;
+        if let Some(topic) = self.dialect.twin_get_topic(self.twin.rid) {
+            self.twin.get = Some(self.twin.rid.to_string());
             self.publish(topic, Vec::new(), false, None);
         }
         self.report();
@@ -98,7 +105,7 @@ impl Com {
         };
         match client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
             Ok(()) => {
-                self.sent.push_back(seq);
+                self.window.sent.push_back(seq);
                 true
             }
             Err(e) => {
@@ -114,20 +121,20 @@ impl Com {
         if self.client.is_none() {
             return;
         }
-        while let Some(seq) = self.unsent.first().copied() {
-            let (topic, payload) = self.dialect.d2c(&self.in_flight[&seq]);
+        while let Some(seq) = self.window.unsent.first().copied() {
+            let (topic, payload) = self.dialect.d2c(&self.window.in_flight[&seq]);
             if !self.publish(topic, payload, false, Some(seq)) {
                 return;
             }
-            self.unsent.remove(&seq);
+            self.window.unsent.remove(&seq);
         }
-        while self.in_flight.len() < self.window {
+        while self.window.in_flight.len() < self.window.limit {
             match self.spool.next_record() {
                 Ok(Some((seq, record))) => {
                     let (topic, payload) = self.dialect.d2c(&record);
-                    self.in_flight.insert(seq, record);
+                    self.window.in_flight.insert(seq, record);
                     if !self.publish(topic, payload, false, Some(seq)) {
-                        self.unsent.insert(seq);
+                        self.window.unsent.insert(seq);
                         return;
                     }
                 }
@@ -137,6 +144,36 @@ impl Com {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The in-flight window: spooled records published on the current session and not yet
+/// acknowledged, at most `limit` of them, published and acknowledged in order.
+#[derive(Debug)]
+pub(super) struct Window {
+    /// Records in flight at most (`com.in_flight`).
+    pub(super) limit: usize,
+    /// Publishes requested on this session, waiting for rumqttc to number them: the spool
+    /// sequence number of each (None for publishes outside the spool).
+    pub(super) sent: VecDeque<Option<u64>>,
+    /// Packet id → spool sequence number, until the broker acknowledges.
+    pub(super) pkids: HashMap<u16, u64>,
+    /// Records taken from the spool and not yet acknowledged, by sequence number.
+    pub(super) in_flight: BTreeMap<u64, Record>,
+    /// In flight but not published on the current session (sent again, in order).
+    pub(super) unsent: BTreeSet<u64>,
+}
+
+impl Window {
+    /// An empty window of `limit` records.
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            sent: VecDeque::new(),
+            pkids: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            unsent: BTreeSet::new(),
         }
     }
 }
