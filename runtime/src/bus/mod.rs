@@ -91,7 +91,7 @@ impl Bus {
     }
 
     /// Reports a message its destination processed (or refused to) to the traffic watchers.
-    pub fn processed(
+    fn processed(
         &self,
         msg: &Message,
         call: bool,
@@ -305,7 +305,7 @@ impl Bus {
     /// Tells the sender of `failed` (when it is a wasm service) that `receiver` could not
     /// handle it, as an `$error` message. Never blocks: if the sender's mailbox is full the
     /// notice is dropped (the failure is logged by the caller either way).
-    pub fn notify_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
+    fn notify_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
         if failed.action == ACTION_ERROR || failed.action == ACTION_TIMER {
             return;
         }

@@ -271,6 +271,7 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(error_of(resp).await.contains("no blob"));
 
     // Unknown and revoked tokens.
     let resp = http
