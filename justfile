@@ -8,6 +8,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 guest_target := env("CARGO_TARGET_DIR", justfile_directory() / "guests" / "target")
 host_target := env("CARGO_TARGET_DIR", justfile_directory() / "target")
+# The componentize-py the Python guests and the Python SDK are built and tested with.
+componentize_py := "0.25.0"
 
 # Debian's cross compilers link the ARM builds.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER := "aarch64-linux-gnu-gcc"
@@ -22,9 +24,33 @@ export BUSBAR_DEMO_DIR := BUSBAR_GUESTS_DIR
 default:
     @just --list
 
-# Build the example and test services (WebAssembly components for wasm32-wasip2).
-build-guests:
+# Build the example and test services (WebAssembly components for wasm32-wasip2): the Rust
+# ones, and the Python ones (guests/python/*.py, with componentize-py; rebuilt when they, the
+# Python SDK or the WIT changed).
+build-guests: build-python-guests
     cd guests && cargo build --release --target-dir "{{guest_target}}"
+
+# Build the Python services in guests/python with the SDK in guest-sdk/python (installs the
+# pinned componentize-py when it is missing).
+build-python-guests:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    want={{componentize_py}}
+    if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $want" ]; then
+        pip install --quiet "componentize-py==$want" 2>/dev/null \
+            || pip3 install --quiet --break-system-packages "componentize-py==$want"
+        hash -r
+    fi
+    out="$BUSBAR_GUESTS_DIR"
+    mkdir -p "$out"
+    for app in guests/python/*.py; do
+        wasm="$out/$(basename "$app" .py).wasm"
+        if [ -f "$wasm" ] && [ -z "$(find "$app" guest-sdk/python/src wit -name '*.py' -newer "$wasm" -print -quit -o -name '*.wit' -newer "$wasm" -print -quit)" ]; then
+            continue
+        fi
+        PYTHONPATH=guest-sdk/python/src python3 -m busbar_build build "$app" -o "$wasm.tmp"
+        mv "$wasm.tmp" "$wasm"
+    done
 
 # Build the busbar binary (release).
 build:

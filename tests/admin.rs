@@ -59,6 +59,11 @@ impl AdminNode {
     /// Starts `busbar run` with `manifest` and the test tokens; returns once the admin API
     /// listens.
     pub fn start(manifest: &str) -> Self {
+        Self::start_env(manifest, &[])
+    }
+
+    /// Like [`AdminNode::start`], with extra environment variables for the node.
+    pub fn start_env(manifest: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
         std::fs::write(
@@ -66,7 +71,7 @@ impl AdminNode {
             format!("node_id = \"admin-test\"\n{ADMIN_CONFIG}"),
         )
         .unwrap();
-        let mut process = Busbar::start(
+        let mut process = Busbar::start_env(
             dir.path(),
             &[
                 "run",
@@ -75,6 +80,7 @@ impl AdminNode {
                 "--config",
                 "node.toml",
             ],
+            env,
         );
         process.wait_log(1, &["admin API listening"]);
         let state = dir.path().join("state");

@@ -282,6 +282,18 @@ pub fn start_node(
     token: &str,
     public_key_file: &Path,
 ) -> AdminNode {
+    start_node_env(dir, id, hub_url, token, public_key_file, &[])
+}
+
+/// Like [`start_node`], with extra environment variables for the node.
+pub fn start_node_env(
+    dir: &Path,
+    id: &str,
+    hub_url: &str,
+    token: &str,
+    public_key_file: &Path,
+    env: &[(&str, &OsStr)],
+) -> AdminNode {
     std::fs::write(
         dir.join("node.toml"),
         format!(
@@ -291,6 +303,6 @@ pub fn start_node(
         ),
     )
     .unwrap();
-    let process = Busbar::start(dir, &["run", "--config", "node.toml"]);
+    let process = Busbar::start_env(dir, &["run", "--config", "node.toml"], env);
     AdminNode::attach(process, dir)
 }

@@ -69,6 +69,59 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The compile cache home (`XDG_CACHE_HOME`) of the nodes that run Python guests: compiling
+/// one takes seconds and hundreds of MB, so [`python_guest`] compiles each once, before the
+/// nodes that need it start, and they load it from this cache. Content-addressed (sha256 and
+/// engine fingerprint), so sharing it is safe.
+pub fn python_cache_home() -> PathBuf {
+    guests_dir().join("busbar-test-cache-home")
+}
+
+/// The environment that points a node at [`python_cache_home`].
+pub fn python_env() -> Vec<(&'static str, std::ffi::OsString)> {
+    vec![("XDG_CACHE_HOME", python_cache_home().into_os_string())]
+}
+
+/// Path of Python guest `name` (built by `just build-guests` from `guests/python/{name}.py`),
+/// compiled into [`python_cache_home`] first ([`warm`]).
+pub fn python_guest(name: &str) -> PathBuf {
+    let path = guest(name);
+    warm(&path);
+    path
+}
+
+/// Compiles `component` into [`python_cache_home`] with `busbar check`, once per test
+/// process, allowing five guard times (a cold compile on a loaded machine is slow); nodes
+/// started with [`python_env`] then load it from the cache.
+pub fn warm(component: &Path) {
+    static WARM: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warm = WARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warm.iter().any(|w| w == component) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let entry = format!(
+        "[[services]]\nname = \"warm\"\ncomponent = {:?}\n",
+        component.display().to_string()
+    );
+    std::fs::write(dir.path().join("m.toml"), entry).unwrap();
+    let env = python_env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let mut check =
+        process::Busbar::start_env(dir.path(), &["check", "--manifest", "m.toml"], &env);
+    let status = check.wait_within(guard() * 5);
+    let done = check.finished(status);
+    assert!(
+        done.status.success(),
+        "compiling {}: {}",
+        component.display(),
+        done.all()
+    );
+    warm.push(component.to_owned());
+}
+
 /// The `busbar` binary (`BUSBAR_BIN`, else beside this executable or its folder:
 /// `target/<profile>/busbar` for `target/<profile>/deps/integration-*` and for
 /// `target/<profile>/busbar-bench`).

@@ -138,7 +138,11 @@ impl Busbar {
 
     /// Waits for the process to exit (at most [`guard`], then kills it and fails).
     pub fn wait(&mut self) -> ExitStatus {
-        let guard = guard();
+        self.wait_within(guard())
+    }
+
+    /// Waits for the process to exit (at most `guard`, then kills it and fails).
+    pub fn wait_within(&mut self, guard: Duration) -> ExitStatus {
         let until = Instant::now() + guard;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait busbar") {

@@ -160,7 +160,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Run(args) => crate::daemon::run(|| args.load(), shutdown).await,
         Command::Check(args) => {
             let (config, manifest) = args.load()?;
-            check(&config, &manifest)
+            check(&config, &manifest).await
         }
         Command::Compile(args) => compile(&args),
         Command::Status(args) => until(shutdown, crate::client::status(&args)).await,
@@ -200,17 +200,22 @@ fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
+async fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
     // What `run` refuses against the engine, `check` refuses with the same words.
     manifest
         .fit_engine(&config.engine)
         .map_err(|e| anyhow::anyhow!("the manifest: {e}"))?;
     let engine = config.engine.build()?;
+    let _epochs = crate::engine::EpochTicker::start(
+        engine.clone(),
+        std::time::Duration::from_millis(config.engine.epoch_tick_ms),
+    );
     let cache = crate::cache::CompileCache::new(&engine, config.cache_dir())?;
     let loader = crate::component::Loader::new(engine, cache)?;
     let mut failures = Vec::new();
     for s in &manifest.services {
-        match loader.load_blocking(&crate::component::ComponentSource::of(s)) {
+        // Loaded, then instantiated in the sandbox `run` gives it (not started).
+        match crate::node::check_entry(&loader, config, s).await {
             Ok(c) => println!(
                 "ok      {:<24} sha256 {} ({})",
                 s.name,
@@ -218,7 +223,7 @@ fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
                 c.origin()
             ),
             Err(e) => {
-                println!("FAILED  {:<24} {e}", s.name);
+                println!("FAILED  {:<24} {e:#}", s.name);
                 failures.push(s.name.clone());
             }
         }

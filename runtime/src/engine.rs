@@ -27,9 +27,10 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// 64-bit: 128 instances of at most 16 MiB, 2 GiB of reserved (not committed) address
-    /// space, which a 1 GiB board with a 39-bit address space holds easily. 32-bit: 32
-    /// instances (512 MiB reserved), so the pool fits a 3 GiB user address space.
+    /// Memories of at most 32 MiB: a componentize-py service starts at 12.4 MiB and needs
+    /// room to work. 64-bit: 128 instances, 4 GiB of reserved (not committed) address space,
+    /// which a 1 GiB board with a 39-bit address space holds easily. 32-bit: 32 instances
+    /// (1 GiB reserved), so the pool fits a 3 GiB user address space.
     fn default() -> Self {
         Self {
             max_instances: if cfg!(target_pointer_width = "32") {
@@ -37,7 +38,7 @@ impl Default for EngineConfig {
             } else {
                 128
             },
-            max_memory_mib: 16,
+            max_memory_mib: 32,
             epoch_tick_ms: 10,
             pooling: true,
             consume_fuel: false,

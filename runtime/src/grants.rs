@@ -1,18 +1,21 @@
 //! Capabilities, default deny. A service gets its own memory, its mailbox, `submit-message`
 //! towards Com, its properties, timers and log; everything else is granted per service in the
 //! manifest (`grants`): environment variables by name, a folder of its own under the node's
-//! data dir, the services it may address, and the right to use the control actions of the
-//! node's internal services. The network is never granted: services reach the world through
-//! the bus and Com, and a component that imports anything beyond the interfaces below is
-//! refused at load, naming the import.
+//! data dir, the services it may address, the addresses it may connect to, and the right to
+//! use the control actions of the node's internal services.
+//!
+//! Components may import all of WASI 0.2 that wasmtime-wasi provides, sockets included (every
+//! toolchain's standard library imports some; CPython imports all of `wasi:sockets`): what is
+//! not granted fails when called (`access-denied`, Python's `PermissionError`), never at load.
+//! A component that imports anything else is refused at load, naming the import.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// The interface families a component may import. Rust's std for `wasm32-wasip2` imports
-/// the WASI ones; the sandbox gives them nothing beyond the grants (no files outside the data
-/// folder, no variables beyond `env`).
+/// The interface families a component may import. Toolchains' standard libraries import the
+/// WASI ones; the sandbox gives them nothing beyond the grants (no files outside the data
+/// folder, no variables beyond `env`, no address outside `network`).
 pub const IMPORTABLE: &[&str] = &[
     "busbar:service/",
     "wasi:cli/",
@@ -20,9 +23,11 @@ pub const IMPORTABLE: &[&str] = &[
     "wasi:clocks/",
     "wasi:filesystem/",
     "wasi:random/",
+    "wasi:sockets/",
 ];
 
 pub use busbar_base::grants::{DataAccess, GUEST_DATA_DIR, Grants};
+pub use busbar_base::outbound::OutboundRule;
 
 /// The grants of one service made concrete for its instances.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +40,8 @@ pub struct Granted {
     pub destinations: Vec<String>,
     /// Control actions allowed.
     pub privileged: bool,
+    /// Addresses it may connect and send to.
+    pub network: Vec<OutboundRule>,
 }
 
 impl Granted {
@@ -64,6 +71,7 @@ impl Granted {
             data,
             destinations: grants.destinations.clone(),
             privileged: grants.privileged,
+            network: grants.network.clone(),
         })
     }
 
@@ -115,7 +123,9 @@ mod tests {
         assert!(path.ends_with("services/svc") && path.is_dir());
         assert_eq!(access, DataAccess::ReadOnly);
         assert!(g.may_address("a") && !g.may_address("b") && !g.may_address("*"));
-        let e = toml::from_str::<Grants>("network = true\n").unwrap_err();
-        assert!(e.to_string().contains("unknown field `network`"), "{e}");
+        let e = toml::from_str::<Grants>("sockets = true\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `sockets`"), "{e}");
+        let e = toml::from_str::<Grants>("network = [\"plc.local:502\"]\n").unwrap_err();
+        assert!(e.to_string().contains("name lookup is not granted"), "{e}");
     }
 }

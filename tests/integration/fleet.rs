@@ -39,12 +39,12 @@ impl Fleet {
 /// The sender may address the receiver.
 const SENDER_GRANTS: &str = r#"--grants={"destinations":["seq-receiver"]}"#;
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Calls `service/action` through the node's admin API; `None` while it cannot answer.
-async fn call(node: &AdminNode, method: &str) -> Option<Value> {
+pub(crate) async fn call(node: &AdminNode, method: &str) -> Option<Value> {
     let r = node
         .rpc_as(
             Some(&node.token),
@@ -67,7 +67,7 @@ async fn service_status(node: &AdminNode, name: &str) -> Option<Value> {
 }
 
 /// Waits until the node runs `name` at version `sha` (by its own status).
-async fn runs(node: &AdminNode, name: &str, sha: &str) -> Value {
+pub(crate) async fn runs(node: &AdminNode, name: &str, sha: &str) -> Value {
     until(&format!("{name} running {sha}"), || async {
         service_status(node, name)
             .await

@@ -10,6 +10,7 @@ mod hostile;
 mod loading;
 mod operator;
 mod precompiled;
+mod python;
 mod reload;
 mod routing;
 mod sandbox;

@@ -12,17 +12,61 @@ async fn ask(node: &TestNode, name: &str, action: &str, payload: Value) -> Value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_importing_the_network_is_refused_naming_the_import() {
-    let manifest = [service("net", "net_probe", ""), service("echo", "echo", "")].concat();
-    let node = TestNode::start(&manifest).await.unwrap();
-    let status = node.wait_state("net", State::Failed).await;
-    let fault = status.last_fault.unwrap();
+async fn the_network_is_denied_unless_granted_and_then_only_what_is_granted() {
+    use busbar_tests::admin::AdminNode;
+    let granted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let granted = granted.local_addr().unwrap().to_string();
+    let other_addr = other.local_addr().unwrap().to_string();
+    let manifest = [
+        service("net", "net_probe", ""),
+        service(
+            "field",
+            "net_probe",
+            &format!("grants = {{ network = [\"{granted}\"] }}"),
+        ),
+        service("echo", "echo", ""),
+    ]
+    .concat();
+    let mut node = AdminNode::start(&manifest);
+    async fn connect(node: &AdminNode, svc: &str, addr: &str) -> Value {
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": format!("{svc}/connect"),
+            "params": { "addr": addr } });
+        node.rpc(&body).await["result"].clone()
+    }
+    // A component importing wasi:sockets loads; without a grant, the call fails in the guest.
+    let denied = connect(&node, "net", &granted).await;
+    assert_eq!(denied["ok"], false, "{denied}");
     assert!(
-        fault.contains("imports `wasi:sockets/") && fault.contains("does not grant"),
-        "{fault}"
+        denied["error"]
+            .as_str()
+            .unwrap()
+            .contains("ermission denied"),
+        "{denied}"
     );
-    assert_eq!(ask(&node, "echo", "echo", json!([1])).await, json!([1]));
-    node.shutdown().await;
+    // With the grant: that address, and nothing else.
+    assert_eq!(
+        connect(&node, "field", &granted).await,
+        json!({ "ok": true })
+    );
+    let refused = connect(&node, "field", &other_addr).await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    node.process.wait_log(
+        1,
+        &[
+            "network: connecting to",
+            &granted,
+            "denied: not in grants.network",
+            "\"net\"",
+        ],
+    );
+    node.process
+        .wait_log(1, &["network: connecting to", &other_addr, "\"field\""]);
+    // Both keep running, and so do their siblings.
+    let echo = json!({ "jsonrpc": "2.0", "id": 2, "method": "echo/echo", "params": [1] });
+    assert_eq!(node.rpc(&echo).await["result"], json!([1]));
+    assert_eq!(connect(&node, "net", &granted).await["ok"], false);
+    drop(other);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,18 @@
-//! A service that wants the network (it imports `wasi:sockets`). busbar grants no network to
-//! services, so a node must refuse to load it, naming the import.
+//! A service that tries the network (it imports `wasi:sockets` through Rust's std). Without
+//! `grants.network` every connect fails with "access denied"; with it, only the granted
+//! addresses can be reached.
+//!
+//! Action `connect` (`{"addr": "127.0.0.1:502"}`) → `{"ok": true}` or
+//! `{"ok": false, "error": ".."}`.
 
 use busbar_guest::{Error, Message, Reply, Service};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct Connect {
+    addr: String,
+}
 
 struct NetProbe;
 
@@ -11,10 +22,15 @@ impl Service for NetProbe {
     }
 
     fn process(&mut self, msg: &Message) -> Result<Option<Reply>, Error> {
-        let addr = msg.text()?;
-        let outcome = std::net::TcpStream::connect(addr)
-            .map_or_else(|e| e.to_string(), |_| "connected".to_owned());
-        Ok(Some(Reply::text(outcome)))
+        if msg.action() != "connect" {
+            return Err(Error::unknown_action(msg));
+        }
+        let Connect { addr } = msg.json()?;
+        let outcome = match std::net::TcpStream::connect(&addr) {
+            Ok(_) => json!({ "ok": true }),
+            Err(e) => json!({ "ok": false, "error": e.to_string() }),
+        };
+        Reply::json(&outcome).map(Some)
     }
 }
 

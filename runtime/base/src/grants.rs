@@ -19,6 +19,12 @@ pub struct Grants {
     /// May use the control actions of the internal services (e.g. `orchestrator`
     /// `dead-letters`, which shows other services' messages).
     pub privileged: bool,
+    /// Addresses it may connect and send to over TCP and UDP (`wasi:sockets`). Empty (the
+    /// default): every socket call fails with "access denied". Never listening, never name
+    /// lookup. Left out of the encoding when empty, so entries signed before it existed keep
+    /// their signature.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<crate::outbound::OutboundRule>,
 }
 
 /// How a service may use its data folder.

@@ -1,7 +1,8 @@
 //! busbar-base: what every busbar program shares, and nothing that runs wasm (no wasmtime).
 //!
 //! - The vocabulary of a service entry, as manifests and the fleet protocol state it:
-//!   [`names`], [`limits`], [`grants`], and [`digest`] (sha256 checked where it enters).
+//!   [`names`], [`limits`], [`grants`] (with [`outbound`] network rules), and [`digest`]
+//!   (sha256 checked where it enters).
 //! - What keeps outsiders in bounds: [`read_file`] (regular files of bounded size),
 //!   [`serve`] (HTTP with a connection cap and header deadlines), [`net`] (HTTP client, TLS,
 //!   backoff).
@@ -19,6 +20,7 @@ pub mod grants;
 pub mod limits;
 pub mod names;
 pub mod net;
+pub mod outbound;
 pub mod read_file;
 pub mod serve;
 pub mod supervise;

@@ -23,7 +23,7 @@ pub struct Limits {
     /// Fuel (roughly, wasm instructions) each export call may burn; needs
     /// `engine.consume_fuel = true`. None: only the deadline bounds a call.
     pub fuel: Option<u64>,
-    /// Core wasm instances its component may create.
+    /// Core wasm instances its component may create (a componentize-py service needs 13).
     pub instances: usize,
     /// Elements each of its tables may hold.
     pub table_elements: usize,
@@ -39,7 +39,7 @@ impl Default for Limits {
             block_ms: 1000,
             submit_per_sec: 10_000,
             fuel: None,
-            instances: 16,
+            instances: 32,
             table_elements: 20_000,
         }
     }

@@ -3,7 +3,9 @@
 
 mod bus_imports;
 mod config_imports;
+mod limiter;
 mod log_imports;
+mod network;
 mod stdio;
 mod timers;
 
@@ -13,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bus::{Bus, Delivery};
 use crate::grants::{DataAccess, GUEST_DATA_DIR, Granted};
 use crate::observe::ServiceCounters;
 
+pub use limiter::SandboxLimits;
 pub use stdio::GuestOutput;
 pub use timers::Timers;
 
@@ -33,7 +35,7 @@ pub struct HostState {
     /// When the export call in progress must have returned; time the guest spends waiting in
     /// `call` or on a full mailbox is added back, so only its own work counts.
     pub(crate) deadline: Instant,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: SandboxLimits,
     pub(crate) granted: Arc<Granted>,
     pub(crate) quota: Option<Arc<SubmitQuota>>,
     wasi: WasiCtx,
@@ -111,16 +113,14 @@ pub struct HostContext {
 }
 
 impl HostState {
-    /// State for a new instance: no network, and no filesystem or environment beyond its
-    /// grants; stdout and stderr go to the log under the service's name.
+    /// State for a new instance: no network, filesystem or environment beyond its grants;
+    /// stdout and stderr go to the log under the service's name.
     pub fn new(ctx: HostContext) -> anyhow::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestOutput::new(ctx.service.clone(), "stdout"))
             .stderr(GuestOutput::new(ctx.service.clone(), "stderr"))
-            .allow_blocking_current_thread(false)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_blocking_current_thread(false);
+        network::confine(&mut wasi, ctx.service.clone(), &ctx.granted.network);
         for (k, v) in &ctx.granted.env {
             wasi.env(k, v);
         }
@@ -133,6 +133,12 @@ impl HostState {
                 .map_err(anyhow::Error::from)?;
         }
         let wasi = wasi.build();
+        let limits = SandboxLimits::new(
+            ctx.service.clone(),
+            ctx.memory_bytes,
+            ctx.sandbox.table_elements,
+            ctx.sandbox.instances,
+        );
         Ok(Self {
             timers: Timers::new(ctx.service.clone(), ctx.bus.clone(), ctx.mailbox),
             service: ctx.service,
@@ -140,12 +146,7 @@ impl HostState {
             properties: ctx.properties,
             counters: ctx.counters,
             deadline: Instant::now(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(ctx.memory_bytes)
-                .instances(ctx.sandbox.instances)
-                .table_elements(ctx.sandbox.table_elements)
-                .trap_on_grow_failure(false)
-                .build(),
+            limits,
             quota: ctx.sandbox.quota,
             granted: ctx.granted,
             wasi,

@@ -124,34 +124,7 @@ impl Core {
     }
 
     pub(super) fn spec(&self, s: &ServiceEntry) -> anyhow::Result<ServiceSpec> {
-        // Checked against the engine for the whole manifest in `apply`.
-        let memory_mib = s
-            .limits
-            .memory_mib
-            .unwrap_or(self.limits.engine.max_memory_mib);
-        Ok(ServiceSpec {
-            name: Arc::from(s.name.as_str()),
-            source: crate::component::ComponentSource::of(s),
-            properties: Arc::new(
-                s.config
-                    .iter()
-                    .map(|(k, v)| (k.clone(), property_text(v)))
-                    .collect(),
-            ),
-            memory_bytes: (memory_mib as usize) << 20,
-            sandbox: crate::host::Sandbox::from(&s.limits),
-            deadline: Duration::from_millis(s.limits.deadline_ms),
-            drain: self.limits.drain,
-            restart: RestartPolicy::default(),
-            granted: Arc::new(crate::grants::Granted::resolve(
-                &s.name,
-                &s.grants,
-                &self.limits.data_dir,
-            )?),
-            successor: Arc::default(),
-            handover: None,
-            fallback: None,
-        })
+        self.limits.spec(s, &self.limits.data_dir)
     }
 
     /// Starts one service with a fresh mailbox. With `previous` (the version it replaces),
@@ -243,5 +216,38 @@ fn changed(old: &Running, entry: &ServiceEntry) -> bool {
     ) {
         Ok(bytes) => hex::encode(Sha256::digest(&bytes)) != loaded,
         Err(_) => true,
+    }
+}
+
+impl super::NodeSettings {
+    /// How the node runs service `s`, its data folder under `data_dir`.
+    pub(super) fn spec(
+        &self,
+        s: &ServiceEntry,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<ServiceSpec> {
+        // Checked against the engine for the whole manifest in `apply`.
+        let memory_mib = s.limits.memory_mib.unwrap_or(self.engine.max_memory_mib);
+        Ok(ServiceSpec {
+            name: Arc::from(s.name.as_str()),
+            source: crate::component::ComponentSource::of(s),
+            properties: Arc::new(
+                s.config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), property_text(v)))
+                    .collect(),
+            ),
+            memory_bytes: (memory_mib as usize) << 20,
+            sandbox: crate::host::Sandbox::from(&s.limits),
+            deadline: Duration::from_millis(s.limits.deadline_ms),
+            drain: self.drain,
+            restart: RestartPolicy::default(),
+            granted: Arc::new(crate::grants::Granted::resolve(
+                &s.name, &s.grants, data_dir,
+            )?),
+            successor: Arc::default(),
+            handover: None,
+            fallback: None,
+        })
     }
 }

@@ -4,9 +4,11 @@
 //! services that changed are restarted.
 
 mod apply;
+mod check;
 mod control;
 
 use apply::Running;
+pub use check::check_entry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +76,17 @@ struct NodeSettings {
     data_dir: std::path::PathBuf,
 }
 
+impl NodeSettings {
+    fn of(config: &NodeConfig) -> Self {
+        Self {
+            max_instances: config.engine.max_instances,
+            engine: config.engine.clone(),
+            drain: config.drain(),
+            data_dir: config.data_dir(),
+        }
+    }
+}
+
 /// What applying a manifest did, by service name.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
@@ -139,12 +152,7 @@ impl Node {
             services,
             running: Mutex::default(),
             wanted: std::sync::Mutex::default(),
-            limits: NodeSettings {
-                max_instances: config.engine.max_instances,
-                engine: config.engine.clone(),
-                drain: config.drain(),
-                data_dir: config.data_dir(),
-            },
+            limits: NodeSettings::of(config),
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
         });
@@ -203,24 +211,29 @@ impl NodeHandle {
     /// See [`Node::reload`].
     pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
         for s in manifest.services.iter().filter(|s| s.enabled) {
-            self.0
-                .env
-                .loader
-                .load(&crate::component::ComponentSource::of(s))
-                .await
-                .with_context(|| format!("service `{}`", s.name))?;
+            check::trial(
+                &self.0.env.loader,
+                &self.0.limits,
+                s,
+                &self.0.limits.data_dir,
+            )
+            .await
+            .with_context(|| format!("service `{}`", s.name))?;
         }
         self.0.apply(Some(manifest), None).await
     }
 
-    /// Loads (compiles, checks) one service's component without running it.
+    /// Loads (compiles, checks) one service's component and instantiates it in its sandbox
+    /// ([`check_entry`]), without running it.
     pub async fn check(&self, entry: &ServiceEntry) -> anyhow::Result<()> {
-        self.0
-            .env
-            .loader
-            .load(&crate::component::ComponentSource::of(entry))
-            .await?;
-        Ok(())
+        check::trial(
+            &self.0.env.loader,
+            &self.0.limits,
+            entry,
+            &self.0.limits.data_dir,
+        )
+        .await
+        .map(drop)
     }
 
     /// The table of services (state and counters).

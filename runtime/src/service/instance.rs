@@ -101,7 +101,7 @@ impl Instance {
             .instance_pre()
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| classify(e, budget))?;
+            .map_err(|e| instantiation_fault(e, store.data(), budget))?;
         let service = Service::new(&mut store, &instance).map_err(|e| classify(e, budget))?;
         let snapshot = instance.get_typed_func(&mut store, "snapshot");
         let restore = instance.get_typed_func(&mut store, "restore");
@@ -226,8 +226,37 @@ fn classify(e: wasmtime::Error, budget: Duration) -> Fault {
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         return Fault::Deadline(budget);
     }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Fault::Trap(format!(
+            "the guest exited with status {} (its log says why)",
+            exit.0
+        ));
+    }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return Fault::Trap(trap.to_string());
     }
     Fault::Host(format!("{e:#}"))
+}
+
+/// Why instantiating failed, naming the manifest field (or engine setting) to raise when a
+/// limit refused it.
+fn instantiation_fault(e: wasmtime::Error, state: &HostState, budget: Duration) -> Fault {
+    let text = format!("{e:#}");
+    if text.contains("instance count too high") {
+        return Fault::Host(format!(
+            "{text}: the component needs more core instances than limits.instances = {} \
+             (raise it in the manifest)",
+            state.limits.instances_limit()
+        ));
+    }
+    if let Some(refused) = state.limits.refused() {
+        return Fault::Host(format!("{text}: {refused}"));
+    }
+    if text.contains("concurrent") || text.contains("exceeds the limit") {
+        return Fault::Host(format!(
+            "{text}: the node's engine refused it (engine.max_instances, engine.max_memory_mib \
+             in the node config)"
+        ));
+    }
+    classify(e, budget)
 }

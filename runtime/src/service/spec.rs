@@ -51,3 +51,28 @@ pub struct Successor {
     /// processing.
     pub handover: Arc<Handover>,
 }
+
+impl ServiceSpec {
+    /// Instantiates `component` in the sandbox this spec gives (memory, tables, instances,
+    /// grants), with a bus of its own, and drops it without calling `start`: a component
+    /// that would fault on instantiation with these limits is refused here, naming the limit.
+    pub async fn trial(
+        &self,
+        component: &crate::component::LoadedComponent,
+    ) -> Result<(), super::Fault> {
+        let (mailbox, _rx) = tokio::sync::mpsc::channel(1);
+        let ctx = crate::host::HostContext {
+            service: self.name.clone(),
+            bus: crate::bus::Bus::new(0),
+            mailbox,
+            properties: self.properties.clone(),
+            counters: Arc::default(),
+            memory_bytes: self.memory_bytes,
+            sandbox: self.sandbox.clone(),
+            granted: self.granted.clone(),
+        };
+        super::Instance::new(component, ctx, self.deadline)
+            .await
+            .map(drop)
+    }
+}
