@@ -5,6 +5,7 @@ mod bus;
 mod com;
 mod memory;
 mod mqtt;
+mod python;
 mod spool;
 mod start;
 mod swap;
@@ -98,6 +99,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B7") {
         eprintln!("B7 spool under storage faults ...");
         rows.extend(spool::faults()?);
+    }
+    if selected("B8") {
+        eprintln!("B8 Python services ...");
+        rows.extend(runtime.block_on(python::python())?);
     }
     println!("{}", table(&rows));
     Ok(())

@@ -27,10 +27,11 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// Memories of at most 32 MiB: a componentize-py service starts at 12.4 MiB and needs
-    /// room to work. 64-bit: 128 instances, 4 GiB of reserved (not committed) address space,
-    /// which a 1 GiB board with a 39-bit address space holds easily. 32-bit: 32 instances
-    /// (1 GiB reserved), so the pool fits a 3 GiB user address space.
+    /// 64-bit: 128 instances of at most 16 MiB, 2 GiB of reserved (not committed) address
+    /// space, which a 1 GiB board with a 39-bit address space holds easily (and a node of 100
+    /// services fits `ulimit -v 4194304`). 32-bit: 32 instances (512 MiB reserved), so the
+    /// pool fits a 3 GiB user address space. 16 MiB is enough for a componentize-py service
+    /// (12.4 MiB at start); one that needs more raises this and its `limits.memory_mib`.
     fn default() -> Self {
         Self {
             max_instances: if cfg!(target_pointer_width = "32") {
@@ -38,7 +39,7 @@ impl Default for EngineConfig {
             } else {
                 128
             },
-            max_memory_mib: 32,
+            max_memory_mib: 16,
             epoch_tick_ms: 10,
             pooling: true,
             consume_fuel: false,

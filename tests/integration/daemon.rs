@@ -94,17 +94,32 @@ fn ctrl_c_calls_stop_on_every_service_and_exits_0() {
 fn busbar_run_without_arguments_runs_the_bundled_demo() {
     let dir = tempfile::tempdir().unwrap();
     let guests = guests_dir();
+    busbar_tests::python_guest("py_temperature_sensor");
+    busbar_tests::python_guest("py_comfort");
+    let cache = busbar_tests::python_cache_home();
     let mut node = Busbar::start_env(
         dir.path(),
         &["run"],
-        &[("BUSBAR_DEMO_DIR", guests.as_os_str())],
+        &[
+            ("BUSBAR_DEMO_DIR", guests.as_os_str()),
+            ("XDG_CACHE_HOME", cache.as_os_str()),
+        ],
     );
-    node.wait_log(4, &["service state", "\"running\""]);
-    while !com_lines(&node.stdout())
-        .iter()
-        .any(|l| l["source"] == "temperature-sensor")
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    node.wait_log(6, &["service state", "\"running\""]);
+    // The Rust and the Python sensor report, and the Python comfort report (which calls
+    // the Rust aggregator) reaches Com.
+    for source in ["temperature-sensor", "attic-sensor", "comfort"] {
+        let end = std::time::Instant::now() + busbar_tests::guard();
+        while !com_lines(&node.stdout())
+            .iter()
+            .any(|l| l["source"] == source)
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "nothing from {source} at Com"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     node.signal("TERM");
     let status = node.wait();

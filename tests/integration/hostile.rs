@@ -43,7 +43,7 @@ fn check_refuses_limits_out_of_range_naming_the_field() {
         &service("echo", "echo", "limits = { memory_mib = 64 }"),
     );
     assert!(
-        out.contains("limits.memory_mib: 64 exceeds engine.max_memory_mib = 32"),
+        out.contains("limits.memory_mib: 64 exceeds engine.max_memory_mib = 16"),
         "{out}"
     );
 }

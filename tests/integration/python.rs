@@ -162,7 +162,7 @@ async fn a_python_service_runs_beside_rust_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_fault_is_logged_with_its_traceback_and_the_service_restarts() {
     python_guest("py_probe");
-    let mut node = start(&service("py", "py_probe", "limits = { memory_mib = 24 }"));
+    let mut node = start(&service("py", "py_probe", ""));
     until("py to answer", || async {
         rpc(&node, "py/info", json!({}))
             .await
@@ -195,7 +195,7 @@ async fn a_python_fault_is_logged_with_its_traceback_and_the_service_restarts() 
     .await;
     rpc(&node, "py/hog", json!({})).await;
     node.process
-        .wait_log(1, &["refused by limits.memory_mib = 24", "\"py\""]);
+        .wait_log(1, &["refused by limits.memory_mib = 16", "\"py\""]);
     node.process.wait_log(1, &["MemoryError"]);
     let info = until("py back after the MemoryError", || async {
         rpc(&node, "py/info", json!({}))
@@ -356,4 +356,89 @@ fn check_instantiates_python_services_and_names_a_limit_that_is_too_small() {
     assert!(!ok && out.contains("limits.instances = 8"), "{out}");
     let (ok, out) = check("limits = { memory_mib = 4 }");
     assert!(!ok && out.contains("limits.memory_mib = 4"), "{out}");
+}
+
+/// Copies the files of `from` into `to`, following links, leaving out `__pycache__`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            if !path.ends_with("__pycache__") {
+                copy_tree(&path, &target);
+            }
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The first ```python block of the README's "Writing a service in Python" section.
+fn readme_example() -> String {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("\n## Writing a service in Python\n")
+        .nth(1)
+        .expect("the README has a section `Writing a service in Python`");
+    let block = section.split("```python\n").nth(1).expect("a python block");
+    block.split("```").next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_builds_from_a_blank_folder_with_the_sdk_installed_by_pip() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    // A copy of the SDK (pip builds in its source tree; the WIT link becomes a file), installed
+    // as a user would, without the network: no index, no build isolation.
+    let sdk = dir.path().join("sdk");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/python"),
+        &sdk,
+    );
+    let pip = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--no-index"])
+        .args(["--no-build-isolation", "--target"])
+        .arg(&site)
+        .arg(&sdk)
+        .output()
+        .unwrap();
+    assert!(
+        pip.status.success(),
+        "pip: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    let work = dir.path().join("thermostat");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("thermostat.py"), readme_example()).unwrap();
+    let built = std::process::Command::new(site.join("bin/busbar-py"))
+        .args(["build", "thermostat.py"])
+        .current_dir(&work)
+        .env("PYTHONPATH", &site)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "busbar-py: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let component = work.join("thermostat.wasm");
+    warm(&component);
+    let manifest = format!(
+        "[[services]]\nname = \"thermostat\"\ncomponent = {:?}\nconfig = {{ target = 21.5 }}\n",
+        component.display().to_string()
+    );
+    let node = start(&manifest);
+    let set = until("the thermostat to answer", || async {
+        rpc(&node, "thermostat/set-target", json!({ "target": 23 }))
+            .await
+            .get("result")
+            .cloned()
+    })
+    .await;
+    assert_eq!(set, json!({ "target": 23.0 }));
+    until("a report at Com", || async {
+        com_with(&node, "target").into_iter().next()
+    })
+    .await;
 }

@@ -28,7 +28,11 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Trap(t) => write!(f, "trapped: {t}"),
-            Fault::Deadline(d) => write!(f, "ran past its deadline of {} ms", d.as_millis()),
+            Fault::Deadline(d) => write!(
+                f,
+                "ran past its deadline of {} ms (limits.deadline_ms)",
+                d.as_millis()
+            ),
             Fault::StartFailed(e) => write!(f, "start failed: {e}"),
             Fault::Host(e) => write!(f, "{e}"),
         }
@@ -233,6 +237,9 @@ fn classify(e: wasmtime::Error, budget: Duration) -> Fault {
         ));
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
+        if *trap == Trap::OutOfFuel {
+            return Fault::Trap(format!("{trap} (limits.fuel)"));
+        }
         return Fault::Trap(trap.to_string());
     }
     Fault::Host(format!("{e:#}"))
