@@ -3,8 +3,9 @@ componentize-py, against the busbar WIT contract this package carries.
 
     busbar-py build sensor.py -o sensor.wasm
 
-It picks the world from the source: ``stateful-service`` when a class there subclasses
-``StatefulService``, else ``service``. Nothing of the service runs on the build machine's
+It picks the world from the source: ``stateful-service`` when the class handed to
+``serve(...)`` derives from ``StatefulService`` (also through modules beside it), else
+``service``. Nothing of the service runs on the build machine's
 Python; componentize-py runs the module once, inside the component, while building it.
 """
 
@@ -22,17 +23,56 @@ COMPONENTIZE_PY = "0.25.0"
 WIT_DIR = Path(__file__).resolve().parent / "wit"
 
 
-def world_of(source: str, filename: str = "<service>") -> str:
-    """``stateful-service`` when a class in ``source`` subclasses ``StatefulService``
-    (``busbar.StatefulService`` too), else ``service``."""
+def _base_name(base: ast.expr) -> str:
+    if isinstance(base, ast.Attribute):
+        return base.attr
+    return getattr(base, "id", "")
+
+
+def _find_module(name: str, search) -> "Path | None":
+    for folder in search:
+        for candidate in (Path(folder) / f"{name}.py", Path(folder) / name / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _stateful_classes(tree: ast.Module, search, seen) -> set:
+    """Names bound in ``tree`` to classes that derive from ``StatefulService``, following
+    ``from module import Class`` into modules found in ``search``."""
+    known = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found = _find_module(node.module, search)
+            if found is not None and found not in seen:
+                seen.add(found)
+                imported = _stateful_classes(
+                    ast.parse(found.read_text(encoding="utf-8"), str(found)), search, seen
+                )
+                known |= {a.asname or a.name for a in node.names if a.name in imported}
+        elif isinstance(node, ast.ClassDef):
+            if any(_base_name(b) in known | {"StatefulService"} for b in node.bases):
+                known.add(node.name)
+    return known
+
+
+def world_of(source: str, filename: str = "<service>", search=()) -> str:
+    """``stateful-service`` when the class handed to ``serve(...)`` derives from
+    ``StatefulService`` (directly, or through classes of this file or of modules imported
+    from ``search``), else ``service``. Read from the source: nothing is run."""
     tree = ast.parse(source, filename)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef):
-            for base in node.bases:
-                name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
-                if name == "StatefulService":
-                    return "stateful-service"
-    return "service"
+    stateful = _stateful_classes(tree, search, set())
+    served = [
+        node.args[0].id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and _base_name(node.func) == "serve"
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+    ]
+    if served:
+        return "stateful-service" if any(name in stateful for name in served) else "service"
+    return "stateful-service" if stateful else "service"
 
 
 def sdk_dir() -> Path:
@@ -59,7 +99,8 @@ def build(app: Path, output: Path, world: str = "", paths=()) -> int:
     if app.suffix != ".py" or not app.is_file():
         print(f"busbar-py: {app} is not a Python file", file=sys.stderr)
         return 2
-    world = world or world_of(app.read_text(encoding="utf-8"), str(app))
+    search = [app.resolve().parent, *paths]
+    world = world or world_of(app.read_text(encoding="utf-8"), str(app), search)
     command = [
         componentize_py(),
         "-d", str(WIT_DIR),
