@@ -93,7 +93,7 @@ fn per_service_mb(component: &str) -> anyhow::Result<(f64, f64)> {
         .collect::<anyhow::Result<_>>()?;
     let mb = |kib: f64| kib / 1024.0;
     Ok((
-        mb((rss[1] - rss[0]) as f64),
+        mb(rss[1] as f64 - rss[0] as f64),
         mb((rss[2] as f64 - rss[1] as f64) / 10.0),
     ))
 }

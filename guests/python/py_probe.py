@@ -87,16 +87,14 @@ class Probe(BaseService):
     @action("connect")
     def connect(self, msg):
         req = msg.json()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            s.settimeout(5)
-            s.connect((req["host"], req["port"]))
-            s.sendall(b"hello from python\n")
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect((req["host"], req["port"]))
+                s.sendall(b"hello from python\n")
             return {"ok": True}
         except OSError as e:
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        finally:
-            s.close()
 
     @action("read")
     def read(self, msg):

@@ -173,6 +173,7 @@ impl Loader {
         let mut linker = Linker::new(&engine);
         Service::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::host::gate_socket_creation(&mut linker)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),

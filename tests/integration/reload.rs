@@ -194,3 +194,35 @@ async fn a_version_faulting_twice_on_probation_is_rolled_back() {
     assert_eq!(reply.payload, b"\"back\"");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_checks_only_what_changed_so_a_full_engine_still_reloads() {
+    use busbar::manifest::Manifest;
+    use busbar_tests::TestNode;
+    // Two instances in all, both in use: an unchanged manifest still reloads, and a changed
+    // entry whose trial finds no free slot is only loaded (its own start instantiates it).
+    let text = |x: u32| {
+        [
+            service("a", "echo", ""),
+            service("b", "faulty", &format!("config = {{ x = {x} }}")),
+        ]
+        .concat()
+    };
+    let node = TestNode::start_with(&text(1), "[engine]\nmax_instances = 2\n")
+        .await
+        .unwrap();
+    node.wait_state("a", busbar::service::State::Running).await;
+    node.wait_state("b", busbar::service::State::Running).await;
+    let parse = |t: &str| Manifest::parse(t, false, "<test>", node.dir()).unwrap();
+    let applied = node.node.reload(&parse(&text(1))).await.unwrap();
+    assert_eq!(applied.unchanged, ["a", "b"]);
+    let applied = node.node.reload(&parse(&text(2))).await.unwrap();
+    assert_eq!(applied.restarted, ["b"]);
+    node.wait_state("b", busbar::service::State::Running).await;
+    assert_eq!(
+        node.call_json("a", "echo", &json!([1])).await,
+        json!([1]),
+        "the other service ran on"
+    );
+    node.shutdown().await;
+}

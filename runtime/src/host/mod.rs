@@ -22,6 +22,7 @@ use crate::grants::{DataAccess, GUEST_DATA_DIR, Granted};
 use crate::observe::ServiceCounters;
 
 pub use limiter::SandboxLimits;
+pub(crate) use network::gate_socket_creation;
 pub use stdio::GuestOutput;
 pub use timers::Timers;
 
@@ -38,6 +39,8 @@ pub struct HostState {
     pub(crate) limits: SandboxLimits,
     pub(crate) granted: Arc<Granted>,
     pub(crate) quota: Option<Arc<SubmitQuota>>,
+    /// Whether a socket creation was refused (and logged) already.
+    socket_refused: bool,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -148,6 +151,7 @@ impl HostState {
             deadline: Instant::now(),
             limits,
             quota: ctx.sandbox.quota,
+            socket_refused: false,
             granted: ctx.granted,
             wasi,
             table: ResourceTable::new(),

@@ -1,33 +1,45 @@
 //! What a service's sockets may reach: the addresses of its `grants.network`, outbound only.
-//! Every socket call outside them fails in the guest with `access-denied` (Python:
-//! `PermissionError`), and the node logs it under the service's name.
+//! Without the grant a socket cannot even be created (so none holds a file descriptor); with
+//! it, connecting or sending outside it fails. Either way the guest gets `access-denied`
+//! (Python: `PermissionError`), and the node logs it under the service's name.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::{tcp_create_socket, udp_create_socket};
+use wasmtime_wasi::p2::{SocketError, SocketResult, TcpSocket, UdpSocket};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView as _};
 
+use super::HostState;
 use crate::grants::OutboundRule;
 
-/// Denials logged per instance; past that they are only counted in the last line.
+/// Denied connections and datagrams logged per instance.
 const LOGGED_DENIALS: u32 = 20;
 
 /// Sets the socket policy of a new instance of `service`.
 pub(super) fn confine(wasi: &mut WasiCtxBuilder, service: Arc<str>, rules: &[OutboundRule]) {
+    wasi.allow_ip_name_lookup(false);
+    if rules.is_empty() {
+        wasi.allow_tcp(false).allow_udp(false);
+        return;
+    }
     let rules: Arc<[OutboundRule]> = rules.into();
     let denied = Arc::new(AtomicU32::new(0));
     wasi.allow_tcp(true)
         .allow_udp(true)
-        .allow_ip_name_lookup(false)
         .socket_addr_check(move |addr, usage| {
             let allowed = allows(&rules, addr, usage);
-            if !allowed {
+            // Datagrams dropped on receipt are the sender's doing: not logged, so an
+            // outsider cannot use up the lines that report the service's own attempts.
+            if !allowed && !matches!(usage, SocketAddrUse::UdpReceive) {
                 let n = denied.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= LOGGED_DENIALS {
                     let more = if n == LOGGED_DENIALS {
-                        " (further denials of this instance are not logged)"
+                        " (further ones of this instance are not logged)"
                     } else {
                         ""
                     };
@@ -55,6 +67,76 @@ fn allows(rules: &[OutboundRule], addr: SocketAddr, usage: SocketAddrUse) -> boo
             addr.ip().is_unspecified() && addr.port() == 0
         }
         SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+    }
+}
+
+/// The `create-tcp-socket` and `create-udp-socket` imports in front of wasmtime-wasi's: a
+/// service without `grants.network` is refused (and the node says so) before any socket is
+/// made; one with it gets wasmtime-wasi's socket, confined by [`confine`].
+pub(crate) fn gate_socket_creation(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    tcp_create_socket::add_to_linker::<HostState, Gate>(linker, |s| s)?;
+    udp_create_socket::add_to_linker::<HostState, Gate>(linker, |s| s)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+struct Gate;
+
+impl HasData for Gate {
+    type Data<'a> = &'a mut HostState;
+}
+
+impl HostState {
+    /// Refuses a socket to a service without `grants.network`, saying so once per instance.
+    fn may_create_socket(&mut self, kind: &str) -> SocketResult<()> {
+        if !self.granted.network.is_empty() {
+            return Ok(());
+        }
+        if !std::mem::replace(&mut self.socket_refused, true) {
+            tracing::warn!(
+                service = %self.service,
+                "network: creating a {kind} socket denied: the service has no grants.network"
+            );
+        }
+        Err(ErrorCode::AccessDenied.into())
+    }
+}
+
+impl tcp_create_socket::Host for HostState {
+    fn create_tcp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<TcpSocket>> {
+        self.may_create_socket("TCP")?;
+        tcp_create_socket::Host::create_tcp_socket(&mut self.sockets(), family)
+    }
+}
+
+impl udp_create_socket::Host for HostState {
+    async fn create_udp_socket(
+        &mut self,
+        family: IpAddressFamily,
+    ) -> SocketResult<Resource<UdpSocket>> {
+        self.may_create_socket("UDP")?;
+        udp_create_socket::Host::create_udp_socket(&mut self.sockets(), family).await
+    }
+}
+
+// What the two interfaces above need of `wasi:sockets/network`: wasmtime-wasi's own.
+impl network::Host for HostState {
+    fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<ErrorCode> {
+        network::Host::convert_error_code(&mut self.sockets(), error)
+    }
+
+    fn network_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        network::Host::network_error_code(&mut self.sockets(), err)
+    }
+}
+
+impl network::HostNetwork for HostState {
+    fn drop(&mut self, this: Resource<network::Network>) -> wasmtime::Result<()> {
+        network::HostNetwork::drop(&mut self.sockets(), this)
     }
 }
 

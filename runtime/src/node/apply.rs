@@ -199,7 +199,7 @@ impl Core {
 
 /// Whether `entry` differs from what `old` runs (after a rollback: the version it went back
 /// to): another entry, or another component file behind the same path.
-fn changed(old: &Running, entry: &ServiceEntry) -> bool {
+pub(super) fn changed(old: &Running, entry: &ServiceEntry) -> bool {
     if old.current().0 != entry {
         return true;
     }

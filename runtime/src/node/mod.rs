@@ -210,30 +210,43 @@ pub struct NodeHandle(Arc<Core>);
 impl NodeHandle {
     /// See [`Node::reload`].
     pub async fn reload(&self, manifest: &Manifest) -> anyhow::Result<Applied> {
-        for s in manifest.services.iter().filter(|s| s.enabled) {
-            check::trial(
-                &self.0.env.loader,
-                &self.0.limits,
-                s,
-                &self.0.limits.data_dir,
-            )
-            .await
-            .with_context(|| format!("service `{}`", s.name))?;
+        // New and changed entries are instantiated in their sandbox; the others only loaded
+        // (their instances run, and a full engine must not block a reload).
+        let fresh: Vec<bool> = {
+            let running = self.0.running.lock().await;
+            manifest
+                .services
+                .iter()
+                .map(|s| running.get(&s.name).is_none_or(|r| apply::changed(r, s)))
+                .collect()
+        };
+        for (s, fresh) in manifest
+            .services
+            .iter()
+            .zip(fresh)
+            .filter(|(s, _)| s.enabled)
+        {
+            let checked = if fresh {
+                check::trial(&self.0.env.loader, &self.0.limits, s).await
+            } else {
+                self.0
+                    .env
+                    .loader
+                    .load(&crate::component::ComponentSource::of(s))
+                    .await
+                    .map_err(anyhow::Error::from)
+            };
+            checked.with_context(|| format!("service `{}`", s.name))?;
         }
         self.0.apply(Some(manifest), None).await
     }
 
     /// Loads (compiles, checks) one service's component and instantiates it in its sandbox
-    /// ([`check_entry`]), without running it.
+    /// ([`check_entry`]), without running it; the fleet client checks new versions so.
     pub async fn check(&self, entry: &ServiceEntry) -> anyhow::Result<()> {
-        check::trial(
-            &self.0.env.loader,
-            &self.0.limits,
-            entry,
-            &self.0.limits.data_dir,
-        )
-        .await
-        .map(drop)
+        check::trial(&self.0.env.loader, &self.0.limits, entry)
+            .await
+            .map(drop)
     }
 
     /// The table of services (state and counters).

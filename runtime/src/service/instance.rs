@@ -22,6 +22,8 @@ pub enum Fault {
     StartFailed(String),
     /// Instantiation or the host failed.
     Host(String),
+    /// The engine had no free slot for another instance (its pool is full for now).
+    EngineFull(String),
 }
 
 impl fmt::Display for Fault {
@@ -35,6 +37,10 @@ impl fmt::Display for Fault {
             ),
             Fault::StartFailed(e) => write!(f, "start failed: {e}"),
             Fault::Host(e) => write!(f, "{e}"),
+            Fault::EngineFull(e) => write!(
+                f,
+                "{e}: the node's engine has no free slot (engine.max_instances in the node config)"
+            ),
         }
     }
 }
@@ -259,10 +265,14 @@ fn instantiation_fault(e: wasmtime::Error, state: &HostState, budget: Duration) 
     if let Some(refused) = state.limits.refused() {
         return Fault::Host(format!("{text}: {refused}"));
     }
-    if text.contains("concurrent") || text.contains("exceeds the limit") {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Fault::EngineFull(text);
+    }
+    if text.contains("exceeds the limit") {
         return Fault::Host(format!(
-            "{text}: the node's engine refused it (engine.max_instances, engine.max_memory_mib \
-             in the node config)"
+            "{text}: the node's engine refused it (engine.max_memory_mib in the node config)"
         ));
     }
     classify(e, budget)

@@ -66,14 +66,18 @@ class BaseService:
         self.name: str = config.service_name()
         #: The latest desired state (see :meth:`state_update`).
         self.desired: State = State()
-        self._actions: Dict[str, Callable] = {}
-        self._timers: Dict[str, Callable] = {}
-        for attr in dir(type(self)):
-            f = getattr(type(self), attr, None)
-            if hasattr(f, "_busbar_action"):
-                self._actions[f._busbar_action] = getattr(self, attr)
-            if hasattr(f, "_busbar_timer"):
-                self._timers[f._busbar_timer] = getattr(self, attr)
+        # From the base classes down, so a subclass's marks win; each mark names a method,
+        # looked up on the instance, so overriding a marked method keeps its action.
+        actions: Dict[str, str] = {}
+        timers_: Dict[str, str] = {}
+        for klass in reversed(type(self).__mro__):
+            for attr, f in vars(klass).items():
+                if hasattr(f, "_busbar_action"):
+                    actions[f._busbar_action] = attr
+                if hasattr(f, "_busbar_timer"):
+                    timers_[f._busbar_timer] = attr
+        self._actions: Dict[str, Callable] = {a: getattr(self, m) for a, m in actions.items()}
+        self._timers: Dict[str, Callable] = {t: getattr(self, m) for t, m in timers_.items()}
 
     # What the node calls; override these.
 
@@ -118,25 +122,24 @@ class BaseService:
 
     def property(self, name: str, default: Any = None) -> Any:
         """Configuration property ``name`` from the manifest, or ``default`` when it is not
-        set. Strings come as they are; other values as their JSON type. With a default, a
-        value of another type is logged and replaced by the default."""
+        set. Without a default: the text the node gives (strings as they are, other values
+        as JSON text). With one: converted to the default's type (str, bool, int, float,
+        list or dict); a value that does not convert is logged and the default used."""
         raw = config.get_property(name)
         if raw is None:
             return default
-        if isinstance(default, str):
+        if default is None or isinstance(default, str):
             return raw
         try:
             value = json.loads(raw)
         except ValueError:
-            if default is None:
-                return raw
-            self.warn(f"property `{name}`: cannot use {raw!r}, using the default")
-            return default
-        if default is None or isinstance(value, type(default)):
-            return value
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = None
+        kind = type(default)
+        if kind is float and type(value) is int:
             return float(value)
-        self.warn(f"property `{name}`: cannot use {raw!r}, using the default")
+        if type(value) is kind:
+            return value
+        self.warn(f"property `{name}`: {raw!r} is not a {kind.__name__}, using the default")
         return default
 
     def debug(self, text: str) -> None:
