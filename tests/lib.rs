@@ -78,8 +78,10 @@ pub fn python_cache_home() -> PathBuf {
 }
 
 /// The environment that points a node at [`python_cache_home`].
-pub fn python_env() -> Vec<(&'static str, std::ffi::OsString)> {
-    vec![("XDG_CACHE_HOME", python_cache_home().into_os_string())]
+pub fn python_env() -> [(&'static str, &'static std::ffi::OsStr); 1] {
+    static HOME: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+    let home = HOME.get_or_init(|| python_cache_home().into_os_string());
+    [("XDG_CACHE_HOME", home.as_os_str())]
 }
 
 /// Path of Python guest `name` (built by `just build-guests` from `guests/python/{name}.py`),
@@ -107,10 +109,11 @@ pub fn warm(component: &Path) {
         component.display().to_string()
     );
     std::fs::write(dir.path().join("m.toml"), entry).unwrap();
-    let env = python_env();
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    let mut check =
-        process::Busbar::start_env(dir.path(), &["check", "--manifest", "m.toml"], &env);
+    let mut check = process::Busbar::start_env(
+        dir.path(),
+        &["check", "--manifest", "m.toml"],
+        &python_env(),
+    );
     let status = check.wait_within(guard() * 5);
     let done = check.finished(status);
     assert!(

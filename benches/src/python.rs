@@ -61,12 +61,10 @@ fn node_rss(component: &str, n: usize) -> anyhow::Result<u64> {
         dir.path().join("node.toml"),
         "[com]\nkind = \"file\"\npath = \"com.jsonl\"\n",
     )?;
-    let env = python_env();
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let mut node = Busbar::start_env(
         dir.path(),
         &["run", "--manifest", "m.toml", "--config", "node.toml"],
-        &env,
+        &python_env(),
     );
     if n > 0 {
         node.wait_log(n, &["service state", "\"running\""]);

@@ -3,8 +3,6 @@
 //! their traceback, the sandbox, a hot swap through the hub, and `busbar check` naming a
 //! limit that is too small.
 
-use std::ffi::OsStr;
-
 use busbar_tests::admin::AdminNode;
 use busbar_tests::fleet::{Hub, start_node_env};
 use busbar_tests::process::Busbar;
@@ -13,14 +11,19 @@ use serde_json::{Value, json};
 
 use crate::fleet::{runs, sha256};
 
-fn env() -> Vec<(&'static str, std::ffi::OsString)> {
-    python_env()
+fn start(manifest: &str) -> AdminNode {
+    AdminNode::start_env(manifest, &python_env())
 }
 
-fn start(manifest: &str) -> AdminNode {
-    let env = env();
-    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    AdminNode::start_env(manifest, &env)
+/// Waits until `service/action` answers (a service restarting does not), and returns it.
+async fn answered(node: &AdminNode, method: &str, params: Value) -> Value {
+    until(&format!("{method} to answer"), || async {
+        rpc(node, method, params.clone())
+            .await
+            .get("result")
+            .cloned()
+    })
+    .await
 }
 
 /// `service/action` with `params` through the admin API: the JSON-RPC body.
@@ -66,13 +69,7 @@ async fn a_python_service_runs_beside_rust_ones() {
     .concat();
     let node = start(&manifest);
     // Properties and the service's name.
-    let info = until("py to answer", || async {
-        rpc(&node, "py/info", json!({}))
-            .await
-            .get("result")
-            .cloned()
-    })
-    .await;
+    let info = answered(&node, "py/info", json!({})).await;
     assert_eq!(info["name"], "py");
     assert_eq!(info["greeting"], "hej");
     // Timers, and submit-message reaching Com.
@@ -163,13 +160,7 @@ async fn a_python_service_runs_beside_rust_ones() {
 async fn a_python_fault_is_logged_with_its_traceback_and_the_service_restarts() {
     python_guest("py_probe");
     let mut node = start(&service("py", "py_probe", ""));
-    until("py to answer", || async {
-        rpc(&node, "py/info", json!({}))
-            .await
-            .get("result")
-            .cloned()
-    })
-    .await;
+    answered(&node, "py/info", json!({})).await;
     // An exception: the caller gets a fault, the log the traceback, and py comes back.
     let raised = rpc(&node, "py/raise", json!({})).await;
     assert!(
@@ -186,24 +177,12 @@ async fn a_python_fault_is_logged_with_its_traceback_and_the_service_restarts() 
     node.process
         .wait_log(1, &["ValueError: py-probe was asked to raise"]);
     // MemoryError: the node says which limit refused the memory, the log has the error.
-    until("py back after the exception", || async {
-        rpc(&node, "py/info", json!({}))
-            .await
-            .get("result")
-            .cloned()
-    })
-    .await;
+    answered(&node, "py/info", json!({})).await;
     rpc(&node, "py/hog", json!({})).await;
     node.process
         .wait_log(1, &["refused by limits.memory_mib = 16", "\"py\""]);
     node.process.wait_log(1, &["MemoryError"]);
-    let info = until("py back after the MemoryError", || async {
-        rpc(&node, "py/info", json!({}))
-            .await
-            .get("result")
-            .cloned()
-    })
-    .await;
+    let info = answered(&node, "py/info", json!({})).await;
     assert_eq!(info["name"], "py");
     let status = node.get_json("/status").await;
     let py = &status["services"][0];
@@ -227,13 +206,7 @@ async fn a_python_service_gets_errors_outside_its_grants_and_keeps_running() {
     ]
     .concat();
     let mut node = start(&manifest);
-    until("py to answer", || async {
-        rpc(&node, "py/info", json!({}))
-            .await
-            .get("result")
-            .cloned()
-    })
-    .await;
+    answered(&node, "py/info", json!({})).await;
     // Files: its own /data, nothing outside.
     let wrote = ask(
         &node,
@@ -318,15 +291,13 @@ async fn a_stateful_python_service_is_hot_swapped_through_the_hub_with_its_state
     let hub = Hub::start();
     let token = hub.add_node("gw1");
     hub.publish("counter", &v1, "gw1", &[]);
-    let env = env();
-    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let node = start_node_env(
         work.path(),
         "gw1",
         &hub.url,
         &token,
         &hub.public_key_file(),
-        &env,
+        &python_env(),
     );
     runs(&node, "counter", &sha256(&v1)).await;
     ask(&node, "counter/add", json!({ "n": 5 })).await;
@@ -348,10 +319,12 @@ fn check_instantiates_python_services_and_names_a_limit_that_is_too_small() {
     let dir = tempfile::tempdir().unwrap();
     let check = |extra: &str| {
         std::fs::write(dir.path().join("m.toml"), service("py", "py_probe", extra)).unwrap();
-        let env = env();
-        let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        let done =
-            Busbar::start_env(dir.path(), &["check", "--manifest", "m.toml"], &env).wait_finished();
+        let done = Busbar::start_env(
+            dir.path(),
+            &["check", "--manifest", "m.toml"],
+            &python_env(),
+        )
+        .wait_finished();
         (done.status.success(), done.all())
     };
     let (ok, out) = check("");
