@@ -87,7 +87,8 @@ pub enum Origin {
     Cache,
     /// Taken from this artifact of `busbar compile`.
     Precompiled(PathBuf),
-    /// Already loaded for another service of this node: the compiled code is shared.
+    /// Already loaded on this node (for another service, or an earlier instance of this
+    /// one): the compiled code is shared.
     Shared,
 }
 
@@ -97,7 +98,7 @@ impl std::fmt::Display for Origin {
             Origin::Compiled => f.write_str("compiled"),
             Origin::Cache => f.write_str("cached"),
             Origin::Precompiled(p) => write!(f, "precompiled {}", p.display()),
-            Origin::Shared => f.write_str("shared with another service"),
+            Origin::Shared => f.write_str("already in memory"),
         }
     }
 }

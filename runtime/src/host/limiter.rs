@@ -56,6 +56,27 @@ fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
+impl SandboxLimits {
+    /// Refuses a growth for `why`, logging the first refusal of each kind (`logged`).
+    fn refuse(&mut self, why: String, memory: bool) -> wasmtime::Result<bool> {
+        let logged = if memory {
+            &mut self.logged_memory
+        } else {
+            &mut self.logged_table
+        };
+        if !std::mem::replace(logged, true) {
+            let guest = if memory {
+                "; the guest sees an allocation failure (Python: MemoryError)"
+            } else {
+                ""
+            };
+            tracing::warn!(service = %self.service, "{why}{guest}");
+        }
+        self.refused = Some(why);
+        Ok(false)
+    }
+}
+
 impl ResourceLimiter for SandboxLimits {
     fn memory_growing(
         &mut self,
@@ -71,12 +92,7 @@ impl ResourceLimiter for SandboxLimits {
                 mib(desired),
                 self.memory_bytes >> 20
             );
-            if !self.logged_memory {
-                self.logged_memory = true;
-                tracing::warn!(service = %self.service, "{why}; the guest sees an allocation failure (Python: MemoryError)");
-            }
-            self.refused = Some(why);
-            return Ok(false);
+            return self.refuse(why, true);
         }
         Ok(maximum.is_none_or(|max| desired <= max))
     }
@@ -93,12 +109,7 @@ impl ResourceLimiter for SandboxLimits {
                  limits.table_elements = {} (raise it in the manifest)",
                 self.table_elements
             );
-            if !self.logged_table {
-                self.logged_table = true;
-                tracing::warn!(service = %self.service, "{why}");
-            }
-            self.refused = Some(why);
-            return Ok(false);
+            return self.refuse(why, false);
         }
         Ok(maximum.is_none_or(|max| desired <= max))
     }
@@ -113,5 +124,26 @@ impl ResourceLimiter for SandboxLimits {
 
     fn memories(&self) -> usize {
         MAX_TABLES_AND_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_field_to_raise() {
+        let mut l = SandboxLimits::new("svc".into(), 16 << 20, 100, 8);
+        assert!(l.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert!(l.refused().is_none());
+        assert!(!l.memory_growing(16 << 20, 17 << 20, None).unwrap());
+        assert!(l.refused().unwrap().contains("limits.memory_mib = 16"));
+        assert!(!l.table_growing(10, 101, None).unwrap());
+        assert!(l.refused().unwrap().contains("limits.table_elements = 100"));
+        assert!(
+            !l.memory_growing(0, 1 << 20, Some(1 << 19)).unwrap(),
+            "the module's own maximum holds too"
+        );
+        assert_eq!(l.instances_limit(), 8);
     }
 }
