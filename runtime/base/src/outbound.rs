@@ -41,9 +41,16 @@ impl FromStr for OutboundRule {
 
     fn from_str(entry: &str) -> Result<Self, Self::Err> {
         let err = |why| OutboundRuleError {
-            entry: entry.chars().take(80).collect(),
+            entry: entry
+                .chars()
+                .take(80)
+                .flat_map(char::escape_debug)
+                .collect(),
             why,
         };
+        if entry.ends_with(']') {
+            return Err(err("no port"));
+        }
         let (host, port) = entry.rsplit_once(':').ok_or_else(|| err("no port"))?;
         let port = match port {
             "*" => None,
@@ -162,6 +169,8 @@ mod tests {
             ("10.0.0.0/33:1", "not an IP network"),
             ("é:ü", "the port is not"),
             ("é:1", "not an IP address"),
+            ("[::1]", "no port"),
+            ("\u{1b}[2J:1", "`\\u{1b}[2J:1`"),
         ] {
             let e = s.parse::<OutboundRule>().unwrap_err().to_string();
             assert!(
