@@ -56,6 +56,12 @@ pub fn rate(n: u64, secs: f64) -> String {
     }
 }
 
+/// The middle value (upper middle for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Nearest-rank percentile of sorted nanoseconds, in µs.
 pub fn pct_us(sorted: &[u64], p: f64) -> f64 {
     let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;

@@ -16,15 +16,10 @@ use busbar_tests::process::Busbar;
 use busbar_tests::{guest, python_cache_home, python_env, python_guest, service};
 use serde_json::{Value, json};
 
-use crate::{Row, pct_us, rate, verdict};
+use crate::{Row, median, pct_us, rate, verdict};
 
 const BURST: u64 = 20_000;
 const CALLS: u64 = 2_000;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Seconds to compile `component` (no cache), and median ms to load it from a cache.
 fn compile_and_load(component: &Path) -> anyhow::Result<(f64, f64)> {

@@ -15,12 +15,7 @@ use busbar::node::Node;
 use busbar::service::Instance;
 use busbar_tests::{guest, service};
 
-use crate::{Row, verdict};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use crate::{Row, median, verdict};
 
 /// Median µs to load `echo` with a fresh loader (so nothing is shared in memory).
 fn load_us(cache: Option<&Path>, rounds: usize) -> anyhow::Result<f64> {
