@@ -3,7 +3,6 @@
 
 #![allow(unsafe_code)]
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +66,7 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = compile(engine, bytes)?;
         if let Some(path) = path
             && let Err(e) = store(&component, &path)
         {
@@ -75,6 +74,18 @@ impl CompileCache {
         }
         Ok((component, false))
     }
+}
+
+/// Compiles a component (the `compiler` feature).
+#[cfg(feature = "compiler")]
+fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Ok(Component::new(engine, bytes)?)
+}
+
+/// Without a compiler nothing can be compiled: the loader says so before it gets here.
+#[cfg(not(feature = "compiler"))]
+fn compile(_engine: &Engine, _bytes: &[u8]) -> anyhow::Result<Component> {
+    anyhow::bail!("this busbar was built without a compiler")
 }
 
 fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
@@ -87,11 +98,21 @@ fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A short, stable name for the engine's compilation settings (target, features, tunables)
-/// and this busbar version: artifacts with another fingerprint are never loaded.
+/// A short, stable name for the engine's compilation settings (target, features, tunables,
+/// host CPU features) and this busbar version: artifacts with another fingerprint are never
+/// loaded.
+#[cfg(feature = "compiler")]
 pub fn fingerprint(engine: &Engine) -> String {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+/// Without a compiler the cache is never written; what an older full build left there is
+/// not read either.
+#[cfg(not(feature = "compiler"))]
+pub fn fingerprint(_engine: &Engine) -> String {
+    "no-compiler".to_owned()
 }

@@ -189,10 +189,11 @@ fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot read component {}", args.input.display()))?;
     let engine = config.engine.build_for(Some(target))?;
-    let header = crate::precompiled::write(&engine, &wasm, target, &args.output)
+    let fingerprint = config.engine.fingerprint(target);
+    let header = crate::precompiled::write(&engine, &wasm, target, &fingerprint, &args.output)
         .with_context(|| format!("component {}", args.input.display()))?;
     println!(
-        "{} -> {} (target {target}, sha256 {})",
+        "{} -> {} (target {target}, engine fingerprint {fingerprint}, sha256 {})",
         args.input.display(),
         args.output.display(),
         header.sha256
@@ -211,7 +212,8 @@ async fn check(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<()> {
         std::time::Duration::from_millis(config.engine.epoch_tick_ms),
     );
     let cache = crate::cache::CompileCache::new(&engine, config.cache_dir())?;
-    let loader = crate::component::Loader::new(engine, cache)?;
+    let loader = crate::component::Loader::new(engine, cache)?
+        .with_fingerprint(config.engine.fingerprint(crate::precompiled::HOST_TARGET));
     let mut failures = Vec::new();
     for s in &manifest.services {
         // Loaded, then instantiated in the sandbox `run` gives it (not started).

@@ -13,6 +13,7 @@ use crate::bindings::{Service, ServicePre};
 use crate::cache::CompileCache;
 use crate::host::HostState;
 use crate::precompiled::Attempt;
+use busbar_base::digest::Fingerprint;
 
 /// Why a component could not be loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,20 @@ pub enum LoadError {
          wasi:random; the network is reached through the bus and Com)"
     )]
     Ungranted { path: PathBuf, import: String },
+    /// This busbar has no compiler and no artifact of the component fits this node.
+    #[error(
+        "component {path}: this busbar runs only precompiled components (it was built without \
+         a compiler) and no artifact of it fits this node (target {target}, engine fingerprint \
+         {fingerprint}). Make one on a machine with the full busbar: `busbar compile --target \
+         {target} --config <this node's config> {path} -o <file>.cwasm` and list it in the \
+         service's `precompiled`; or publish the component through the hub, whose `busbar hub \
+         publish` compiles it for the engines its nodes announce"
+    )]
+    NoCompiler {
+        path: PathBuf,
+        target: String,
+        fingerprint: String,
+    },
 }
 
 /// Where a service's code comes from: the component, its expected digest, and artifacts
@@ -163,6 +178,8 @@ pub struct Loader {
     /// Compiled components by sha256: services running the same component share its code,
     /// and concurrent loads of one component compile it once.
     in_memory: Arc<Mutex<HashMap<String, Slot>>>,
+    /// The engine's fingerprint, when known: artifacts made for another are not used.
+    fingerprint: Option<Fingerprint>,
 }
 
 /// One component's compiled code, filled by the first load.
@@ -180,7 +197,15 @@ impl Loader {
             linker: Arc::new(linker),
             cache,
             in_memory: Arc::default(),
+            fingerprint: None,
         })
+    }
+
+    /// The same loader, using only artifacts compiled for engine `fingerprint` (the node's,
+    /// [`crate::engine::EngineConfig::fingerprint`]).
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
     }
 
     /// The engine.
@@ -242,6 +267,15 @@ impl Loader {
             (c.clone(), Origin::Shared)
         } else if let Some(found) = self.precompiled(source, &digest) {
             found
+        } else if !crate::engine::HAS_COMPILER {
+            return Err(LoadError::NoCompiler {
+                path: path.to_path_buf(),
+                target: crate::precompiled::HOST_TARGET.to_owned(),
+                fingerprint: self
+                    .fingerprint
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), ToString::to_string),
+            });
         } else {
             let (component, from_cache) = self
                 .cache
@@ -291,7 +325,12 @@ impl Loader {
         digest: &str,
     ) -> Option<(wasmtime::component::Component, Origin)> {
         for artifact in &source.precompiled {
-            match crate::precompiled::load(&self.engine, artifact, digest) {
+            match crate::precompiled::load(
+                &self.engine,
+                artifact,
+                digest,
+                self.fingerprint.as_ref(),
+            ) {
                 Ok(Attempt::Loaded(c)) => {
                     tracing::info!(artifact = %artifact.display(), "using the precompiled artifact");
                     return Some((c, Origin::Precompiled(artifact.clone())));
@@ -299,10 +338,15 @@ impl Loader {
                 Ok(Attempt::OtherTarget(t)) => {
                     tracing::debug!(artifact = %artifact.display(), target = %t, "precompiled for another target");
                 }
-                Err(e) => tracing::warn!(
+                Err(e) if crate::engine::HAS_COMPILER => tracing::warn!(
                     artifact = %artifact.display(),
                     component = %source.path.display(),
                     "precompiled artifact not used ({e:#}); compiling the component instead"
+                ),
+                Err(e) => tracing::error!(
+                    artifact = %artifact.display(),
+                    component = %source.path.display(),
+                    "precompiled artifact not used: {e:#}"
                 ),
             }
         }

@@ -47,6 +47,13 @@ impl Default for EngineConfig {
     }
 }
 
+/// The wasmtime this busbar was built with (from Cargo.lock).
+pub const WASMTIME_VERSION: &str = env!("BUSBAR_WASMTIME_VERSION");
+
+/// Whether this busbar can compile components (the `compiler` feature); without it, it runs
+/// only precompiled artifacts.
+pub const HAS_COMPILER: bool = cfg!(feature = "compiler");
+
 /// Size of the fiber stack each instance runs on.
 const ASYNC_STACK: usize = 1 << 20;
 /// Deepest wasm stack allowed within it.
@@ -71,6 +78,24 @@ impl EngineConfig {
             return Err("fuel: needs engine.consume_fuel = true in the node config".into());
         }
         Ok(())
+    }
+
+    /// busbar's fingerprint of the engine this config builds for node target `triple`: the
+    /// wasmtime version, wasmtime's compilation target and every setting that changes the
+    /// code it generates. The same on every machine, with or without a compiler: a node
+    /// announces its own, and an artifact compiled for another fingerprint is not used
+    /// (wasmtime then checks the artifact again as it loads it).
+    pub fn fingerprint(&self, triple: &str) -> busbar_base::digest::Fingerprint {
+        let description = format!(
+            "busbar-engine-v1 wasmtime={} target={} memory_reservation={} guard={GUARD} \
+             growth_reservation=0 epochs=true fuel={} pooling={} component_model=true",
+            WASMTIME_VERSION,
+            crate::precompiled::engine_target(triple),
+            self.memory_bytes(),
+            self.consume_fuel,
+            self.pooling,
+        );
+        busbar_base::digest::Fingerprint::of(&description)
     }
 
     fn memory_bytes(&self) -> u64 {
@@ -132,6 +157,11 @@ impl EngineConfig {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         Engine::new(&config).map_err(anyhow::Error::from).with_context(|| match triple {
+            Some(_) if !HAS_COMPILER => {
+                "this busbar was built without a compiler (the gateway build): compile on a \
+                 machine with the full build"
+                    .to_owned()
+            }
             Some(t) if t != crate::precompiled::HOST_TARGET && !cfg!(feature = "cross-compile") => {
                 format!("this busbar was built without the `cross-compile` feature: it can only compile for {}", crate::precompiled::HOST_TARGET)
             }

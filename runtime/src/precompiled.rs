@@ -6,14 +6,15 @@
 //!
 //! ```text
 //! busbar-precompiled
-//! {"format":1,"sha256":"…","target":"aarch64-unknown-linux-gnu","busbar":"0.1.0"}
+//! {"format":1,"sha256":"…","target":"aarch64-unknown-linux-gnu","busbar":"0.1.0","fingerprint":"…"}
 //! <cwasm bytes>
 //! ```
 //!
 //! A node uses an artifact only if it was made from the exact component the manifest names,
-//! for the node's own target, and wasmtime accepts it for the node's engine (same wasmtime,
-//! compatible settings and CPU features). Otherwise it says why in the log and compiles the
-//! component itself.
+//! for the node's own target and engine fingerprint ([`crate::engine::EngineConfig::fingerprint`]),
+//! and wasmtime accepts it for the node's engine (same wasmtime, compatible settings and CPU
+//! features). Otherwise it says why in the log and compiles the component itself, or, built
+//! without a compiler, refuses the component.
 
 #![allow(unsafe_code)]
 
@@ -21,6 +22,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use busbar_base::digest::Fingerprint;
 use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -42,6 +44,9 @@ pub struct Header {
     pub target: String,
     /// The busbar version that compiled it.
     pub busbar: String,
+    /// The engine fingerprint it was compiled for (artifacts of older busbars have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// The wasmtime compilation target for a node's triple: 32-bit ARM nodes run the Pulley
@@ -54,30 +59,62 @@ pub fn engine_target(triple: &str) -> &str {
     }
 }
 
-/// Compiles `wasm` with `engine` (already configured for `target`) and writes the artifact to
-/// `out` atomically.
-pub fn write(engine: &Engine, wasm: &[u8], target: &str, out: &Path) -> anyhow::Result<Header> {
+/// Compiles `wasm` with `engine` (already configured for `target`, whose fingerprint is
+/// `fingerprint`) into an artifact: header and compiled code.
+pub fn compile(
+    engine: &Engine,
+    wasm: &[u8],
+    target: &str,
+    fingerprint: &Fingerprint,
+) -> anyhow::Result<(Header, Vec<u8>)> {
     use sha2::Digest as _;
     let header = Header {
         format: FORMAT,
         sha256: hex::encode(sha2::Sha256::digest(wasm)),
         target: target.to_owned(),
         busbar: env!("CARGO_PKG_VERSION").to_owned(),
+        fingerprint: Some(fingerprint.clone()),
     };
-    let cwasm = engine
+    let cwasm = precompile(engine, wasm)?;
+    let mut out = MAGIC.to_vec();
+    serde_json::to_writer(&mut out, &header)?;
+    out.push(b'\n');
+    out.extend_from_slice(&cwasm);
+    Ok((header, out))
+}
+
+#[cfg(feature = "compiler")]
+fn precompile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+    engine
         .precompile_component(wasm)
         .map_err(anyhow::Error::from)
-        .context("compiling the component")?;
+        .context("compiling the component")
+}
+
+#[cfg(not(feature = "compiler"))]
+fn precompile(_engine: &Engine, _wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+    anyhow::bail!(
+        "this busbar was built without a compiler (the gateway build): compile on a machine \
+         with the full build"
+    )
+}
+
+/// Compiles `wasm` into an artifact ([`compile`]) and writes it to `out` atomically.
+pub fn write(
+    engine: &Engine,
+    wasm: &[u8],
+    target: &str,
+    fingerprint: &Fingerprint,
+    out: &Path,
+) -> anyhow::Result<Header> {
+    let (header, bytes) = compile(engine, wasm, target, fingerprint)?;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(MAGIC)?;
-    serde_json::to_writer(&mut tmp, &header)?;
-    tmp.write_all(b"\n")?;
-    tmp.write_all(&cwasm)?;
+    tmp.write_all(&bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(out)
         .with_context(|| format!("writing {}", out.display()))?;
@@ -112,9 +149,15 @@ pub enum Attempt {
     Loaded(Component),
 }
 
-/// Loads the artifact at `path` for the component whose sha256 is `digest`, if it fits.
-/// An error says why it does not (the caller then compiles the component).
-pub fn load(engine: &Engine, path: &Path, digest: &str) -> anyhow::Result<Attempt> {
+/// Loads the artifact at `path` for the component whose sha256 is `digest`, if it fits an
+/// engine with `fingerprint` (when known). An error says why it does not (the caller then
+/// compiles the component).
+pub fn load(
+    engine: &Engine,
+    path: &Path,
+    digest: &str,
+    fingerprint: Option<&Fingerprint>,
+) -> anyhow::Result<Attempt> {
     let bytes =
         busbar_base::read_file::read_bounded(path, busbar_base::read_file::MAX_COMPONENT_BYTES)
             .context("cannot read it")?;
@@ -127,6 +170,14 @@ pub fn load(engine: &Engine, path: &Path, digest: &str) -> anyhow::Result<Attemp
         "it was compiled from another component (sha256 {}, the component has {digest})",
         header.sha256
     );
+    if let (Some(made), Some(ours)) = (&header.fingerprint, fingerprint) {
+        anyhow::ensure!(
+            made == ours,
+            "it was compiled for engine fingerprint {made}, but this node's engine has {ours} \
+             (another busbar or wasmtime version, or other [engine] settings: \
+             max_memory_mib, consume_fuel, pooling)"
+        );
+    }
     // SAFETY: the artifact is named by the manifest, which the node trusts as much as the
     // components it runs (see `ServiceEntry::precompiled`); wasmtime checks that it was
     // produced by this wasmtime version with settings and CPU features this engine supports.

@@ -93,6 +93,67 @@ impl PartialEq<str> for Sha256 {
     }
 }
 
+/// 16 lowercase hex digits: busbar's name for a wasm engine's compilation settings (its
+/// wasmtime version, target and the settings that change generated code). A node announces
+/// its own; a precompiled artifact names the one it was compiled for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(String);
+
+/// Text that is not an engine fingerprint; says what it got (cut short, escaped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an engine fingerprint: expected 16 hex digits")]
+pub struct NotFingerprint(String);
+
+impl Fingerprint {
+    /// Checks `text` and keeps it lowercase.
+    pub fn parse(text: &str) -> Result<Self, NotFingerprint> {
+        if text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(NotFingerprint(shown(text)))
+        }
+    }
+
+    /// The fingerprint of a description of the settings: the first 16 hex digits of its
+    /// sha256.
+    pub fn of(description: &str) -> Self {
+        let digest = Sha256::of(description.as_bytes());
+        Self(digest.as_str().chars().take(16).collect())
+    }
+
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Fingerprint {
+    type Error = NotFingerprint;
+    fn try_from(text: String) -> Result<Self, NotFingerprint> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(d: Fingerprint) -> Self {
+        d.0
+    }
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = NotFingerprint;
+    fn from_str(text: &str) -> Result<Self, NotFingerprint> {
+        Self::parse(text)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +170,18 @@ mod tests {
         let e = serde_json::from_str::<Sha256>(&format!("\"{}\"", "ü".repeat(32))).unwrap_err();
         assert!(e.to_string().contains("is not a sha256"), "{e}");
         assert_eq!(Sha256::of(b"").short(), "e3b0c44298fc");
+    }
+
+    #[test]
+    fn a_fingerprint_is_16_hex_digits() {
+        let f = Fingerprint::of("settings");
+        assert_eq!(f.as_str().len(), 16);
+        assert_eq!(Fingerprint::parse(&f.as_str().to_uppercase()).unwrap(), f);
+        for bad in ["", "abc", &"g".repeat(16), &"ü".repeat(8), &"a".repeat(64)] {
+            assert!(Fingerprint::parse(bad).is_err(), "{bad}");
+        }
+        let e = serde_json::from_str::<Fingerprint>("\"x\"").unwrap_err();
+        assert!(e.to_string().contains("not an engine fingerprint"), "{e}");
     }
 
     #[test]

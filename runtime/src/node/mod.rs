@@ -107,7 +107,8 @@ impl Node {
     pub async fn start(config: &NodeConfig, manifest: &Manifest) -> anyhow::Result<Node> {
         let engine = config.engine.build()?;
         let cache = CompileCache::new(&engine, config.cache_dir())?;
-        let loader = Loader::new(engine.clone(), cache)?;
+        let loader = Loader::new(engine.clone(), cache)?
+            .with_fingerprint(config.engine.fingerprint(crate::precompiled::HOST_TARGET));
         let ticker = EpochTicker::start(engine, Duration::from_millis(config.engine.epoch_tick_ms));
         let bus = Bus::new(config.max_payload_bytes);
 
