@@ -99,12 +99,12 @@ fuzz secs="60":
 
 # Build busbar for 64-bit ARM gateways (profile `dist`: thin LTO, stripped).
 cross-aarch64:
-    cargo build --profile dist --target aarch64-unknown-linux-gnu --no-default-features --bin busbar
+    cargo build --profile dist --target aarch64-unknown-linux-gnu -p busbar --no-default-features --bin busbar
     @ls -l "{{host_target}}/aarch64-unknown-linux-gnu/dist/busbar"
 
 # Build busbar for 32-bit ARM gateways (wasm runs on wasmtime's Pulley interpreter).
 cross-armv7:
-    cargo build --profile dist --target armv7-unknown-linux-gnueabihf --no-default-features --bin busbar
+    cargo build --profile dist --target armv7-unknown-linux-gnueabihf -p busbar --no-default-features --bin busbar
     @ls -l "{{host_target}}/armv7-unknown-linux-gnueabihf/dist/busbar"
 
 # Run both ARM builds under qemu-user: the demo, and artifacts precompiled here.

@@ -57,6 +57,7 @@ pub enum Command {
     /// Call a service action on a running node and print its reply.
     Call(crate::client::CallArgs),
     /// The fleet hub: keys, fleet dir, nodes, serve, publish.
+    #[cfg(feature = "hub")]
     Hub(busbar_hub::HubArgs),
 }
 
@@ -168,6 +169,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Monitor(args) => until(shutdown, crate::client::monitor(&args)).await,
         Command::Publish(args) => until(shutdown, crate::client::publish(&args)).await,
         Command::Call(args) => until(shutdown, crate::client::call(&args)).await,
+        #[cfg(feature = "hub")]
         Command::Hub(args) => busbar_hub::run(args, shutdown).await,
     }
 }

@@ -10,24 +10,39 @@
 //!   nodes, the uploaded components, the manifest layers ([`layers`]: all nodes, per tag, per
 //!   node) and what nodes reported ([`records`]). [`server`] serves [`node_api`] for nodes and
 //!   [`admin_api`] for admins; [`client`] and [`cli`] are the admin's command-line side.
+//!   All of the hub is the `hub` feature (default): a gateway's node, built without it, keeps
+//!   only the protocol.
 
 pub mod bounds;
 pub mod protocol;
 pub mod signing;
 
+#[cfg(feature = "hub")]
 pub mod admin_api;
+#[cfg(feature = "hub")]
 pub mod cli;
+#[cfg(feature = "hub")]
 pub mod client;
+#[cfg(feature = "hub")]
 pub mod config;
+#[cfg(feature = "hub")]
 pub mod error;
+#[cfg(feature = "hub")]
 pub mod files;
+#[cfg(feature = "hub")]
 pub mod layers;
+#[cfg(feature = "hub")]
 pub mod node_api;
+#[cfg(feature = "hub")]
 pub mod records;
+#[cfg(feature = "hub")]
 pub mod server;
+#[cfg(feature = "hub")]
 pub mod state;
-#[cfg(test)]
+#[cfg(all(test, feature = "hub"))]
 mod tests;
 
+#[cfg(feature = "hub")]
 pub use cli::{HubArgs, run};
+#[cfg(feature = "hub")]
 pub use server::HubServer;
