@@ -191,6 +191,7 @@ impl Hub {
             config: Default::default(),
             limits: Default::default(),
             grants: Default::default(),
+            artifacts: Vec::new(),
         };
         sign_entry(&key, &mut entry);
         serde_json::to_value(entry).unwrap()

@@ -170,7 +170,12 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Publish(args) => until(shutdown, crate::client::publish(&args)).await,
         Command::Call(args) => until(shutdown, crate::client::call(&args)).await,
         #[cfg(feature = "hub")]
-        Command::Hub(args) => busbar_hub::run(args, shutdown).await,
+        Command::Hub(args) => {
+            let compiler = crate::publisher::Compiler;
+            let compiler: Option<&dyn busbar_hub::publish::ArtifactCompiler> =
+                crate::engine::HAS_COMPILER.then_some(&compiler);
+            busbar_hub::run(args, compiler, shutdown).await
+        }
     }
 }
 

@@ -107,6 +107,18 @@ pub enum Origin {
     Shared,
 }
 
+impl Origin {
+    /// One word for it: `compiled`, `cached`, `precompiled` or `shared`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::Cache => "cached",
+            Origin::Precompiled(_) => "precompiled",
+            Origin::Shared => "shared",
+        }
+    }
+}
+
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -123,6 +135,8 @@ pub struct LoadedComponent {
     pre: ServicePre<HostState>,
     digest: String,
     origin: Origin,
+    /// Where the code first came from, even when this load shared it.
+    code: &'static str,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -167,6 +181,12 @@ impl LoadedComponent {
     pub fn origin(&self) -> &Origin {
         &self.origin
     }
+
+    /// Where the code first came from on this node: `precompiled`, `compiled` or `cached`
+    /// (a shared load says where the first one got it).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 /// Loads components for one engine. Cheap to clone.
@@ -183,7 +203,8 @@ pub struct Loader {
 }
 
 /// One component's compiled code, filled by the first load.
-type Slot = Arc<Mutex<Option<Component>>>;
+/// With where the code first came from ([`Origin::kind`]).
+type Slot = Arc<Mutex<Option<(Component, &'static str)>>>;
 
 impl Loader {
     /// A loader whose instances get the busbar imports and a default-deny WASI.
@@ -263,7 +284,7 @@ impl Loader {
             .or_default()
             .clone();
         let mut held = busbar_base::sync::lock(&slot);
-        let (component, origin) = if let Some(c) = &*held {
+        let (component, origin) = if let Some((c, _)) = &*held {
             (c.clone(), Origin::Shared)
         } else if let Some(found) = self.precompiled(source, &digest) {
             found
@@ -291,8 +312,12 @@ impl Loader {
             };
             (component, origin)
         };
+        let code = match &*held {
+            Some((_, code)) => code,
+            None => origin.kind(),
+        };
         if held.is_none() {
-            *held = Some(component.clone());
+            *held = Some((component.clone(), code));
         }
         drop(held);
         if let Some(import) = crate::grants::ungranted_import(&component, &self.engine) {
@@ -314,6 +339,7 @@ impl Loader {
             pre,
             digest,
             origin,
+            code,
         }))
     }
 

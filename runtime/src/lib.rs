@@ -20,7 +20,8 @@
 //!    desired state, and hands each part only what it needs; [`config`] says how it runs.
 //! 8. **Edges**: [`fleet`] (the node's side of the fleet hub), [`admin`] (the operators' HTTP
 //!    API) and [`client`] (its command-line side), [`daemon`] (the long-running process),
-//!    [`logging`], and [`cli`], which the `busbar` binary wraps.
+//!    [`logging`], [`publisher`] (the compiler `busbar hub publish` makes artifacts with),
+//!    and [`cli`], which the `busbar` binary wraps.
 //!
 //! Below all of them: `busbar_base` (what the node and the hub share: the service-entry
 //! vocabulary, bounded input, serving, supervision) and `busbar_hub` (the fleet protocol and
@@ -51,4 +52,6 @@ pub mod node;
 pub mod observe;
 pub mod orchestrator;
 pub mod precompiled;
+#[cfg(feature = "hub")]
+pub mod publisher;
 pub mod service;

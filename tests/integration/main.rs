@@ -2,6 +2,7 @@
 //! process or through the `busbar` binary.
 
 mod admin;
+mod artifacts;
 mod com;
 mod daemon;
 mod faults;

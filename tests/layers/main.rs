@@ -35,7 +35,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the node (composition root)", &["config", "node", "hub"]),
     (
         "fleet client, admin API, daemon, command line",
-        &["fleet", "admin", "client", "daemon", "cli", "logging"],
+        &[
+            "fleet",
+            "admin",
+            "client",
+            "daemon",
+            "cli",
+            "logging",
+            "publisher",
+        ],
     ),
 ];
 

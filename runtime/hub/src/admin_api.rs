@@ -17,7 +17,11 @@ use super::files::{self, write_atomic};
 use super::layers::Layer;
 use super::node_api::check_sha;
 use super::state::Hub;
-use crate::protocol::{self, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER};
+use crate::protocol::{
+    self, Artifact, EngineGroup, Engines, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
+    Targets,
+};
+use busbar_base::digest::{Fingerprint, Sha256 as Digest};
 
 /// Largest component an admin may upload.
 pub const MAX_BLOB_BYTES: usize = 64 << 20;
@@ -58,6 +62,145 @@ pub async fn put_blob(
     .await?;
     tracing::info!(sha256 = %sha, "component uploaded");
     Ok(StatusCode::CREATED)
+}
+
+/// The query of `PUT /v1/admin/artifacts/{sha256}`: what the artifact was compiled from and
+/// for.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactQuery {
+    /// sha256 of the component it was compiled from.
+    component: Digest,
+    /// The node target triple.
+    target: String,
+    /// The engine fingerprint.
+    fingerprint: Fingerprint,
+}
+
+/// `PUT /v1/admin/artifacts/{sha256}?component=&target=&fingerprint=` with
+/// `x-busbar-signature`: stores a precompiled artifact signed by the publisher.
+pub async fn put_artifact(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+    query: Result<axum::extract::Query<ArtifactQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, HubApiError> {
+    hub.authorize_admin(&headers)?;
+    check_sha(&sha)?;
+    let axum::extract::Query(query) = query?;
+    crate::bounds::check_target(&query.target)
+        .map_err(|e| HubApiError::bad_request(format!("target: {e}")))?;
+    let body = body?;
+    let actual = hex::encode(Sha256::digest(&body));
+    if actual != sha {
+        return Err(HubApiError::bad_request(format!(
+            "the body's sha256 is {actual}, but the path says {sha}"
+        )));
+    }
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok_or_else(|| {
+            HubApiError::bad_request(format!(
+                "missing header `{SIGNATURE_HEADER}` (hex signature)"
+            ))
+        })?;
+    let artifact = Artifact {
+        target: query.target,
+        fingerprint: query.fingerprint,
+        sha256: Digest::parse(&sha).map_err(|e| HubApiError::bad_request(e.to_string()))?,
+        size: body.len() as u64,
+        signature,
+    };
+    protocol::verify_artifact(&public_key(&hub)?, &query.component, &artifact)
+        .map_err(|e| HubApiError::bad_request(format!("artifact {sha}: {e}")))?;
+    let path = hub.dir.artifact(&sha);
+    blocking(move || {
+        write_atomic(&path, &body)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    })
+    .await?;
+    tracing::info!(sha256 = %sha, component = %query.component, target = %artifact.target,
+        fingerprint = %artifact.fingerprint, "artifact uploaded");
+    Ok(StatusCode::CREATED)
+}
+
+/// Checks that every artifact an entry lists is on the hub, with its size, and signed by the
+/// publisher for the entry's component.
+async fn check_artifacts(hub: &Hub, service: &protocol::FleetService) -> Result<(), HubApiError> {
+    let key = public_key(hub)?;
+    for (i, a) in service.artifacts.iter().enumerate() {
+        protocol::verify_artifact(&key, &service.sha256, a)
+            .map_err(|e| HubApiError::bad_request(format!("service.artifacts[{i}]: {e}")))?;
+        let path = hub.dir.artifact(a.sha256.as_str());
+        let size = blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => anyhow::bail!("cannot stat {}: {e}", path.display()),
+        })
+        .await?;
+        match size {
+            None => {
+                return Err(HubApiError::bad_request(format!(
+                    "service.artifacts[{i}]: no artifact {} on the hub: upload it first \
+                     (PUT /v1/admin/artifacts/{})",
+                    a.sha256, a.sha256
+                )));
+            }
+            Some(size) if size != a.size => {
+                return Err(HubApiError::bad_request(format!(
+                    "service.artifacts[{i}].size is {}, but artifact {} has {size} bytes",
+                    a.size, a.sha256
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/admin/engines`: the targets and engines the nodes a publish to `targets` reaches
+/// announced at their last sign-in, so the publisher compiles for each.
+pub async fn engines(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<Targets>, JsonRejection>,
+) -> Result<Json<Engines>, HubApiError> {
+    hub.authorize_admin(&headers)?;
+    let Json(targets) = body?;
+    check_targets(&hub, &targets.nodes, &targets.tags)?;
+    let config = hub.config.load_full();
+    let everyone = targets.nodes.is_empty() && targets.tags.is_empty();
+    let mut out = Engines::default();
+    for (id, entry) in &config.nodes {
+        let reached = everyone
+            || targets.nodes.contains(id)
+            || entry.tags.iter().any(|t| targets.tags.contains(t));
+        if !reached || entry.revoked {
+            continue;
+        }
+        let identity = hub.records.get(id).await?.identity;
+        match identity.and_then(|i| i.engine.map(|e| (i.target, e))) {
+            Some((target, engine)) => {
+                match out
+                    .engines
+                    .iter_mut()
+                    .find(|g| g.target == target && g.engine == engine)
+                {
+                    Some(group) => group.nodes.push(id.clone()),
+                    None => out.engines.push(EngineGroup {
+                        target,
+                        engine,
+                        nodes: vec![id.clone()],
+                    }),
+                }
+            }
+            None => out.unknown.push(id.clone()),
+        }
+    }
+    Ok(Json(out))
 }
 
 /// The publishers' public key of `hub.toml`.
@@ -128,6 +271,7 @@ pub async fn publish(
         )));
     }
     verify(&hub, &sha, &blob_signature)?;
+    check_artifacts(&hub, service).await?;
     protocol::verify_entry(&public_key(&hub)?, service).map_err(|e| {
         HubApiError::bad_request(format!(
             "service.signature: {e}; sign the whole entry with the publisher's key \

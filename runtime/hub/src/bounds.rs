@@ -27,6 +27,10 @@ pub const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
 pub const MAX_LOG_LINES: usize = 500;
 /// Longest forwarded log line, in characters (a node cuts longer ones).
 pub const MAX_LOG_LINE_CHARS: usize = 8192;
+/// Most precompiled artifacts per service entry (one per target and engine).
+pub const MAX_ARTIFACTS: usize = 16;
+/// Largest precompiled artifact, in bytes (a componentize-py service compiles to ~40 MB).
+pub const MAX_ARTIFACT_BYTES: u64 = 128 << 20;
 /// Longest name, state, host name, target or version string in a body.
 const MAX_WORD_CHARS: usize = 255;
 
@@ -63,10 +67,46 @@ fn at_most<T>(field: &str, items: &[T], max: usize) -> Result<(), String> {
 
 impl FleetService {
     /// Checks the entry's name and limits, as every manifest path does
-    /// (`busbar::manifest::Manifest::validate`); errors start with the field.
+    /// (`busbar::manifest::Manifest::validate`), and its artifacts; errors start with the
+    /// field.
     pub fn check(&self) -> Result<(), String> {
         busbar_base::names::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
-        self.limits.validate().map_err(|e| format!("limits.{e}"))
+        self.limits.validate().map_err(|e| format!("limits.{e}"))?;
+        at_most("artifacts", &self.artifacts, MAX_ARTIFACTS)?;
+        let mut seen = HashSet::new();
+        for (i, a) in self.artifacts.iter().enumerate() {
+            check_target(&a.target).map_err(|e| format!("artifacts[{i}].target: {e}"))?;
+            if a.size > MAX_ARTIFACT_BYTES {
+                return Err(format!(
+                    "artifacts[{i}].size: {} bytes, more than the {MAX_ARTIFACT_BYTES} an \
+                     artifact may have",
+                    a.size
+                ));
+            }
+            if !seen.insert((a.target.as_str(), &a.fingerprint)) {
+                return Err(format!(
+                    "artifacts[{i}]: a second artifact for target {} and engine {}",
+                    a.target, a.fingerprint
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a target triple: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+pub fn check_target(target: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&target.len())
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a target triple (1 to 64 letters, digits, `-`, `_`, `.`)",
+            shown(target)
+        ))
     }
 }
 
@@ -90,7 +130,7 @@ impl SignIn {
     pub fn check(&self) -> Result<(), String> {
         word("node_id", &self.node_id)?;
         word("hostname", &self.hostname)?;
-        word("target", &self.target)?;
+        check_target(&self.target).map_err(|e| format!("target: {e}"))?;
         word("runtime_version", &self.runtime_version)?;
         at_most("macs", &self.macs, 64)?;
         self.macs.iter().try_for_each(|m| word("macs[]", m))

@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, AdminArgs, HubPublishArgs};
+use super::client::{self, AdminArgs};
 use super::config::{HubConfig, NodeEntry, check_id, fresh_token, token_sha256};
 use super::files::FleetDir;
+use super::publish::{self, ArtifactCompiler, HubPublishArgs};
 use super::server::HubServer;
 use crate::protocol;
 
@@ -107,8 +108,13 @@ enum Switch {
     Off,
 }
 
-/// Runs `busbar hub ...` until it is done or `shutdown` fires.
-pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs `busbar hub ...` until it is done or `shutdown` fires; `publish` makes artifacts
+/// with `compiler`.
+pub async fn run(
+    args: HubArgs,
+    compiler: Option<&dyn ArtifactCompiler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     match args.command {
         HubCommand::Keygen { out } => keygen(&out),
         HubCommand::Init { dir, public_key } => init(&dir, &public_key),
@@ -141,7 +147,7 @@ pub async fn run(args: HubArgs, shutdown: CancellationToken) -> anyhow::Result<(
             }
         }
         HubCommand::Publish(args) => {
-            busbar_base::command::until(shutdown, client::publish(&args)).await
+            busbar_base::command::until(shutdown, publish::publish(&args, compiler)).await
         }
         HubCommand::Remove(args) => {
             busbar_base::command::until(shutdown, client::remove(&args)).await

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! hub.toml
-//! blobs/<sha256>.wasm, blobs/<sha256>.sig
+//! blobs/<sha256>.wasm, blobs/<sha256>.sig   (components, signed)
+//! blobs/<sha256>.cwasm                     (precompiled artifacts, signed in the manifests)
 //! manifests/all.json, manifests/tag-<tag>.json, manifests/node-<id>.json
 //! nodes/<id>.json
 //! logs/<id>.log
@@ -33,6 +34,11 @@ impl FleetDir {
     /// `blobs/<sha256>.wasm`.
     pub fn blob(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(format!("{sha256}.wasm"))
+    }
+
+    /// `blobs/<sha256>.cwasm`: a precompiled artifact.
+    pub fn artifact(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs").join(format!("{sha256}.cwasm"))
     }
 
     /// `blobs/<sha256>.sig`.

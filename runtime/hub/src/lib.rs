@@ -34,6 +34,8 @@ pub mod layers;
 #[cfg(feature = "hub")]
 pub mod node_api;
 #[cfg(feature = "hub")]
+pub mod publish;
+#[cfg(feature = "hub")]
 pub mod records;
 #[cfg(feature = "hub")]
 pub mod server;

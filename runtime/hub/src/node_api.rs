@@ -117,7 +117,13 @@ pub async fn blob(
 ) -> Result<Response, HubApiError> {
     hub.authorize_node(request.headers())?;
     check_sha(&sha)?;
+    // A component, else a precompiled artifact (sha256s do not collide).
     let path = hub.dir.blob(&sha);
+    let path = if path.exists() {
+        path
+    } else {
+        hub.dir.artifact(&sha)
+    };
     // Ranges only: the hub's blobs never change, so conditional requests are not served.
     let (mut parts, body) = request.into_parts();
     for h in [header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE] {
@@ -131,10 +137,14 @@ pub async fn blob(
         .map(Body::new);
     let status = response.status();
     if status.is_success() {
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/wasm"),
-        );
+        let kind = if path.extension().is_some_and(|e| e == "wasm") {
+            "application/wasm"
+        } else {
+            "application/octet-stream"
+        };
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
         return Ok(response);
     }
     // Errors as JSON like every other answer of the hub, keeping `Content-Range`.

@@ -6,12 +6,17 @@
 //! - `POST /v1/sign-in`, body [`SignIn`] → [`SignedIn`]
 //! - `GET /v1/manifest?wait=SECONDS` with `If-None-Match: "<etag>"` → `200` [`FleetManifest`]
 //!   with an `ETag` header, or `304` when it has not changed within `wait` (long poll)
-//! - `GET /v1/blobs/{sha256}`, optionally `Range: bytes=N-` → `200`/`206` the component
+//! - `GET /v1/blobs/{sha256}`, optionally `Range: bytes=N-` → `200`/`206` the component or
+//!   precompiled artifact with that sha256
 //! - `POST /v1/status`, body [`NodeStatus`] → `204` (also the heartbeat)
 //! - `POST /v1/logs`, body [`LogBatch`] → `204`
 //!
 //! Admin endpoints (header `Authorization: Bearer <admin token>`):
 //! - `PUT /v1/admin/blobs/{sha256}`, body the component, header `x-busbar-signature` → `201`
+//! - `PUT /v1/admin/artifacts/{sha256}?component=SHA&target=TRIPLE&fingerprint=FP`, body the
+//!   precompiled artifact, header `x-busbar-signature` (see [`Artifact`]) → `201`
+//! - `POST /v1/admin/engines`, body [`Targets`] → [`Engines`]: the engines the nodes a
+//!   publish reaches have announced
 //! - `POST /v1/admin/publish`, body [`Publish`] → [`Published`]
 //! - `POST /v1/admin/remove`, body [`Remove`] → [`Published`] (the manifests it changed)
 //! - `GET /v1/admin/nodes` → `[NodeRecord]`
@@ -23,7 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use busbar_base::digest::Sha256;
+use busbar_base::digest::{Fingerprint, Sha256};
 use busbar_base::grants::Grants;
 use busbar_base::limits::Limits;
 
@@ -45,6 +50,76 @@ pub struct SignIn {
     /// MAC addresses of the node's network interfaces.
     #[serde(default)]
     pub macs: Vec<String>,
+    /// Its wasm engine: what a publisher compiles artifacts for (older nodes send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<NodeEngine>,
+}
+
+/// A node's wasm engine, as it announces it at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeEngine {
+    /// busbar's fingerprint of the engine: its wasmtime version, compilation target and the
+    /// settings below. An artifact is used only by engines with its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// `[engine] max_memory_mib` of the node config.
+    pub max_memory_mib: u32,
+    /// `[engine] consume_fuel`.
+    pub consume_fuel: bool,
+    /// `[engine] pooling`.
+    pub pooling: bool,
+    /// Whether the node can compile a component itself (`false`: the gateway build, which
+    /// runs only precompiled artifacts).
+    pub compiler: bool,
+}
+
+/// A component compiled ahead of time for one node target and engine, by the publisher:
+/// listed in a [`FleetService`], downloaded from `/v1/blobs/{sha256}` by the nodes it fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// The node target triple it runs on, e.g. `aarch64-unknown-linux-gnu`.
+    pub target: String,
+    /// The engine fingerprint it was compiled for ([`NodeEngine::fingerprint`]).
+    pub fingerprint: Fingerprint,
+    /// sha256 of the artifact file.
+    pub sha256: Sha256,
+    /// Its size in bytes.
+    pub size: u64,
+    /// ed25519 signature (hex) by the publisher over the artifact's sha256 and size, the
+    /// component's sha256, the target and the fingerprint ([`artifact_message`]).
+    pub signature: String,
+}
+
+/// The nodes a publish reaches: named nodes, nodes with a tag, or (neither) every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Node ids.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The engines of the nodes a publish reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engines {
+    /// One entry per distinct target and engine, with the nodes that run it.
+    pub engines: Vec<EngineGroup>,
+    /// Nodes that have not announced an engine (never signed in, or an older busbar).
+    pub unknown: Vec<String>,
+}
+
+/// Nodes with one target and engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineGroup {
+    /// Their target triple.
+    pub target: String,
+    /// Their engine.
+    pub engine: NodeEngine,
+    /// Their ids.
+    pub nodes: Vec<String>,
 }
 
 /// The hub's answer to a sign-in.
@@ -104,6 +179,19 @@ pub struct FleetService {
     /// Capabilities beyond the sandbox.
     #[serde(default)]
     pub grants: Grants,
+    /// The component compiled ahead of time for node targets and engines, each signed on
+    /// its own (not part of the entry's signature, so a version can gain artifacts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
+}
+
+impl FleetService {
+    /// The artifact for a node of `target` whose engine has `fingerprint`, if listed.
+    pub fn artifact_for(&self, target: &str, fingerprint: &Fingerprint) -> Option<&Artifact> {
+        self.artifacts
+            .iter()
+            .find(|a| a.target == target && &a.fingerprint == fingerprint)
+    }
 }
 
 fn yes() -> bool {
@@ -245,8 +333,8 @@ pub struct NodeRecord {
 }
 
 pub use super::signing::{
-    entry_message, parse_public_key, parse_secret_key, sign, sign_entry, signed_message, verify,
-    verify_entry,
+    artifact_message, entry_message, parse_public_key, parse_secret_key, sign, sign_artifact,
+    sign_entry, signed_message, verify, verify_artifact, verify_entry,
 };
 
 /// A service entry for tests: `name` at a version whose sha256 is `sha` repeated.
@@ -261,5 +349,6 @@ pub fn test_service(name: &str, sha: char) -> FleetService {
         config: BTreeMap::new(),
         limits: Default::default(),
         grants: Default::default(),
+        artifacts: Vec::new(),
     }
 }

@@ -56,6 +56,13 @@ fn router(hub: Arc<Hub>) -> Router {
             "/v1/admin/blobs/{sha}",
             put(admin_api::put_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)),
         )
+        .route(
+            "/v1/admin/artifacts/{sha}",
+            put(admin_api::put_artifact).layer(DefaultBodyLimit::max(
+                usize::try_from(crate::bounds::MAX_ARTIFACT_BYTES).unwrap_or(usize::MAX),
+            )),
+        )
+        .route("/v1/admin/engines", post(admin_api::engines))
         .route("/v1/admin/publish", post(admin_api::publish))
         .route("/v1/admin/remove", post(admin_api::remove))
         .route("/v1/admin/nodes", get(admin_api::nodes))

@@ -6,12 +6,17 @@
 //! - a **service entry** (`busbar-entry-v1:` + the entry as canonical JSON, every field but
 //!   the signature): checked by the node before it applies the entry. It binds the name, the
 //!   component's sha256 and size, `enabled`, the config, the limits and the grants, so a hub
-//!   (or anyone on the way) cannot widen what a service may do or change how it runs.
+//!   (or anyone on the way) cannot widen what a service may do or change how it runs;
+//! - a **precompiled artifact** (`busbar-artifact-v1:` + the component's sha256, the
+//!   artifact's sha256 and size, its target and engine fingerprint): checked by the hub on
+//!   upload and by the node before it downloads or loads it, so native code runs only if the
+//!   publisher made it from the very component the entry names, for that node's engine.
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde_json::Value;
 
-use super::protocol::FleetService;
+use super::protocol::{Artifact, FleetService};
+use busbar_base::digest::Sha256;
 
 /// The bytes a component signature covers: a fixed prefix and the component's sha256 (hex),
 /// so a signature cannot be mistaken for one over anything else.
@@ -38,6 +43,8 @@ pub fn entry_message(entry: &FleetService) -> Vec<u8> {
     let mut value = serde_json::to_value(entry).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut value {
         fields.remove("signature");
+        // Signed one by one (`artifact_message`).
+        fields.remove("artifacts");
     }
     let mut out = String::from("busbar-entry-v1:");
     canonical(&value, &mut out);
@@ -56,6 +63,42 @@ pub fn verify_entry(key: &VerifyingKey, entry: &FleetService) -> Result<(), Stri
             "the entry's signature does not match the hub's public key (`public_key` in \
              [hub]): the entry was changed after it was signed (its version, config, limits, \
              grants or `enabled`), or another key signed it"
+                .into()
+        })
+    })
+}
+
+/// The bytes an artifact signature covers: what it was compiled from, what it is, and what
+/// it is for.
+pub fn artifact_message(component: &Sha256, artifact: &Artifact) -> Vec<u8> {
+    format!(
+        "busbar-artifact-v1:component={component}:sha256={}:size={}:target={}:fingerprint={}",
+        artifact.sha256, artifact.size, artifact.target, artifact.fingerprint
+    )
+    .into_bytes()
+}
+
+/// Signs `artifact` of `component` with the publisher's key (sets its `signature`).
+pub fn sign_artifact(key: &SigningKey, component: &Sha256, artifact: &mut Artifact) {
+    artifact.signature = hex::encode(key.sign(&artifact_message(component, artifact)).to_bytes());
+}
+
+/// Checks that the publisher made `artifact` from `component`, for its target and engine.
+pub fn verify_artifact(
+    key: &VerifyingKey,
+    component: &Sha256,
+    artifact: &Artifact,
+) -> Result<(), String> {
+    check(
+        key,
+        &artifact_message(component, artifact),
+        &artifact.signature,
+    )
+    .map_err(|e| {
+        e.unwrap_or_else(|| {
+            "the artifact's signature does not match the hub's public key (`public_key` in \
+             [hub]): another key signed it, or it was signed for another component, file, \
+             target or engine"
                 .into()
         })
     })
@@ -142,6 +185,45 @@ mod tests {
         assert_eq!(parse_public_key(&public).unwrap(), key.verifying_key());
     }
 
+    fn artifact(key: &SigningKey, component: &Sha256) -> Artifact {
+        let mut a = Artifact {
+            target: "aarch64-unknown-linux-gnu".into(),
+            fingerprint: busbar_base::digest::Fingerprint::of("engine"),
+            sha256: Sha256::of(b"code"),
+            size: 4,
+            signature: String::new(),
+        };
+        sign_artifact(key, component, &mut a);
+        a
+    }
+
+    #[test]
+    fn an_artifact_signature_binds_its_component_file_target_and_engine() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = key.verifying_key();
+        let component = Sha256::of(b"component");
+        let a = artifact(&key, &component);
+        verify_artifact(&public, &component, &a).unwrap();
+        let other_component = Sha256::of(b"other");
+        assert!(verify_artifact(&public, &other_component, &a).is_err());
+        type Change = Box<dyn Fn(&mut Artifact)>;
+        let changes: Vec<Change> = vec![
+            Box::new(|a| a.target = "armv7-unknown-linux-gnueabihf".into()),
+            Box::new(|a| a.fingerprint = busbar_base::digest::Fingerprint::of("other")),
+            Box::new(|a| a.sha256 = Sha256::of(b"other code")),
+            Box::new(|a| a.size += 1),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut tampered = a.clone();
+            change(&mut tampered);
+            let e = verify_artifact(&public, &component, &tampered).unwrap_err();
+            assert!(e.contains("does not match"), "change {i}: {e}");
+        }
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let forged = artifact(&stranger, &component);
+        assert!(verify_artifact(&public, &component, &forged).is_err());
+    }
+
     #[test]
     fn an_entry_signature_covers_every_field_that_decides_what_a_service_may_do() {
         let key = SigningKey::from_bytes(&[7; 32]);
@@ -188,6 +270,10 @@ mod tests {
             let e = verify_entry(&public, &tampered).unwrap_err();
             assert!(e.contains("does not match"), "change {i}: {e}");
         }
+        // Artifacts are signed on their own: adding one leaves the entry's signature valid.
+        let mut with = entry.clone();
+        with.artifacts.push(artifact(&key, &entry.sha256));
+        verify_entry(&public, &with).unwrap();
         // A component signature is not an entry signature.
         let mut swapped = entry.clone();
         swapped.signature = sign(&key, entry.sha256.as_str());

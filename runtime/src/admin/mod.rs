@@ -58,6 +58,8 @@ struct App {
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
     health: Arc<busbar_base::supervise::Health>,
+    /// The node's engine, as it announces it to a hub (`/status` shows it).
+    engine: crate::fleet::protocol::NodeEngine,
 }
 
 /// The running admin API.
@@ -120,6 +122,7 @@ impl AdminServer {
             bus,
             services,
             node_id: config.node_id.clone(),
+            engine: crate::fleet::node_engine(&config.engine, crate::precompiled::HOST_TARGET),
             started: Instant::now(),
             grants,
             jobs: jobs::Jobs::new(admin.max_jobs),

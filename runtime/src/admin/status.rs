@@ -33,6 +33,7 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         "node_id": app.node_id,
         "version": env!("CARGO_PKG_VERSION"),
         "target": crate::precompiled::HOST_TARGET,
+        "engine": app.engine,
         "uptime_s": app.started.elapsed().as_secs(),
         "tasks": app.health.report(),
         "services": services,

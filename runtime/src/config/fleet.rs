@@ -32,6 +32,9 @@ pub struct FleetConfig {
     /// Largest component the node downloads, in bytes.
     #[serde(default = "default_max_component_bytes")]
     pub max_component_bytes: u64,
+    /// Largest precompiled artifact the node downloads, in bytes.
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
     /// How long a boot waits for the hub before starting from the last good manifest, in ms.
     #[serde(default = "default_boot_wait_ms")]
     pub boot_wait_ms: u64,
@@ -42,6 +45,10 @@ pub struct FleetConfig {
 
 fn default_max_component_bytes() -> u64 {
     64 << 20
+}
+
+fn default_max_artifact_bytes() -> u64 {
+    busbar_hub::bounds::MAX_ARTIFACT_BYTES
 }
 
 fn default_boot_wait_ms() -> u64 {

@@ -2,7 +2,7 @@
 //! valid name and limits that fit this node's engine; refused ones are reported.
 
 use super::Fleet;
-use super::protocol::{EventKind, FleetManifest, FleetService, verify_entry};
+use super::protocol::{EventKind, FleetManifest, FleetService, verify_artifact, verify_entry};
 use busbar_base::digest::{Sha256, shown};
 
 impl Fleet {
@@ -14,6 +14,22 @@ impl Fleet {
             .fit(&entry.limits)
             .map_err(|e| format!("limits.{e}"))?;
         verify_entry(&self.key, entry)
+    }
+
+    /// `entry` without the artifacts its publisher did not sign (each logged): the node never
+    /// loads native code the publisher did not make from that very component for that
+    /// target and engine.
+    fn signed_artifacts_only(&self, mut entry: FleetService) -> FleetService {
+        let (name, sha) = (shown(&entry.name), entry.sha256.clone());
+        entry.artifacts.retain(|a| match verify_artifact(&self.key, &sha, a) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(service = %name, version = sha.short(),
+                    "fleet: artifact for {} (engine {}) refused: {why}; not used", a.target, a.fingerprint);
+                false
+            }
+        });
+        entry
     }
 
     /// `manifest` without the entries the node may not apply ([`Fleet::acceptable`]): the
@@ -28,6 +44,11 @@ impl Fleet {
                 false
             }
         });
+        manifest.services = manifest
+            .services
+            .into_iter()
+            .map(|s| self.signed_artifacts_only(s))
+            .collect();
         manifest
     }
 
@@ -42,7 +63,7 @@ impl Fleet {
             .iter()
             .filter_map(|s| {
                 let why = match self.acceptable(s) {
-                    Ok(()) => return Some(s.clone()),
+                    Ok(()) => return Some(self.signed_artifacts_only(s.clone())),
                     Err(why) => why,
                 };
                 tracing::error!(service = %shown(&s.name), version = s.sha256.short(),

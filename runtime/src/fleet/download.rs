@@ -1,5 +1,5 @@
-//! Downloading one component into the fleet cache: signature checked first, streamed into a
-//! `.part` file (resumed with a Range request after a broken transfer), size-capped, sha256
+//! Downloading one component (or precompiled artifact) into the fleet cache: signature
+//! checked first, streamed into a `.part` file (resumed with a Range request after a broken transfer), size-capped, sha256
 //! checked, then fsynced and renamed into place. Transient failures are retried with
 //! jittered backoff.
 
@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::client::{HubClient, HubError};
-use super::protocol::FleetService;
+use super::protocol::{Artifact, FleetService};
 use super::store::Store;
 use busbar_base::digest::Sha256 as Digest256;
 use busbar_base::files::sync_dir;
@@ -73,13 +73,80 @@ pub async fn fetch(
             svc.size
         )));
     }
+    let blob = Blob {
+        sha,
+        size: svc.size,
+        path: &path,
+        part: store.partial(sha),
+        what: "component",
+    };
+    download(hub, &blob, svc).await.map(|()| path)
+}
+
+/// Makes sure `artifact` of `svc` is in the cache, at most `cap` bytes, with the sha256 it
+/// names (its signature is checked before: [`super::Fleet::accepted`]). Returns its path.
+pub async fn fetch_artifact(
+    hub: &HubClient,
+    store: &Store,
+    svc: &FleetService,
+    artifact: &Artifact,
+    cap: u64,
+) -> Result<PathBuf, DownloadError> {
+    let path = store.artifact(&artifact.sha256);
+    if path.exists() {
+        return Ok(path);
+    }
+    if artifact.size > cap {
+        return Err(DownloadError::Refused {
+            service: svc.name.clone(),
+            sha: svc.sha256.short().to_owned(),
+            reason: format!(
+                "its artifact for {} is {} bytes, more than hub.max_artifact_bytes = {cap}",
+                artifact.target, artifact.size
+            ),
+        });
+    }
+    let blob = Blob {
+        sha: &artifact.sha256,
+        size: artifact.size,
+        path: &path,
+        part: store.partial(&artifact.sha256),
+        what: "artifact",
+    };
+    download(hub, &blob, svc).await.map(|()| path)
+}
+
+/// One file to download from `/v1/blobs/{sha}`.
+struct Blob<'a> {
+    sha: &'a Digest256,
+    size: u64,
+    /// Where it goes once verified.
+    path: &'a std::path::Path,
+    /// Where it grows meanwhile.
+    part: PathBuf,
+    /// `component` or `artifact`, for messages.
+    what: &'static str,
+}
+
+/// Downloads `blob` for `svc`, retrying transient failures.
+async fn download(
+    hub: &HubClient,
+    blob: &Blob<'_>,
+    svc: &FleetService,
+) -> Result<(), DownloadError> {
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match try_fetch(hub, store, sha, svc.size).await {
-            Ok(()) => return Ok(path),
-            Err(Attempt::Refuse(reason)) => return Err(refused(reason)),
+        match try_fetch(hub, blob).await {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Refuse(reason)) => {
+                return Err(DownloadError::Refused {
+                    service: svc.name.clone(),
+                    sha: svc.sha256.short().to_owned(),
+                    reason,
+                });
+            }
             Err(Attempt::Retry(reason)) => {
-                tracing::warn!(service = %svc.name, sha256 = sha.short(), attempt, %reason, "component download failed; retrying");
+                tracing::warn!(service = %svc.name, sha256 = blob.sha.short(), what = blob.what, attempt, %reason, "download failed; retrying");
                 last = reason;
             }
         }
@@ -89,9 +156,9 @@ pub async fn fetch(
     }
     Err(DownloadError::Failed {
         service: svc.name.clone(),
-        sha: sha.short().to_owned(),
+        sha: svc.sha256.short().to_owned(),
         attempts: ATTEMPTS,
-        last,
+        last: format!("{} {}: {last}", blob.what, blob.sha.short()),
     })
 }
 
@@ -106,26 +173,22 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
-async fn try_fetch(
-    hub: &HubClient,
-    store: &Store,
-    sha: &Digest256,
-    size: u64,
-) -> Result<(), Attempt> {
-    let part = store.partial(sha);
+async fn try_fetch(hub: &HubClient, blob: &Blob<'_>) -> Result<(), Attempt> {
+    let (sha, size, what) = (blob.sha, blob.size, blob.what);
+    let part = blob.part.as_path();
     let io =
         |what: &str, e: std::io::Error| Attempt::Retry(format!("{what} {}: {e}", part.display()));
-    let mut have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
+    let mut have = tokio::fs::metadata(part).await.map_or(0, |m| m.len());
     if have >= size {
         // Complete (a crash came before the rename) or longer than it should be: check it
         // from the start.
         have = 0;
-        let _ = tokio::fs::remove_file(&part).await;
+        let _ = tokio::fs::remove_file(part).await;
     }
     let resp = hub.blob(sha.as_str(), have).await.map_err(|e| match e {
         e @ HubError::Status { status: 404, .. } => Attempt::Refuse(e.to_string()),
         HubError::Status { status: 416, .. } => {
-            let _ = std::fs::remove_file(&part);
+            let _ = std::fs::remove_file(part);
             Attempt::Retry("the hub refused the resume range; starting over".into())
         }
         e if e.is_transient() => Attempt::Retry(e.to_string()),
@@ -133,7 +196,7 @@ async fn try_fetch(
     })?;
     let resumed = resp.status() == StatusCode::PARTIAL_CONTENT && have > 0;
     if resumed && content_range_start(&resp) != Some(have) {
-        let _ = tokio::fs::remove_file(&part).await;
+        let _ = tokio::fs::remove_file(part).await;
         return Err(Attempt::Retry(format!(
             "the hub resumed at another offset than {have} (Content-Range {:?}); starting over",
             resp.headers().get(reqwest::header::CONTENT_RANGE)
@@ -144,7 +207,7 @@ async fn try_fetch(
         let mut f = tokio::fs::OpenOptions::new()
             .read(true)
             .append(true)
-            .open(&part)
+            .open(part)
             .await
             .map_err(|e| io("opening", e))?;
         let mut buf = vec![0; 64 << 10];
@@ -163,7 +226,7 @@ async fn try_fetch(
         f
     } else {
         have = 0;
-        tokio::fs::File::create(&part)
+        tokio::fs::File::create(part)
             .await
             .map_err(|e| io("creating", e))?
     };
@@ -172,7 +235,7 @@ async fn try_fetch(
         let chunk = chunk.map_err(|e| Attempt::Retry(hub.unreachable(&e).to_string()))?;
         have += chunk.len() as u64;
         if have > size {
-            let _ = tokio::fs::remove_file(&part).await;
+            let _ = tokio::fs::remove_file(part).await;
             return Err(Attempt::Refuse(format!(
                 "the hub sent more than the {size} bytes the manifest names"
             )));
@@ -188,16 +251,16 @@ async fn try_fetch(
     }
     let actual = hex::encode(hasher.finalize());
     if actual != sha.as_str() {
-        let _ = tokio::fs::remove_file(&part).await;
+        let _ = tokio::fs::remove_file(part).await;
         return Err(Attempt::Refuse(format!(
-            "refused: the downloaded component has sha256 {actual}, not the {sha} the hub \
+            "refused: the downloaded {what} has sha256 {actual}, not the {sha} the publisher \
              signed (tampered or corrupted blob)"
         )));
     }
     file.sync_all().await.map_err(|e| io("syncing", e))?;
     drop(file);
-    let path = store.blob(sha);
-    tokio::fs::rename(&part, &path)
+    let path = blob.path;
+    tokio::fs::rename(part, path)
         .await
         .map_err(|e| io("renaming", e))?;
     if let Some(dir) = path.parent() {
@@ -206,7 +269,7 @@ async fn try_fetch(
     tracing::info!(
         sha256 = sha.short(),
         bytes = size,
-        "component downloaded and verified"
+        "{what} downloaded and verified"
     );
     Ok(())
 }

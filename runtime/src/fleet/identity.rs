@@ -1,15 +1,29 @@
 //! What a node tells the hub about itself at sign-in.
 
-use super::protocol::SignIn;
+use super::protocol::{NodeEngine, SignIn};
+use crate::engine::EngineConfig;
 
-/// The node's identity: its id, host name, target, busbar version and MAC addresses.
-pub fn identity(node_id: &str) -> SignIn {
+/// The node's identity: its id, host name, target, busbar version, MAC addresses and its
+/// engine (for precompiled artifacts).
+pub fn identity(node_id: &str, engine: &EngineConfig) -> SignIn {
     SignIn {
+        engine: Some(node_engine(engine, crate::precompiled::HOST_TARGET)),
         node_id: node_id.to_owned(),
         hostname: hostname(),
         target: crate::precompiled::HOST_TARGET.to_owned(),
         runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
         macs: macs(),
+    }
+}
+
+/// What a node with `config`'s `[engine]` settings at `target` announces.
+pub fn node_engine(config: &EngineConfig, target: &str) -> NodeEngine {
+    NodeEngine {
+        fingerprint: config.fingerprint(target),
+        max_memory_mib: config.max_memory_mib,
+        consume_fuel: config.consume_fuel,
+        pooling: config.pooling,
+        compiler: crate::engine::HAS_COMPILER,
     }
 }
 
@@ -43,10 +57,13 @@ fn macs() -> Vec<String> {
 mod tests {
     #[test]
     fn the_identity_names_this_build() {
-        let who = super::identity("gw");
+        let who = super::identity("gw", &crate::engine::EngineConfig::default());
         assert_eq!(who.node_id, "gw");
         assert_eq!(who.target, crate::precompiled::HOST_TARGET);
         assert!(!who.hostname.is_empty());
+        let engine = who.engine.expect("announced");
+        assert_eq!(engine.compiler, crate::engine::HAS_COMPILER);
+        assert_eq!(engine.max_memory_mib, 16);
         assert!(who.macs.iter().all(|m| m.len() == 17), "{:?}", who.macs);
     }
 }

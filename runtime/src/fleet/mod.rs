@@ -13,6 +13,7 @@ mod sync;
 pub use crate::config::fleet::FleetConfig;
 pub use busbar_hub::{bounds, protocol, signing};
 pub use client::{HubClient, HubError};
+pub use identity::node_engine;
 pub use store::{FleetState, Store};
 
 use std::sync::Mutex;
@@ -33,6 +34,10 @@ pub struct Fleet {
     /// The node's engine settings, which every entry's limits must fit.
     engine: EngineConfig,
     cap: u64,
+    /// Largest artifact downloaded.
+    artifact_cap: u64,
+    /// This node's engine fingerprint: the artifacts it takes.
+    fingerprint: busbar_base::digest::Fingerprint,
     backoff_max: Duration,
     boot_wait: Duration,
     identity: SignIn,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{FleetManifest, FleetService};
 use crate::manifest::{Manifest, ServiceEntry};
-use busbar_base::digest::Sha256;
+use busbar_base::digest::{Fingerprint, Sha256};
 
 /// What the node remembers between runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,6 +111,11 @@ impl Store {
         self.dir.join("blobs").join(format!("{sha256}.wasm"))
     }
 
+    /// Where the precompiled artifact with `sha256` is (or goes).
+    pub fn artifact(&self, sha256: &Sha256) -> PathBuf {
+        self.dir.join("blobs").join(format!("{sha256}.cwasm"))
+    }
+
     /// Where a partial download of `sha256` is kept until it completes.
     pub fn partial(&self, sha256: &Sha256) -> PathBuf {
         self.dir.join("blobs").join(format!("{sha256}.part"))
@@ -155,8 +160,13 @@ impl Store {
     }
 
     /// The node manifest for a fleet manifest: components from the cache, checked against
-    /// their sha256 when loaded.
-    pub fn manifest(&self, fleet: &FleetManifest) -> anyhow::Result<Manifest> {
+    /// their sha256 when loaded, with the artifact for this node's engine (`fingerprint`)
+    /// when it is in the cache.
+    pub fn manifest(
+        &self,
+        fleet: &FleetManifest,
+        fingerprint: &Fingerprint,
+    ) -> anyhow::Result<Manifest> {
         let manifest = Manifest {
             services: fleet
                 .services
@@ -165,7 +175,12 @@ impl Store {
                     name: s.name.clone(),
                     component: self.blob(&s.sha256),
                     sha256: Some(s.sha256.to_string()),
-                    precompiled: Vec::new(),
+                    precompiled: s
+                        .artifact_for(crate::precompiled::HOST_TARGET, fingerprint)
+                        .map(|a| self.artifact(&a.sha256))
+                        .filter(|p| p.exists())
+                        .into_iter()
+                        .collect(),
                     enabled: s.enabled,
                     config: s.config.clone(),
                     limits: s.limits.clone(),

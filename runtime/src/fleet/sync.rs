@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::Fleet;
 use super::bounds::MAX_LOG_LINES;
 use super::client::{HubClient, HubError};
-use super::download::{DownloadError, fetch};
+use super::download::{DownloadError, fetch, fetch_artifact};
 use super::protocol::{EventKind, FleetManifest, SignedIn};
 use super::store::{FleetState, Store};
 use crate::config::NodeConfig;
@@ -71,9 +71,11 @@ impl Fleet {
             key: hub_config.public_key()?,
             engine: config.engine.clone(),
             cap: hub_config.max_component_bytes,
+            artifact_cap: hub_config.max_artifact_bytes,
+            fingerprint: config.engine.fingerprint(crate::precompiled::HOST_TARGET),
             backoff_max: Duration::from_millis(hub_config.backoff_max_ms.max(1)),
             boot_wait: Duration::from_millis(hub_config.boot_wait_ms),
-            identity: super::identity::identity(&config.node_id),
+            identity: super::identity::identity(&config.node_id, &config.engine),
             store,
             state: Mutex::new(state),
             events: Mutex::default(),
@@ -142,7 +144,7 @@ impl Fleet {
             services = effective.services.len(),
             "fleet: starting offline from the last good manifest and the component cache"
         );
-        self.store.manifest(&effective)
+        self.store.manifest(&effective, &self.fingerprint)
     }
 
     pub(super) async fn sign_in(&self) -> Result<SignedIn, HubError> {
@@ -170,7 +172,12 @@ impl Fleet {
         let mut complete = true;
         for svc in manifest.services.iter().filter(|s| s.enabled) {
             match fetch(&self.hub, &self.store, &self.key, svc, self.cap).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    if !self.fetch_own_artifact(svc).await {
+                        skipped.insert(svc.sha256.clone());
+                        complete = false;
+                    }
+                }
                 Err(e @ DownloadError::Refused { .. }) => {
                     tracing::error!("fleet: {e}; the service keeps the version it runs");
                     self.refuse(&svc.name, &svc.sha256, e.to_string());
@@ -186,9 +193,10 @@ impl Fleet {
         }
         if let Some(node) = node {
             let state = self.state().clone();
-            let trial = self
-                .store
-                .manifest(&self.checked(state.effective(manifest, &skipped)));
+            let trial = self.store.manifest(
+                &self.checked(state.effective(manifest, &skipped)),
+                &self.fingerprint,
+            );
             for entry in trial.map_err(Round::Other)?.services {
                 let changed = state
                     .applied
@@ -205,13 +213,57 @@ impl Fleet {
             }
         }
         let effective = self.checked(self.state().effective(manifest, &skipped));
-        let node_manifest = self.store.manifest(&effective).map_err(Round::Other)?;
+        let node_manifest = self
+            .store
+            .manifest(&effective, &self.fingerprint)
+            .map_err(Round::Other)?;
         Ok(Prepared {
             node_manifest,
             effective,
             manifest: manifest.clone(),
             etag: complete.then(|| etag.to_owned()),
         })
+    }
+
+    /// Downloads the artifact of `svc` for this node's target and engine, if the entry lists
+    /// one. A node with a compiler compiles the component when there is none or it cannot
+    /// be had; a node without one refuses the version when the artifact is refused, and
+    /// returns `false` (try again next round) when it could not be downloaded now.
+    async fn fetch_own_artifact(&self, svc: &super::protocol::FleetService) -> bool {
+        let target = crate::precompiled::HOST_TARGET;
+        let compiler = crate::engine::HAS_COMPILER;
+        let Some(artifact) = svc.artifact_for(target, &self.fingerprint) else {
+            if !svc.artifacts.is_empty() {
+                let listed: Vec<String> = svc
+                    .artifacts
+                    .iter()
+                    .map(|a| format!("{} engine {}", a.target, a.fingerprint))
+                    .collect();
+                tracing::warn!(service = %svc.name, version = svc.sha256.short(),
+                    "fleet: no artifact for this node (target {target}, engine {}) among those \
+                     published ({}); {}", self.fingerprint, listed.join(", "),
+                    if compiler { "compiling the component" } else { "it cannot run here" });
+            }
+            return true;
+        };
+        match fetch_artifact(&self.hub, &self.store, svc, artifact, self.artifact_cap).await {
+            Ok(_) => true,
+            Err(e) if compiler => {
+                tracing::warn!("fleet: {e}; compiling the component instead");
+                true
+            }
+            Err(e @ DownloadError::Refused { .. }) => {
+                tracing::error!("fleet: {e}; the service keeps the version it runs");
+                self.refuse(&svc.name, &svc.sha256, e.to_string());
+                true
+            }
+            Err(e @ DownloadError::Failed { .. }) => {
+                tracing::error!(
+                    "fleet: {e}; the service keeps the version it runs until the next try"
+                );
+                false
+            }
+        }
     }
 
     /// Saves a manifest the node now runs: what it runs of each service, and (when every

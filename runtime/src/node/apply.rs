@@ -200,7 +200,12 @@ impl Core {
 /// Whether `entry` differs from what `old` runs (after a rollback: the version it went back
 /// to): another entry, or another component file behind the same path.
 pub(super) fn changed(old: &Running, entry: &ServiceEntry) -> bool {
-    if old.current().0 != entry {
+    // Another artifact of the same component is the same code: no restart for that.
+    let code_aside = |e: &ServiceEntry| ServiceEntry {
+        precompiled: Vec::new(),
+        ..e.clone()
+    };
+    if code_aside(old.current().0) != code_aside(entry) {
         return true;
     }
     let Some(loaded) = old.status.borrow().sha256.clone() else {

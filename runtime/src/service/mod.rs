@@ -82,6 +82,9 @@ pub struct Status {
     pub last_fault: Option<String>,
     /// The sha256 of the component it runs, once loaded: its version.
     pub sha256: Option<String>,
+    /// Where its compiled code came from, once loaded: `precompiled` (an artifact),
+    /// `compiled` (on this node) or `cached` (compiled here before).
+    pub code: Option<&'static str>,
     /// How long the last hot swap to this version held messages up, in µs: from the old
     /// version's last message to this one being ready.
     pub swap_pause_us: Option<u64>,
@@ -105,6 +108,7 @@ impl Status {
             restarts: 0,
             last_fault: None,
             sha256: None,
+            code: None,
             swap_pause_us: None,
             rolled_back: None,
         }

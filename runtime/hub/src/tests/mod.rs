@@ -45,6 +45,7 @@ fn sign_in(node_id: &str) -> SignIn {
         target: "x86_64-unknown-linux-gnu".into(),
         runtime_version: "0.1.0".into(),
         macs: vec![],
+        engine: None,
     }
 }
 

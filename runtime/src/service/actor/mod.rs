@@ -215,7 +215,11 @@ impl Actor {
                     c.origin()
                 );
                 let digest = c.digest().to_owned();
-                self.status.send_modify(|s| s.sha256 = Some(digest));
+                let code = c.code();
+                self.status.send_modify(|s| {
+                    s.sha256 = Some(digest);
+                    s.code = Some(code);
+                });
                 Ok(c)
             }
             Err(e) => {

@@ -1,0 +1,331 @@
+//! `busbar hub publish`: compile the component for the engines of the nodes it reaches (on
+//! the publisher's machine, with the compiler the `busbar` binary brings), sign the entry and
+//! each artifact, upload them, then publish.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::client::{AdminArgs, HubClient};
+use crate::protocol::{
+    self, Artifact, Engines, FleetService, NodeEngine, Publish, Published, SIGNATURE_HEADER,
+    Targets,
+};
+use busbar_base::digest::{Fingerprint, Sha256};
+
+/// What `busbar hub publish` needs to make precompiled artifacts: a compiler. The hub crate
+/// has no wasmtime; the `busbar` binary brings one (or none, in a build without compiler).
+pub trait ArtifactCompiler: Send + Sync {
+    /// The engine of a node of `target` with the `[engine]` settings of `node_config` (or
+    /// the defaults): what `--target` publishes for.
+    fn engine_for(
+        &self,
+        target: &str,
+        node_config: Option<&std::path::Path>,
+    ) -> anyhow::Result<NodeEngine>;
+    /// The fingerprint this compiler gives an engine for `target` with `engine`'s settings:
+    /// when it is not the one the node announced, the node runs another busbar or wasmtime
+    /// and no artifact made here would load there.
+    fn fingerprint(&self, target: &str, engine: &NodeEngine) -> Fingerprint;
+    /// Compiles `wasm` for `target` and `engine`: the artifact file.
+    fn compile(&self, wasm: &[u8], target: &str, engine: &NodeEngine) -> anyhow::Result<Vec<u8>>;
+}
+
+/// `busbar hub publish`.
+#[derive(Debug, Args)]
+pub struct HubPublishArgs {
+    /// How to reach the hub.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The secret signing key (as `busbar hub keygen` wrote it).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The service's name on the bus.
+    #[arg(long)]
+    pub service: String,
+    /// The component (.wasm).
+    #[arg(long)]
+    pub component: PathBuf,
+    /// Publish to this node (repeatable).
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Publish to nodes with this tag (repeatable). No --node and no --tag: every node.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// A configuration property, key=value; the value is JSON when it parses as JSON, else
+    /// a string (repeatable).
+    #[arg(long = "config", value_parser = parse_property)]
+    pub config: Vec<(String, serde_json::Value)>,
+    /// Publish it disabled: nodes keep it but do not run it.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Its sandbox limits, as the JSON of a manifest's `limits`, e.g.
+    /// '{"mailbox": 1024, "deadline_ms": 500}'.
+    #[arg(long, value_parser = parse_json::<busbar_base::limits::Limits>)]
+    pub limits: Option<busbar_base::limits::Limits>,
+    /// Its grants, as the JSON of a manifest's `grants`, e.g.
+    /// '{"destinations": ["seq-receiver"]}'.
+    #[arg(long, value_parser = parse_json::<busbar_base::grants::Grants>)]
+    pub grants: Option<busbar_base::grants::Grants>,
+    /// Compile artifacts for this node target (repeatable), with the `[engine]` settings of
+    /// --node-config. Without it: for every target and engine the nodes reached announced.
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// The node config whose `[engine]` settings --target compiles for (default: the
+    /// built-in ones).
+    #[arg(long)]
+    pub node_config: Option<PathBuf>,
+    /// Publish the component alone: nodes compile it themselves (gateway builds cannot).
+    #[arg(long, conflicts_with = "targets")]
+    pub no_artifacts: bool,
+}
+
+/// Parses a JSON argument into `T`, naming what is wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("not valid: {e}"))
+}
+
+/// Parses `key=value`; the value is JSON when it parses, else a string.
+fn parse_property(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected key=value"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}`: the key is empty"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+    Ok((key.into(), value))
+}
+
+/// The targets and engines to compile for, with the nodes of each: those `--target` names,
+/// else those the nodes reached announced. Says which nodes get no artifact and why.
+async fn engines_wanted(
+    hub: &HubClient,
+    args: &HubPublishArgs,
+    compiler: Option<&dyn ArtifactCompiler>,
+) -> anyhow::Result<Vec<(String, NodeEngine, Vec<String>)>> {
+    if args.no_artifacts {
+        return Ok(Vec::new());
+    }
+    let Some(compiler) = compiler else {
+        anyhow::ensure!(
+            args.targets.is_empty(),
+            "--target: this busbar was built without a compiler; publish from the full build"
+        );
+        println!(
+            "this busbar has no compiler: publishing the component without artifacts (nodes \
+             compile it themselves; gateway builds cannot)"
+        );
+        return Ok(Vec::new());
+    };
+    if !args.targets.is_empty() {
+        let mut out = Vec::new();
+        for t in &args.targets {
+            crate::bounds::check_target(t).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+            out.push((
+                t.clone(),
+                compiler.engine_for(t, args.node_config.as_deref())?,
+                Vec::new(),
+            ));
+        }
+        return Ok(out);
+    }
+    let engines: Engines = hub
+        .send(
+            hub.request(reqwest::Method::POST, "/v1/admin/engines")
+                .json(&Targets {
+                    nodes: args.nodes.clone(),
+                    tags: args.tags.clone(),
+                }),
+        )
+        .await?
+        .json()
+        .await
+        .context("the hub's answer about its nodes' engines is not JSON")?;
+    if !engines.unknown.is_empty() {
+        println!(
+            "no artifact for {}: not signed in yet with an engine (they compile the component \
+             themselves; gateway builds cannot: publish again once they signed in)",
+            engines.unknown.join(", ")
+        );
+    }
+    let mut out = Vec::new();
+    for group in engines.engines {
+        crate::bounds::check_target(&group.target)
+            .map_err(|e| anyhow::anyhow!("the hub's engines: {e}"))?;
+        let ours = compiler.fingerprint(&group.target, &group.engine);
+        if ours == group.engine.fingerprint {
+            out.push((group.target, group.engine, group.nodes));
+        } else {
+            println!(
+                "no artifact for {} ({}, engine {}): they run another busbar or wasmtime than \
+                 this one (which makes engine {ours} for them); publish from their busbar \
+                 version{}",
+                group.nodes.join(", "),
+                group.target,
+                group.engine.fingerprint,
+                if group.engine.compiler {
+                    ", or let them compile it"
+                } else {
+                    " (they have no compiler and will refuse this version)"
+                }
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Compiles, signs and uploads one artifact of the component `wasm` (sha256 `component`).
+async fn make_artifact(
+    hub: &HubClient,
+    compiler: &dyn ArtifactCompiler,
+    key: &ed25519_dalek::SigningKey,
+    wasm: &std::sync::Arc<Vec<u8>>,
+    component: &Sha256,
+    target: &str,
+    engine: &NodeEngine,
+) -> anyhow::Result<Artifact> {
+    // Compiling takes seconds of CPU (Python components: several per target).
+    let bytes = tokio::task::block_in_place(|| compiler.compile(wasm, target, engine))?;
+    let mut artifact = Artifact {
+        target: target.to_owned(),
+        fingerprint: engine.fingerprint.clone(),
+        sha256: Sha256::of(&bytes),
+        size: bytes.len() as u64,
+        signature: String::new(),
+    };
+    anyhow::ensure!(
+        artifact.size <= crate::bounds::MAX_ARTIFACT_BYTES,
+        "the artifact has {} bytes, more than the {} the hub takes",
+        artifact.size,
+        crate::bounds::MAX_ARTIFACT_BYTES
+    );
+    protocol::sign_artifact(key, component, &mut artifact);
+    hub.send(
+        hub.request(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/artifacts/{}", artifact.sha256),
+        )
+        .query(&[
+            ("component", component.as_str()),
+            ("target", target),
+            ("fingerprint", artifact.fingerprint.as_str()),
+        ])
+        .header(SIGNATURE_HEADER, &artifact.signature)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(bytes),
+    )
+    .await?;
+    Ok(artifact)
+}
+
+/// `busbar hub publish`: compile the component for the nodes' engines (with `compiler`),
+/// upload it and its artifacts with their signatures, then publish it.
+pub async fn publish(
+    args: &HubPublishArgs,
+    compiler: Option<&dyn ArtifactCompiler>,
+) -> anyhow::Result<()> {
+    busbar_base::names::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
+    let key_text = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("cannot read secret key {}", args.key.display()))?;
+    let key = protocol::parse_secret_key(&key_text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
+    let wasm = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read component {}", args.component.display()))?;
+    let digest = busbar_base::digest::Sha256::of(&wasm);
+    let sha = digest.to_string();
+    let size = wasm.len() as u64;
+    let mut service = FleetService {
+        name: args.service.clone(),
+        sha256: digest.clone(),
+        size,
+        signature: String::new(),
+        enabled: !args.disabled,
+        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+        limits: args.limits.clone().unwrap_or_default(),
+        grants: args.grants.clone().unwrap_or_default(),
+        artifacts: Vec::new(),
+    };
+    // Refused here with the words the hub and the nodes would use.
+    service
+        .check()
+        .map_err(|e| anyhow::anyhow!("service {e}"))?;
+    // The whole entry is signed here, on the publisher's machine: the hub cannot change it.
+    protocol::sign_entry(&key, &mut service);
+    let signature = protocol::sign(&key, &sha);
+    let hub = HubClient::new(&args.admin);
+    let wanted = engines_wanted(&hub, args, compiler).await?;
+    hub.send(
+        hub.request(reqwest::Method::PUT, &format!("/v1/admin/blobs/{sha}"))
+            .header(SIGNATURE_HEADER, &signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(wasm.clone()),
+    )
+    .await?;
+    if let Some(compiler) = compiler {
+        let wasm = std::sync::Arc::new(wasm);
+        for (target, engine, nodes) in wanted {
+            let artifact = make_artifact(&hub, compiler, &key, &wasm, &digest, &target, &engine)
+                .await
+                .with_context(|| {
+                    format!("compiling for {target} (engine {})", engine.fingerprint)
+                })?;
+            println!(
+                "artifact for {target} (engine {}): {:.1} MB{}",
+                artifact.fingerprint,
+                artifact.size as f64 / 1e6,
+                if nodes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", for {}", nodes.join(", "))
+                }
+            );
+            service.artifacts.push(artifact);
+        }
+    }
+    let publish = Publish {
+        service,
+        nodes: args.nodes.clone(),
+        tags: args.tags.clone(),
+    };
+    let published: Published = hub
+        .send(
+            hub.request(reqwest::Method::POST, "/v1/admin/publish")
+                .json(&publish),
+        )
+        .await?
+        .json()
+        .await
+        .context("the hub's answer to the publish is not JSON")?;
+    println!(
+        "published {} {} to {}",
+        args.service,
+        digest.short(),
+        published.manifests.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_json_when_they_parse() {
+        assert_eq!(
+            parse_property("n=3").unwrap(),
+            ("n".into(), serde_json::json!(3))
+        );
+        assert_eq!(
+            parse_property("s=hello world").unwrap(),
+            ("s".into(), serde_json::json!("hello world"))
+        );
+        assert_eq!(
+            parse_property("o={\"a\":true}").unwrap().1,
+            serde_json::json!({"a": true})
+        );
+        assert!(parse_property("novalue").is_err());
+    }
+}
