@@ -97,17 +97,19 @@ fuzz secs="60":
         cargo +nightly fuzz run "$t" -- -max_total_time={{secs}} || exit 1; \
     done
 
-# Build busbar for 64-bit ARM gateways (profile `dist`: thin LTO, stripped).
+# Build the gateway busbar for 64-bit ARM: no compiler (it runs precompiled artifacts), no
+# hub (profile `dist`: fat LTO, stripped).
 cross-aarch64:
     cargo build --profile dist --target aarch64-unknown-linux-gnu -p busbar --no-default-features --bin busbar
     @ls -l "{{host_target}}/aarch64-unknown-linux-gnu/dist/busbar"
 
-# Build busbar for 32-bit ARM gateways (wasm runs on wasmtime's Pulley interpreter).
+# Build the gateway busbar for 32-bit ARM (artifacts run on wasmtime's Pulley interpreter).
 cross-armv7:
     cargo build --profile dist --target armv7-unknown-linux-gnueabihf -p busbar --no-default-features --bin busbar
     @ls -l "{{host_target}}/armv7-unknown-linux-gnueabihf/dist/busbar"
 
-# Run both ARM builds under qemu-user: the demo, and artifacts precompiled here.
+# Run both gateway builds under qemu-user: signed in to a real hub, running what its publisher
+# precompiled for them (Rust and Python, with a hot swap); local artifacts; refusals.
 test-arm: build-guests build cross-aarch64 cross-armv7
     BUSBAR_AARCH64_BIN="{{host_target}}/aarch64-unknown-linux-gnu/dist/busbar" \
     BUSBAR_ARMV7_BIN="{{host_target}}/armv7-unknown-linux-gnueabihf/dist/busbar" \

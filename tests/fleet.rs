@@ -295,6 +295,13 @@ pub fn start_node_env(
     public_key_file: &Path,
     env: &[(&str, &OsStr)],
 ) -> AdminNode {
+    write_node_toml(dir, id, hub_url, token, public_key_file);
+    let process = Busbar::start_env(dir, &["run", "--config", "node.toml"], env);
+    AdminNode::attach(process, dir)
+}
+
+/// Writes `dir/node.toml` for node `id` following the hub at `hub_url` with `token`.
+pub fn write_node_toml(dir: &Path, id: &str, hub_url: &str, token: &str, public_key_file: &Path) {
     std::fs::write(
         dir.join("node.toml"),
         format!(
@@ -304,6 +311,4 @@ pub fn start_node_env(
         ),
     )
     .unwrap();
-    let process = Busbar::start_env(dir, &["run", "--config", "node.toml"], env);
-    AdminNode::attach(process, dir)
 }

@@ -3,6 +3,7 @@
 
 mod bus;
 mod com;
+mod delivery;
 mod memory;
 mod mqtt;
 mod python;
@@ -109,6 +110,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B8") {
         eprintln!("B8 Python services ...");
         rows.extend(runtime.block_on(python::python())?);
+    }
+    if selected("B9") {
+        eprintln!("B9 precompiled delivery ...");
+        rows.extend(runtime.block_on(delivery::delivery())?);
     }
     println!("{}", table(&rows));
     Ok(())

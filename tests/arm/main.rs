@@ -1,6 +1,9 @@
-//! The ARM builds under qemu-user: the demo produces readings on aarch64 (Cranelift) and
-//! armv7 (Pulley); artifacts precompiled on this machine are loaded by the ARM binaries, and
-//! a mismatched one falls back to compiling with a log line.
+//! The gateway builds (no compiler, no hub) for aarch64 (native code) and armv7 (Pulley)
+//! under qemu-user: they sign in to a real hub on loopback, download the artifacts `busbar
+//! hub publish` compiled on this machine for the engine they announced, run a Rust and a
+//! Python service and hot-swap the Python one to its next version; artifacts made here with
+//! `busbar compile` load from a local manifest, and a bare `.wasm` or an artifact for another
+//! engine is refused with the documented message.
 //!
 //! These need the cross builds and qemu, so they are ignored by `cargo test`; `just
 //! test-arm` builds what they need and runs them (`BUSBAR_AARCH64_BIN`, `BUSBAR_ARMV7_BIN`).
@@ -9,8 +12,10 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use busbar_tests::admin::AdminNode;
+use busbar_tests::fleet::{Hub, write_node_toml};
 use busbar_tests::process::Busbar;
-use busbar_tests::{guest, guests_dir};
+use busbar_tests::{guest, python_guest, until};
 use serde_json::Value;
 
 /// One emulated target.
@@ -55,36 +60,61 @@ impl Target {
     }
 }
 
-fn readings(stdout: &[String]) -> usize {
-    stdout
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["source"] == "temperature-sensor")
-        .count()
+/// The node's status of `name` once it runs version `sha`.
+async fn running(node: &AdminNode, name: &str, sha: &str) -> Value {
+    until(&format!("{name} running {sha}"), || async {
+        let status = node.get_json("/status").await;
+        status["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name && s["sha256"] == sha && s["state"] == "running")
+            .cloned()
+    })
+    .await
 }
 
-fn demo_produces_readings(t: &Target) {
+fn sha256(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+async fn fleet_runs_precompiled_services(t: &Target) {
+    let hub = Hub::start();
+    let token = hub.add_node("gw");
     let dir = tempfile::tempdir().unwrap();
-    let guests = guests_dir();
-    let mut node = t.start(
-        dir.path(),
-        &["run"],
-        &[("BUSBAR_DEMO_DIR", guests.as_os_str())],
-    );
-    node.wait_log(4, &["service state", "\"running\""]);
-    let until = std::time::Instant::now() + busbar_tests::guard();
-    while readings(&node.stdout()) < 2 {
-        assert!(
-            std::time::Instant::now() < until,
-            "no readings:\n{}",
-            node.stderr().join("\n")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    write_node_toml(dir.path(), "gw", &hub.url, &token, &hub.public_key_file());
+    let process = t.start(dir.path(), &["run", "--config", "node.toml"], &[]);
+    let node = AdminNode::attach(process, dir.path());
+    let identity = until("gw announcing its engine", || async {
+        let i = hub.node("gw").await["identity"].clone();
+        (!i["engine"].is_null()).then_some(i)
+    })
+    .await;
+    assert_eq!(identity["target"], t.triple, "{identity}");
+    assert_eq!(identity["engine"]["compiler"], false, "{identity}");
+
+    // Published without --target: compiled here for the engine the node announced.
+    let echo = guest("echo");
+    hub.publish("echo", &echo, "gw", &[]);
+    let counter = python_guest("py_counter");
+    hub.publish("counter", &counter, "gw", &[]);
+    for (name, component) in [("echo", &echo), ("counter", &counter)] {
+        let status = running(&node, name, &sha256(component)).await;
+        assert_eq!(status["code"], "precompiled", "{status}");
     }
-    node.signal("TERM");
-    let done = node.wait_finished();
-    assert!(done.status.success(), "{}", done.all());
-    assert!(readings(&done.stdout) >= 2, "{}", done.all());
+    let v2 = python_guest("py_counter_v2");
+    hub.publish("counter", &v2, "gw", &[]);
+    let status = running(&node, "counter", &sha256(&v2)).await;
+    assert_eq!(status["code"], "precompiled", "{status}");
+    let reply = node
+        .rpc_as(
+            Some(&node.token),
+            "/rpc",
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "counter/get"}),
+        )
+        .await
+        .1;
+    assert_eq!(reply["result"]["version"], 2, "{reply}");
 }
 
 /// Precompiles `echo` on this machine for `t` (with the default engine, or with `config`).
@@ -98,7 +128,7 @@ fn precompile(t: &Target, dir: &Path, out: &str, config: Option<&str>) {
     assert!(done.status.success(), "{}", done.all());
 }
 
-fn precompiled_artifacts_are_loaded_or_fall_back(t: &Target) {
+fn precompiled_artifacts_are_loaded_or_refused(t: &Target) {
     let dir = tempfile::tempdir().unwrap();
     precompile(t, dir.path(), "echo.cwasm", None);
     std::fs::write(
@@ -125,45 +155,48 @@ fn precompiled_artifacts_are_loaded_or_fall_back(t: &Target) {
         done.all()
     );
 
-    std::fs::write(dir.path().join("m.toml"), manifest("echo.big.cwasm")).unwrap();
-    let done = t
-        .start(dir.path(), &["check", "--manifest", "m.toml"], &[])
-        .wait_finished();
-    assert!(done.status.success(), "{}", done.all());
-    assert!(
-        done.stdout.join("\n").contains("(compiled)"),
-        "{}",
-        done.all()
-    );
-    assert!(
-        done.stderr
-            .join("\n")
-            .contains("precompiled artifact not used"),
-        "{}",
-        done.all()
-    );
+    // Made for another engine, or no artifact at all: the gateway build cannot compile, and
+    // says how to make one.
+    for artifact in ["echo.big.cwasm", ""] {
+        let text = if artifact.is_empty() {
+            format!("[[services]]\nname = \"echo\"\ncomponent = {echo:?}\n")
+        } else {
+            manifest(artifact)
+        };
+        std::fs::write(dir.path().join("m.toml"), text).unwrap();
+        let done = t
+            .start(dir.path(), &["check", "--manifest", "m.toml"], &[])
+            .wait_finished();
+        assert!(!done.status.success(), "{}", done.all());
+        let out = done.all();
+        assert!(
+            out.contains("runs only precompiled components")
+                && out.contains(&format!("busbar compile --target {}", t.triple)),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the aarch64 build and qemu: run `just test-arm`"]
+async fn aarch64_gateway_runs_what_the_hub_precompiled_for_it() {
+    fleet_runs_precompiled_services(&AARCH64).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the armv7 build and qemu: run `just test-arm`"]
+async fn armv7_gateway_runs_what_the_hub_precompiled_for_it_on_pulley() {
+    fleet_runs_precompiled_services(&ARMV7).await;
 }
 
 #[test]
 #[ignore = "needs the aarch64 build and qemu: run `just test-arm`"]
-fn aarch64_runs_the_demo() {
-    demo_produces_readings(&AARCH64);
+fn aarch64_loads_artifacts_precompiled_here_and_refuses_what_it_cannot_run() {
+    precompiled_artifacts_are_loaded_or_refused(&AARCH64);
 }
 
 #[test]
 #[ignore = "needs the armv7 build and qemu: run `just test-arm`"]
-fn armv7_runs_the_demo_on_pulley() {
-    demo_produces_readings(&ARMV7);
-}
-
-#[test]
-#[ignore = "needs the aarch64 build and qemu: run `just test-arm`"]
-fn aarch64_loads_artifacts_precompiled_on_this_machine() {
-    precompiled_artifacts_are_loaded_or_fall_back(&AARCH64);
-}
-
-#[test]
-#[ignore = "needs the armv7 build and qemu: run `just test-arm`"]
-fn armv7_loads_artifacts_precompiled_on_this_machine() {
-    precompiled_artifacts_are_loaded_or_fall_back(&ARMV7);
+fn armv7_loads_artifacts_precompiled_here_and_refuses_what_it_cannot_run() {
+    precompiled_artifacts_are_loaded_or_refused(&ARMV7);
 }

@@ -120,22 +120,29 @@ pub async fn status(args: &ConnectArgs) -> anyhow::Result<()> {
         println!("{status:#}");
         return Ok(());
     }
+    let engine = &status["engine"];
     println!(
-        "node {} (busbar {}, {}), up {} s",
+        "node {} (busbar {}, {}, engine {}{}), up {} s",
         status["node_id"].as_str().unwrap_or("?"),
         status["version"].as_str().unwrap_or("?"),
         status["target"].as_str().unwrap_or("?"),
+        engine["fingerprint"].as_str().unwrap_or("?"),
+        if engine["compiler"] == false {
+            ", no compiler"
+        } else {
+            ""
+        },
         status["uptime_s"]
     );
     println!(
-        "{:<24} {:<10} {:>8} {:>10} {:>8} {:>8} {:>8}  {:<12}  LAST FAULT",
-        "SERVICE", "STATE", "RESTARTS", "PROCESSED", "FAILED", "SENT", "DROPPED", "SHA256"
+        "{:<24} {:<10} {:>8} {:>10} {:>8} {:>8} {:>8}  {:<12}  {:<11}  LAST FAULT",
+        "SERVICE", "STATE", "RESTARTS", "PROCESSED", "FAILED", "SENT", "DROPPED", "SHA256", "CODE"
     );
     for s in status["services"].as_array().into_iter().flatten() {
         let c = &s["counters"];
         let sha = s["sha256"].as_str().unwrap_or("-");
         println!(
-            "{:<24} {:<10} {:>8} {:>10} {:>8} {:>8} {:>8}  {:<12}  {}",
+            "{:<24} {:<10} {:>8} {:>10} {:>8} {:>8} {:>8}  {:<12}  {:<11}  {}",
             s["name"].as_str().unwrap_or("?"),
             s["state"].as_str().unwrap_or("?"),
             s["restarts"].to_string(),
@@ -143,7 +150,8 @@ pub async fn status(args: &ConnectArgs) -> anyhow::Result<()> {
             c["failed"].to_string(),
             c["sent"].to_string(),
             c["refused"].to_string(),
-            &sha[..sha.len().min(12)],
+            sha.chars().take(12).collect::<String>(),
+            s["code"].as_str().unwrap_or("-"),
             s["last_fault"].as_str().unwrap_or("")
         );
     }
