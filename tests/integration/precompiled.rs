@@ -97,7 +97,9 @@ fn a_mismatched_artifact_falls_back_to_compiling_with_a_log_line() {
     assert!(done.status.success(), "{}", done.all());
     let log = done.stderr.join("\n");
     assert!(
-        log.contains("precompiled artifact not used") && log.contains("does not accept it"),
+        log.contains("precompiled artifact not used")
+            && log.contains("it was compiled for engine fingerprint")
+            && log.contains("other [engine] settings"),
         "{log}"
     );
     assert!(log.contains("compiled from another component"), "{log}");
