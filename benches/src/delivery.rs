@@ -47,8 +47,9 @@ async fn running(node: &AdminNode, name: &str, sha: &str) -> anyhow::Result<Stri
 }
 
 /// One delivery to a fresh node (fresh compile cache): seconds from the publish command to
-/// the service running, and the node's peak RSS in MB.
-async fn deliver(component: &Path, artifacts: bool) -> anyhow::Result<(f64, f64)> {
+/// the service running, seconds of that after the publish command returned (the node's
+/// part: download, load, start), and the node's peak RSS in MB.
+async fn deliver(component: &Path, artifacts: bool) -> anyhow::Result<(f64, f64, f64)> {
     let hub = Hub::start();
     let token = hub.add_node("gw1");
     let work = tempfile::tempdir()?;
@@ -68,12 +69,14 @@ async fn deliver(component: &Path, artifacts: bool) -> anyhow::Result<(f64, f64)
         args.clear();
     }
     hub.publish("svc", &fresh, "gw1", &args);
+    let published = Instant::now();
     let code = running(&node, "svc", &sha).await?;
     let secs = began.elapsed().as_secs_f64();
+    let node_secs = published.elapsed().as_secs_f64();
     let want = if artifacts { "precompiled" } else { "compiled" };
     anyhow::ensure!(code == want, "the node's code is {code}, not {want}");
     let peak = peak_rss_kib(node.process.id())? as f64 / 1024.0;
-    Ok((secs, peak))
+    Ok((secs, node_secs, peak))
 }
 
 fn rand_tag() -> u64 {
@@ -96,14 +99,22 @@ pub async fn delivery() -> anyhow::Result<Vec<Row>> {
         ("Rust echo (155 KB)", guest("echo")),
         ("Python py_counter (18.8 MB)", python_guest("py_counter")),
     ] {
-        let (pre_s, pre_mb) = deliver(&component, true).await?;
-        let (cc_s, cc_mb) = deliver(&component, false).await?;
+        let (pre_s, pre_node, pre_mb) = deliver(&component, true).await?;
+        let (cc_s, cc_node, cc_mb) = deliver(&component, false).await?;
         rows.push(Row {
             id: "B9",
-            what: format!("publish → running on a node, {label}; node peak RSS"),
-            busbar: format!("artifact: {pre_s:.2} s, {pre_mb:.0} MB"),
-            baseline: format!("node compiles the .wasm: {cc_s:.2} s, {cc_mb:.0} MB"),
-            target: verdict("less node memory", pre_mb < cc_mb),
+            what: format!(
+                "publish → running on a node, {label}: in all (after the publish returned); \
+                 node peak RSS"
+            ),
+            busbar: format!("artifact: {pre_s:.2} s ({pre_node:.2} s), {pre_mb:.0} MB"),
+            baseline: format!(
+                "node compiles the .wasm: {cc_s:.2} s ({cc_node:.2} s), {cc_mb:.0} MB"
+            ),
+            target: verdict(
+                "less node time and memory",
+                pre_node < cc_node && pre_mb < cc_mb,
+            ),
         });
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
