@@ -115,6 +115,34 @@ async fn fleet_runs_precompiled_services(t: &Target) {
         .await
         .1;
     assert_eq!(reply["result"]["version"], 2, "{reply}");
+
+    // A version whose only artifact is for another engine: this node cannot compile it, so
+    // it refuses the version (reported to the hub) and keeps running the one it has.
+    std::fs::write(
+        hub.dir.path().join("big.toml"),
+        "[engine]\nmax_memory_mib = 64\n",
+    )
+    .unwrap();
+    let v3 = busbar_tests::fleet::new_version(&echo, dir.path(), "v3");
+    let target = format!("--target={}", t.triple);
+    hub.publish("echo", &v3, "gw", &[&target, "--node-config=big.toml"]);
+    let v3_sha = sha256(&v3);
+    let event = until("a refused event for echo v3", || async {
+        hub.node("gw").await["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "refused" && e["sha256"] == v3_sha.as_str())
+            .cloned()
+    })
+    .await;
+    assert!(
+        event["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("runs only precompiled components")),
+        "{event}"
+    );
+    running(&node, "echo", &sha256(&echo)).await;
 }
 
 /// Precompiles `echo` on this machine for `t` (with the default engine, or with `config`).
