@@ -12,16 +12,6 @@ use busbar_tests::{guest, python_guest};
 
 use crate::{Row, verdict};
 
-/// Peak RSS (KiB) of process `pid` so far.
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM for {pid}"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
-}
-
 fn sha256(path: &Path) -> anyhow::Result<String> {
     use sha2::Digest as _;
     Ok(hex::encode(sha2::Sha256::digest(std::fs::read(path)?)))
@@ -75,7 +65,7 @@ async fn deliver(component: &Path, artifacts: bool) -> anyhow::Result<(f64, f64,
     let node_secs = published.elapsed().as_secs_f64();
     let want = if artifacts { "precompiled" } else { "compiled" };
     anyhow::ensure!(code == want, "the node's code is {code}, not {want}");
-    let peak = peak_rss_kib(node.process.id())? as f64 / 1024.0;
+    let peak = crate::memory::status_kib(node.process.id(), "VmHWM")? as f64 / 1024.0;
     Ok((secs, node_secs, peak))
 }
 

@@ -7,11 +7,16 @@ use busbar_tests::service;
 use crate::{Row, verdict};
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/PID/status` figure in KiB, e.g. `VmRSS` or `VmHWM` (the peak).
+pub fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
+        .ok_or_else(|| anyhow::anyhow!("no {key} for {pid}"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 

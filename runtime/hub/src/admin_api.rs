@@ -26,15 +26,12 @@ use busbar_base::digest::{Fingerprint, Sha256 as Digest};
 /// Largest component an admin may upload.
 pub const MAX_BLOB_BYTES: usize = 64 << 20;
 
-/// `PUT /v1/admin/blobs/{sha256}` with `x-busbar-signature`: stores a signed component.
-pub async fn put_blob(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(sha): Path<String>,
+/// An upload's body, checked against the sha256 its path names, and its signature header.
+fn signed_upload(
+    sha: &str,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, HubApiError> {
-    hub.authorize_admin(&headers)?;
-    check_sha(&sha)?;
+    headers: &HeaderMap,
+) -> Result<(Bytes, String), HubApiError> {
     let body = body?;
     let actual = hex::encode(Sha256::digest(&body));
     if actual != sha {
@@ -51,6 +48,19 @@ pub async fn put_blob(
                 "missing header `{SIGNATURE_HEADER}` (hex signature)"
             ))
         })?;
+    Ok((body, signature))
+}
+
+/// `PUT /v1/admin/blobs/{sha256}` with `x-busbar-signature`: stores a signed component.
+pub async fn put_blob(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, HubApiError> {
+    hub.authorize_admin(&headers)?;
+    check_sha(&sha)?;
+    let (body, signature) = signed_upload(&sha, body, &headers)?;
     verify(&hub, &sha, &signature)?;
     let (blob, sig) = (hub.dir.blob(&sha), hub.dir.signature(&sha));
     blocking(move || {
@@ -91,22 +101,7 @@ pub async fn put_artifact(
     let axum::extract::Query(query) = query?;
     crate::bounds::check_target(&query.target)
         .map_err(|e| HubApiError::bad_request(format!("target: {e}")))?;
-    let body = body?;
-    let actual = hex::encode(Sha256::digest(&body));
-    if actual != sha {
-        return Err(HubApiError::bad_request(format!(
-            "the body's sha256 is {actual}, but the path says {sha}"
-        )));
-    }
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_ascii_lowercase())
-        .ok_or_else(|| {
-            HubApiError::bad_request(format!(
-                "missing header `{SIGNATURE_HEADER}` (hex signature)"
-            ))
-        })?;
+    let (body, signature) = signed_upload(&sha, body, &headers)?;
     let artifact = Artifact {
         target: query.target,
         fingerprint: query.fingerprint,
