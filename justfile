@@ -78,11 +78,12 @@ test: build-guests build
 bench: build-guests build
     cargo run --release --quiet -p busbar-bench
 
-# Formatting, clippy (-D warnings) and the layering check (tests/layers) for the host crates
-# and the guests.
+# Formatting, clippy (-D warnings, also for the gateway build's feature set) and the layering
+# check (tests/layers) for the host crates and the guests.
 lint:
     cargo fmt --all --check
     cargo clippy --release --workspace --all-targets -- -D warnings
+    cargo clippy --release -p busbar --no-default-features --all-targets -- -D warnings
     cargo test --release -p busbar-tests --test layers --quiet
     cd guests && cargo fmt --all --check
     cd guests && cargo clippy --release --target-dir "{{guest_target}}" -- -D warnings

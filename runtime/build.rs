@@ -10,7 +10,13 @@ fn main() {
     let version = std::fs::read_to_string(&lock)
         .ok()
         .and_then(|text| wasmtime_version(&text))
-        .unwrap_or_else(|| "unknown".to_owned());
+        .unwrap_or_else(|| {
+            println!(
+                "cargo:warning=no wasmtime in {}: engine fingerprints will not name its version",
+                lock.display()
+            );
+            "unknown".to_owned()
+        });
     println!("cargo:rustc-env=BUSBAR_WASMTIME_VERSION={version}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", lock.display());

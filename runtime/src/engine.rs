@@ -81,14 +81,16 @@ impl EngineConfig {
     }
 
     /// busbar's fingerprint of the engine this config builds for node target `triple`: the
-    /// wasmtime version, wasmtime's compilation target and every setting that changes the
+    /// busbar and wasmtime versions, wasmtime's compilation target and every setting that changes the
     /// code it generates. The same on every machine, with or without a compiler: a node
     /// announces its own, and an artifact compiled for another fingerprint is not used
     /// (wasmtime then checks the artifact again as it loads it).
     pub fn fingerprint(&self, triple: &str) -> busbar_base::digest::Fingerprint {
         let description = format!(
-            "busbar-engine-v1 wasmtime={} target={} memory_reservation={} guard={GUARD} \
-             growth_reservation=0 epochs=true fuel={} pooling={} component_model=true",
+            "busbar-engine-v1 busbar={} wasmtime={} target={} memory_reservation={} \
+             guard={GUARD} growth_reservation=0 epochs=true fuel={} pooling={} \
+             component_model=true",
+            env!("CARGO_PKG_VERSION"),
             WASMTIME_VERSION,
             crate::precompiled::engine_target(triple),
             self.memory_bytes(),

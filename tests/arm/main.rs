@@ -117,7 +117,7 @@ async fn fleet_runs_precompiled_services(t: &Target) {
     assert_eq!(reply["result"]["version"], 2, "{reply}");
 
     // A version whose only artifact is for another engine: this node cannot compile it, so
-    // it refuses the version (reported to the hub) and keeps running the one it has.
+    // it keeps running the version it has and reports why to the hub.
     std::fs::write(
         hub.dir.path().join("big.toml"),
         "[engine]\nmax_memory_mib = 64\n",
@@ -143,6 +143,10 @@ async fn fleet_runs_precompiled_services(t: &Target) {
         "{event}"
     );
     running(&node, "echo", &sha256(&echo)).await;
+    // Not marked bad: published again with an artifact for this node, it is taken.
+    hub.publish("echo", &v3, "gw", &[]);
+    let status = running(&node, "echo", &v3_sha).await;
+    assert_eq!(status["code"], "precompiled", "{status}");
 }
 
 /// Precompiles `echo` on this machine for `t` (with the default engine, or with `config`).

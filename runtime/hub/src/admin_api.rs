@@ -179,12 +179,17 @@ pub async fn engines(
         let identity = hub.records.get(id).await?.identity;
         match identity.and_then(|i| i.engine.map(|e| (i.target, e))) {
             Some((target, engine)) => {
+                // One artifact serves every node of a target and fingerprint, with a compiler
+                // or without.
                 match out
                     .engines
                     .iter_mut()
-                    .find(|g| g.target == target && g.engine == engine)
+                    .find(|g| g.target == target && g.engine.fingerprint == engine.fingerprint)
                 {
-                    Some(group) => group.nodes.push(id.clone()),
+                    Some(group) => {
+                        group.engine.compiler &= engine.compiler;
+                        group.nodes.push(id.clone());
+                    }
                     None => out.engines.push(EngineGroup {
                         target,
                         engine,

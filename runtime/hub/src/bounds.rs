@@ -27,6 +27,8 @@ pub const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
 pub const MAX_LOG_LINES: usize = 500;
 /// Longest forwarded log line, in characters (a node cuts longer ones).
 pub const MAX_LOG_LINE_CHARS: usize = 8192;
+/// Largest `[engine] max_memory_mib` a node may announce (a linear memory of 4 GiB).
+pub const MAX_ENGINE_MEMORY_MIB: u32 = 4096;
 /// Most precompiled artifacts per service entry (one per target and engine).
 pub const MAX_ARTIFACTS: usize = 16;
 /// Largest precompiled artifact, in bytes (a componentize-py service compiles to ~40 MB).
@@ -131,6 +133,14 @@ impl SignIn {
         word("node_id", &self.node_id)?;
         word("hostname", &self.hostname)?;
         check_target(&self.target).map_err(|e| format!("target: {e}"))?;
+        if let Some(engine) = &self.engine
+            && !(1..=MAX_ENGINE_MEMORY_MIB).contains(&engine.max_memory_mib)
+        {
+            return Err(format!(
+                "engine.max_memory_mib: {} is not within 1..={MAX_ENGINE_MEMORY_MIB}",
+                engine.max_memory_mib
+            ));
+        }
         word("runtime_version", &self.runtime_version)?;
         at_most("macs", &self.macs, 64)?;
         self.macs.iter().try_for_each(|m| word("macs[]", m))

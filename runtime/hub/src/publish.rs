@@ -121,8 +121,16 @@ async fn engines_wanted(
         return Ok(Vec::new());
     };
     if !args.targets.is_empty() {
+        let mut targets = args.targets.clone();
+        targets.sort();
+        targets.dedup();
+        anyhow::ensure!(
+            targets.len() <= crate::bounds::MAX_ARTIFACTS,
+            "--target: at most {} targets",
+            crate::bounds::MAX_ARTIFACTS
+        );
         let mut out = Vec::new();
-        for t in &args.targets {
+        for t in &targets {
             crate::bounds::check_target(t).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
             out.push((
                 t.clone(),
@@ -153,6 +161,16 @@ async fn engines_wanted(
     }
     let mut out = Vec::new();
     for group in engines.engines {
+        if out.len() == crate::bounds::MAX_ARTIFACTS {
+            println!(
+                "no artifact for {} ({}, engine {}): an entry holds at most {} artifacts",
+                group.nodes.join(", "),
+                group.target,
+                group.engine.fingerprint,
+                crate::bounds::MAX_ARTIFACTS
+            );
+            continue;
+        }
         crate::bounds::check_target(&group.target)
             .map_err(|e| anyhow::anyhow!("the hub's engines: {e}"))?;
         let ours = compiler.fingerprint(&group.target, &group.engine);
@@ -267,11 +285,27 @@ pub async fn publish(
     if let Some(compiler) = compiler {
         let wasm = std::sync::Arc::new(wasm);
         for (target, engine, nodes) in wanted {
-            let artifact = make_artifact(&hub, compiler, &key, &wasm, &digest, &target, &engine)
-                .await
-                .with_context(|| {
-                    format!("compiling for {target} (engine {})", engine.fingerprint)
-                })?;
+            let made = make_artifact(&hub, compiler, &key, &wasm, &digest, &target, &engine).await;
+            let artifact = match made {
+                Ok(a) => a,
+                // Asked for by name: the publish fails.
+                Err(e) if nodes.is_empty() => {
+                    return Err(e.context(format!(
+                        "compiling for {target} (engine {})",
+                        engine.fingerprint
+                    )));
+                }
+                // Announced by nodes: one engine that cannot be compiled for does not hold up
+                // the others.
+                Err(e) => {
+                    println!(
+                        "no artifact for {} ({target}, engine {}): {e:#}",
+                        nodes.join(", "),
+                        engine.fingerprint
+                    );
+                    continue;
+                }
+            };
             println!(
                 "artifact for {target} (engine {}): {:.1} MB{}",
                 artifact.fingerprint,

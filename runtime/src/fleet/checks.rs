@@ -76,6 +76,7 @@ impl Fleet {
                     .flatten()
                     .find(|v| self.acceptable(v).is_ok())
                     .cloned()
+                    .map(|v| self.signed_artifacts_only(v))
             })
             .collect();
         out

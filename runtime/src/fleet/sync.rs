@@ -42,6 +42,16 @@ struct Prepared {
     etag: Option<String>,
 }
 
+/// Whether a version's code can be had on this node.
+enum Artifact {
+    /// Its artifact is in the cache, or the node compiles the component.
+    Ready,
+    /// Not on this node (no compiler, no usable artifact): the service keeps what it runs.
+    Unusable,
+    /// The artifact could not be downloaded now: try again next round.
+    Later,
+}
+
 /// A [`Fleet`] error that says whether to sign in again.
 enum Round {
     /// The hub or the network failed; sign in again after a pause.
@@ -132,11 +142,19 @@ impl Fleet {
         };
         // Checked again: the file may have been changed, or written by an older busbar.
         let saved = &self.accepted(saved, false);
-        // Versions whose component is not in the cache cannot run offline.
+        // Versions whose component (or, without a compiler, whose artifact) is not in the
+        // cache cannot run offline.
         let missing: BTreeSet<Sha256> = saved
             .services
             .iter()
-            .filter(|s| !self.store.blob(&s.sha256).exists())
+            .filter(|s| {
+                let artifact = || {
+                    s.artifact_for(crate::precompiled::HOST_TARGET, &self.fingerprint)
+                        .is_some_and(|a| self.store.artifact(&a.sha256).exists())
+                };
+                !self.store.blob(&s.sha256).exists()
+                    || (!crate::engine::HAS_COMPILER && !artifact())
+            })
             .map(|s| s.sha256.clone())
             .collect();
         let effective = self.checked(state.effective(saved, &missing));
@@ -172,12 +190,16 @@ impl Fleet {
         let mut complete = true;
         for svc in manifest.services.iter().filter(|s| s.enabled) {
             match fetch(&self.hub, &self.store, &self.key, svc, self.cap).await {
-                Ok(_) => {
-                    if !self.fetch_own_artifact(svc).await {
+                Ok(_) => match self.fetch_own_artifact(svc).await {
+                    Artifact::Ready => {}
+                    Artifact::Unusable => {
+                        skipped.insert(svc.sha256.clone());
+                    }
+                    Artifact::Later => {
                         skipped.insert(svc.sha256.clone());
                         complete = false;
                     }
-                }
+                },
                 Err(e @ DownloadError::Refused { .. }) => {
                     tracing::error!("fleet: {e}; the service keeps the version it runs");
                     self.refuse(&svc.name, &svc.sha256, e.to_string());
@@ -227,41 +249,62 @@ impl Fleet {
 
     /// Downloads the artifact of `svc` for this node's target and engine, if the entry lists
     /// one. A node with a compiler compiles the component when there is none or it cannot
-    /// be had; a node without one refuses the version when the artifact is refused, and
-    /// returns `false` (try again next round) when it could not be downloaded now.
-    async fn fetch_own_artifact(&self, svc: &super::protocol::FleetService) -> bool {
+    /// be had. A node without one cannot run the version then: it keeps the version it runs
+    /// ([`Artifact::Unusable`], reported to the hub but not marked bad, so the same version
+    /// published again with an artifact for this node is taken), or tries again next round
+    /// when the download failed now ([`Artifact::Later`]).
+    async fn fetch_own_artifact(&self, svc: &super::protocol::FleetService) -> Artifact {
         let target = crate::precompiled::HOST_TARGET;
         let compiler = crate::engine::HAS_COMPILER;
+        let unusable = |why: String| {
+            let detail = format!(
+                "this node runs only precompiled components and {why} (target {target}, engine \
+                 {}); publish the version again with one (`busbar hub publish` compiles for \
+                 the engines nodes announce)",
+                self.fingerprint
+            );
+            tracing::error!(service = %svc.name, version = svc.sha256.short(),
+                "fleet: {detail}; the service keeps the version it runs");
+            self.event(&svc.name, EventKind::Refused, &svc.sha256, detail);
+            Artifact::Unusable
+        };
         let Some(artifact) = svc.artifact_for(target, &self.fingerprint) else {
-            if !svc.artifacts.is_empty() {
-                let listed: Vec<String> = svc
-                    .artifacts
-                    .iter()
-                    .map(|a| format!("{} engine {}", a.target, a.fingerprint))
-                    .collect();
-                tracing::warn!(service = %svc.name, version = svc.sha256.short(),
-                    "fleet: no artifact for this node (target {target}, engine {}) among those \
-                     published ({}); {}", self.fingerprint, listed.join(", "),
-                    if compiler { "compiling the component" } else { "it cannot run here" });
+            let listed: Vec<String> = svc
+                .artifacts
+                .iter()
+                .map(|a| format!("{} engine {}", a.target, a.fingerprint))
+                .collect();
+            if compiler {
+                if !listed.is_empty() {
+                    tracing::warn!(service = %svc.name, version = svc.sha256.short(),
+                        "fleet: no artifact for this node (target {target}, engine {}) among those \
+                         published ({}); compiling the component", self.fingerprint, listed.join(", "));
+                }
+                return Artifact::Ready;
             }
-            return true;
+            let published = if listed.is_empty() {
+                "none".to_owned()
+            } else {
+                listed.join(", ")
+            };
+            return unusable(format!(
+                "no artifact of this version fits it (published: {published})"
+            ));
         };
         match fetch_artifact(&self.hub, &self.store, svc, artifact, self.artifact_cap).await {
-            Ok(_) => true,
+            Ok(_) => Artifact::Ready,
             Err(e) if compiler => {
                 tracing::warn!("fleet: {e}; compiling the component instead");
-                true
+                Artifact::Ready
             }
             Err(e @ DownloadError::Refused { .. }) => {
-                tracing::error!("fleet: {e}; the service keeps the version it runs");
-                self.refuse(&svc.name, &svc.sha256, e.to_string());
-                true
+                unusable(format!("its artifact was refused: {e}"))
             }
             Err(e @ DownloadError::Failed { .. }) => {
                 tracing::error!(
                     "fleet: {e}; the service keeps the version it runs until the next try"
                 );
-                false
+                Artifact::Later
             }
         }
     }
