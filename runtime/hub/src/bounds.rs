@@ -205,6 +205,62 @@ mod tests {
     use crate::protocol::{EventKind, NodeEvent, test_service};
 
     #[test]
+    fn artifacts_and_announced_engines_are_bounded() {
+        use crate::protocol::{Artifact, NodeEngine, SignIn};
+        use busbar_base::digest::{Fingerprint, Sha256};
+        let artifact = |target: &str, n: u32| Artifact {
+            target: target.into(),
+            fingerprint: Fingerprint::of(&n.to_string()),
+            sha256: Sha256::of(&n.to_be_bytes()),
+            size: 1,
+            signature: String::new(),
+        };
+        let mut svc = test_service("s", 'a');
+        svc.artifacts = (0..MAX_ARTIFACTS as u32)
+            .map(|n| artifact("aarch64-unknown-linux-gnu", n))
+            .collect();
+        svc.check().unwrap();
+        svc.artifacts.push(artifact("x", 99));
+        assert!(svc.check().unwrap_err().starts_with("artifacts:"));
+        svc.artifacts = vec![artifact("t", 1), artifact("t", 1)];
+        assert!(svc.check().unwrap_err().contains("a second artifact"));
+        svc.artifacts = vec![artifact("../etc", 1)];
+        assert!(svc.check().unwrap_err().contains("artifacts[0].target"));
+        svc.artifacts = vec![Artifact {
+            size: MAX_ARTIFACT_BYTES + 1,
+            ..artifact("t", 1)
+        }];
+        assert!(svc.check().unwrap_err().contains("artifacts[0].size"));
+
+        let mut sign_in = SignIn {
+            node_id: "gw".into(),
+            hostname: "h".into(),
+            target: "aarch64-unknown-linux-gnu".into(),
+            runtime_version: "0.1.0".into(),
+            macs: vec![],
+            engine: Some(NodeEngine {
+                fingerprint: Fingerprint::of("e"),
+                max_memory_mib: 16,
+                consume_fuel: false,
+                pooling: true,
+                compiler: false,
+            }),
+        };
+        sign_in.check().unwrap();
+        if let Some(e) = &mut sign_in.engine {
+            e.max_memory_mib = 0;
+        }
+        assert!(
+            sign_in
+                .check()
+                .unwrap_err()
+                .contains("engine.max_memory_mib")
+        );
+        sign_in.target = "no spaces allowed".into();
+        assert!(sign_in.check().unwrap_err().starts_with("target:"));
+    }
+
+    #[test]
     fn cut_keeps_character_boundaries() {
         assert_eq!(cut("héllo", 2), "hé…");
         assert_eq!(cut("ok", 5), "ok");

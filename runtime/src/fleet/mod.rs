@@ -2,6 +2,7 @@
 //! download and verify components into a local cache, apply them (hot-swapping new versions),
 //! remember the last good manifest for offline starts, and report back.
 
+mod artifacts;
 mod checks;
 mod client;
 mod download;

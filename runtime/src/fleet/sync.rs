@@ -11,9 +11,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Fleet;
+use super::artifacts::Artifact;
 use super::bounds::MAX_LOG_LINES;
 use super::client::{HubClient, HubError};
-use super::download::{DownloadError, fetch, fetch_artifact};
+use super::download::{DownloadError, fetch};
 use super::protocol::{EventKind, FleetManifest, SignedIn};
 use super::store::{FleetState, Store};
 use crate::config::NodeConfig;
@@ -40,16 +41,6 @@ struct Prepared {
     manifest: FleetManifest,
     /// Its ETag, when every component could be downloaded (else it is fetched again).
     etag: Option<String>,
-}
-
-/// Whether a version's code can be had on this node.
-enum Artifact {
-    /// Its artifact is in the cache, or the node compiles the component.
-    Ready,
-    /// Not on this node (no compiler, no usable artifact): the service keeps what it runs.
-    Unusable,
-    /// The artifact could not be downloaded now: try again next round.
-    Later,
 }
 
 /// A [`Fleet`] error that says whether to sign in again.
@@ -175,8 +166,10 @@ impl Fleet {
     /// Downloads and checks the components of `manifest`; with `node`, also loads each
     /// changed component first. Versions refused (bad signature, digest, size, or a
     /// component that does not load) are marked bad and the service keeps the version it
-    /// runs; a component that could not be downloaded now keeps its service as it is for
-    /// this round. Nothing is saved until [`Fleet::commit`].
+    /// runs; a component (or, without a compiler, an artifact) that could not be downloaded
+    /// now keeps its service as it is for this round; a version a node without a compiler
+    /// has no usable artifact for keeps its service as it is, unmarked. Nothing is saved
+    /// until [`Fleet::commit`].
     async fn prepare(
         &self,
         manifest: &FleetManifest,
@@ -245,68 +238,6 @@ impl Fleet {
             manifest: manifest.clone(),
             etag: complete.then(|| etag.to_owned()),
         })
-    }
-
-    /// Downloads the artifact of `svc` for this node's target and engine, if the entry lists
-    /// one. A node with a compiler compiles the component when there is none or it cannot
-    /// be had. A node without one cannot run the version then: it keeps the version it runs
-    /// ([`Artifact::Unusable`], reported to the hub but not marked bad, so the same version
-    /// published again with an artifact for this node is taken), or tries again next round
-    /// when the download failed now ([`Artifact::Later`]).
-    async fn fetch_own_artifact(&self, svc: &super::protocol::FleetService) -> Artifact {
-        let target = crate::precompiled::HOST_TARGET;
-        let compiler = crate::engine::HAS_COMPILER;
-        let unusable = |why: String| {
-            let detail = format!(
-                "this node runs only precompiled components and {why} (target {target}, engine \
-                 {}); publish the version again with one (`busbar hub publish` compiles for \
-                 the engines nodes announce)",
-                self.fingerprint
-            );
-            tracing::error!(service = %svc.name, version = svc.sha256.short(),
-                "fleet: {detail}; the service keeps the version it runs");
-            self.event(&svc.name, EventKind::Refused, &svc.sha256, detail);
-            Artifact::Unusable
-        };
-        let Some(artifact) = svc.artifact_for(target, &self.fingerprint) else {
-            let listed: Vec<String> = svc
-                .artifacts
-                .iter()
-                .map(|a| format!("{} engine {}", a.target, a.fingerprint))
-                .collect();
-            if compiler {
-                if !listed.is_empty() {
-                    tracing::warn!(service = %svc.name, version = svc.sha256.short(),
-                        "fleet: no artifact for this node (target {target}, engine {}) among those \
-                         published ({}); compiling the component", self.fingerprint, listed.join(", "));
-                }
-                return Artifact::Ready;
-            }
-            let published = if listed.is_empty() {
-                "none".to_owned()
-            } else {
-                listed.join(", ")
-            };
-            return unusable(format!(
-                "no artifact of this version fits it (published: {published})"
-            ));
-        };
-        match fetch_artifact(&self.hub, &self.store, svc, artifact, self.artifact_cap).await {
-            Ok(_) => Artifact::Ready,
-            Err(e) if compiler => {
-                tracing::warn!("fleet: {e}; compiling the component instead");
-                Artifact::Ready
-            }
-            Err(e @ DownloadError::Refused { .. }) => {
-                unusable(format!("its artifact was refused: {e}"))
-            }
-            Err(e @ DownloadError::Failed { .. }) => {
-                tracing::error!(
-                    "fleet: {e}; the service keeps the version it runs until the next try"
-                );
-                Artifact::Later
-            }
-        }
     }
 
     /// Saves a manifest the node now runs: what it runs of each service, and (when every
