@@ -191,6 +191,7 @@ impl Hub {
             config: Default::default(),
             limits: Default::default(),
             grants: Default::default(),
+            subscribe: Vec::new(),
             artifacts: Vec::new(),
         };
         sign_entry(&key, &mut entry);

@@ -18,6 +18,8 @@ fn record(n: u64, size: usize) -> Record {
         headers: Vec::new(),
         payload: vec![n as u8; size],
         accepted_ms: 0,
+        topic: None,
+        retain: false,
     }
 }
 

@@ -81,6 +81,23 @@ impl Message {
         self.0.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// For a publish on a subscribed MQTT topic (action `$topic`): the topic it was
+    /// published to.
+    pub fn topic(&self) -> Option<&str> {
+        self.header("topic")
+    }
+
+    /// For a publish on a subscribed MQTT topic: the broker connection it came through.
+    pub fn broker(&self) -> Option<&str> {
+        self.header("broker")
+    }
+
+    /// For a publish on a subscribed MQTT topic: whether the broker kept it as the topic's
+    /// last value (a subscriber gets retained values when it subscribes).
+    pub fn retained(&self) -> bool {
+        self.header("retain") == Some("true")
+    }
+
     /// Id of the message this one answers or refers to.
     pub fn correlation_id(&self) -> Option<&str> {
         self.0.correlation_id.as_deref()

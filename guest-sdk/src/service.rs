@@ -16,6 +16,8 @@ use crate::message::{Message, Reply};
 const TIMER_ACTION: &str = "$timer";
 /// Action of the node's delivery failure reports; the payload is a JSON [`DeliveryFailure`].
 const ERROR_ACTION: &str = "$error";
+/// Action of a publish on a subscribed MQTT topic.
+const TOPIC_ACTION: &str = "$topic";
 
 /// A busbar service. Implement it and hand the type to [`export!`](crate::export).
 ///
@@ -49,6 +51,17 @@ pub trait Service: Sized + 'static {
             failure.code,
             failure.message
         );
+    }
+
+    /// A publish arrived on a subscribed MQTT filter ([`topics`](crate::topics)):
+    /// [`Message::topic`] says where, the payload is as published. The default logs a
+    /// warning.
+    fn on_topic(&mut self, msg: &Message) -> Result<(), Error> {
+        crate::warn!(
+            "a publish on `{}` arrived, but this service does not handle topics (on_topic)",
+            msg.topic().unwrap_or_default()
+        );
+        Ok(())
     }
 
     /// The node's desired state changed. The default does nothing.
@@ -158,6 +171,7 @@ fn dispatch<S: Service>(service: &mut S, msg: &Message) -> Result<Option<Reply>,
             }
             Ok(None)
         }
+        TOPIC_ACTION => service.on_topic(msg).map(|()| None),
         _ => service.process(msg),
     }
 }

@@ -36,7 +36,7 @@ pub enum LoadError {
     Invalid { path: PathBuf, reason: String },
     /// The component does not fit the `busbar:service/service` world.
     #[error(
-        "component {path} is not a busbar service (world busbar:service/service@0.1.0): {reason}"
+        "component {path} is not a busbar service (world busbar:service/service@0.1.1): {reason}"
     )]
     WrongWorld { path: PathBuf, reason: String },
     /// The component imports an interface services are not granted.

@@ -54,8 +54,8 @@ pub async fn run(
     });
     let admin = if config.admin.enabled {
         let (bus, health) = (node.bus().clone(), node.health().clone());
-        let com = node.com_stats().clone();
-        match AdminServer::start(&config, bus, node.services(), com, health).await {
+        let links = (node.com_stats().clone(), node.topics_stats().clone());
+        match AdminServer::start(&config, bus, node.services(), links, health).await {
             Ok(admin) => Some(admin),
             Err(e) => {
                 node.shutdown().await;

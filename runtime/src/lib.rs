@@ -15,7 +15,8 @@
 //! 5. **[`component`]** (loading and checking components) and [`service`] (one task per
 //!    service: lifecycle, serving, hot swap, rollback).
 //! 6. **Internal services** on the bus: [`internal`] (their shared loop), [`logger`],
-//!    [`orchestrator`], [`com`] (the link towards the IoT hub).
+//!    [`orchestrator`], [`com`] (the link towards the IoT hub), [`topics`] (services' MQTT
+//!    broker connections).
 //! 7. **[`node`]**, the composition root: it owns Com's stats, the dead letters and the
 //!    desired state, and hands each part only what it needs; [`config`] says how it runs.
 //! 8. **Edges**: [`fleet`] (the node's side of the fleet hub), [`admin`] (the operators' HTTP
@@ -55,3 +56,4 @@ pub mod precompiled;
 #[cfg(feature = "hub")]
 pub mod publisher;
 pub mod service;
+pub mod topics;

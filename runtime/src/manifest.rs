@@ -45,6 +45,10 @@ pub struct ServiceEntry {
     /// Capabilities beyond the sandbox (none by default).
     #[serde(default)]
     pub grants: busbar_base::grants::Grants,
+    /// MQTT subscriptions made before `start`, as if the service had called `subscribe`
+    /// (`subscribe = [{ filter = "/zigbee2mqtt/+/temperature", broker = "field" }]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<busbar_base::grants::Subscription>,
 }
 
 fn yes() -> bool {
@@ -137,6 +141,8 @@ impl Manifest {
             s.limits
                 .validate()
                 .map_err(|p| format!("{at}.limits.{p}"))?;
+            busbar_base::grants::check_topics(&s.grants.topics, &s.subscribe)
+                .map_err(|p| format!("{at}.{p}"))?;
         }
         Ok(())
     }

@@ -16,3 +16,4 @@ mod reload;
 mod routing;
 mod sandbox;
 mod storage;
+mod topics;

@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("components and services", &["component", "service"]),
     (
         "internal services",
-        &["internal", "logger", "orchestrator", "com"],
+        &["internal", "logger", "orchestrator", "com", "topics"],
     ),
     // `hub` is the `busbar_hub` crate (the fleet protocol): for the node and above.
     ("the node (composition root)", &["config", "node", "hub"]),

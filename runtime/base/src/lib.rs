@@ -1,7 +1,8 @@
 //! busbar-base: what every busbar program shares, and nothing that runs wasm (no wasmtime).
 //!
 //! - The vocabulary of a service entry, as manifests and the fleet protocol state it:
-//!   [`names`], [`limits`], [`grants`] (with [`outbound`] network rules), and [`digest`]
+//!   [`names`], [`limits`], [`grants`] (with [`outbound`] network rules and [`topic`]
+//!   filters), and [`digest`]
 //!   (sha256 checked where it enters).
 //! - What keeps outsiders in bounds: [`read_file`] (regular files of bounded size),
 //!   [`serve`] (HTTP with a connection cap and header deadlines), [`net`] (HTTP client, TLS,
@@ -26,3 +27,4 @@ pub mod serve;
 pub mod supervise;
 pub mod sync;
 pub mod time;
+pub mod topic;

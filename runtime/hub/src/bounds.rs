@@ -74,6 +74,7 @@ impl FleetService {
     pub fn check(&self) -> Result<(), String> {
         busbar_base::names::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
         self.limits.validate().map_err(|e| format!("limits.{e}"))?;
+        busbar_base::grants::check_topics(&self.grants.topics, &self.subscribe)?;
         at_most("artifacts", &self.artifacts, MAX_ARTIFACTS)?;
         let mut seen = HashSet::new();
         for (i, a) in self.artifacts.iter().enumerate() {

@@ -179,6 +179,10 @@ pub struct FleetService {
     /// Capabilities beyond the sandbox.
     #[serde(default)]
     pub grants: Grants,
+    /// MQTT subscriptions made before the service starts. Left out when empty (old
+    /// signatures hold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<busbar_base::grants::Subscription>,
     /// The component compiled ahead of time for node targets and engines, each signed on
     /// its own (not part of the entry's signature, so a version can gain artifacts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -349,6 +353,7 @@ pub fn test_service(name: &str, sha: char) -> FleetService {
         config: BTreeMap::new(),
         limits: Default::default(),
         grants: Default::default(),
+        subscribe: Vec::new(),
         artifacts: Vec::new(),
     }
 }

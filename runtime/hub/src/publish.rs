@@ -69,6 +69,10 @@ pub struct HubPublishArgs {
     /// '{"destinations": ["seq-receiver"]}'.
     #[arg(long, value_parser = parse_json::<busbar_base::grants::Grants>)]
     pub grants: Option<busbar_base::grants::Grants>,
+    /// An MQTT subscription made before it starts, as the JSON of a manifest's `subscribe`
+    /// item (repeatable), e.g. '{"filter": "/zigbee2mqtt/+/temperature", "broker": "field"}'.
+    #[arg(long, value_parser = parse_json::<busbar_base::grants::Subscription>)]
+    pub subscribe: Vec<busbar_base::grants::Subscription>,
     /// Compile artifacts for this node target (repeatable), with the `[engine]` settings of
     /// --node-config. Without it: for every target and engine the nodes reached announced.
     #[arg(long = "target")]
@@ -264,6 +268,7 @@ pub async fn publish(
         config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
         limits: args.limits.clone().unwrap_or_default(),
         grants: args.grants.clone().unwrap_or_default(),
+        subscribe: args.subscribe.clone(),
         artifacts: Vec::new(),
     };
     // Refused here with the words the hub and the nodes would use.

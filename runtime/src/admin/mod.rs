@@ -58,6 +58,8 @@ struct App {
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
     health: Arc<busbar_base::supervise::Health>,
+    /// The broker connections' counters (`/status` shows them to all-seeing tokens).
+    brokers: crate::topics::TopicsStats,
     /// The node's engine, as it announces it to a hub (`/status` shows it).
     engine: crate::fleet::protocol::NodeEngine,
 }
@@ -77,9 +79,10 @@ impl AdminServer {
         config: &NodeConfig,
         bus: Bus,
         services: Arc<ServiceTable>,
-        com: Arc<crate::com::ComStats>,
+        links: (Arc<crate::com::ComStats>, crate::topics::TopicsStats),
         health: Arc<busbar_base::supervise::Health>,
     ) -> anyhow::Result<Self> {
+        let (com, brokers) = links;
         let admin = &config.admin;
         let listener = tokio::net::TcpListener::bind(admin.listen)
             .await
@@ -117,8 +120,14 @@ impl AdminServer {
 
         let cancel = CancellationToken::new();
         let app = Arc::new(App {
-            metrics: status::registry(bus.clone(), services.clone(), com, health.clone()),
+            metrics: status::registry(
+                bus.clone(),
+                services.clone(),
+                (com, brokers.clone()),
+                health.clone(),
+            ),
             health: health.clone(),
+            brokers,
             bus,
             services,
             node_id: config.node_id.clone(),

@@ -29,6 +29,14 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         .into_iter()
         .filter(|s| grant.allows(&s.name))
         .collect();
+    let brokers: serde_json::Map<String, serde_json::Value> = if grant.sees_all() {
+        app.brokers
+            .iter()
+            .map(|(name, s)| (name.clone(), s.to_json()))
+            .collect()
+    } else {
+        serde_json::Map::new()
+    };
     axum::Json(serde_json::json!({
         "node_id": app.node_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -37,6 +45,7 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         "uptime_s": app.started.elapsed().as_secs(),
         "tasks": app.health.report(),
         "services": services,
+        "brokers": brokers,
     }))
     .into_response()
 }
@@ -73,14 +82,16 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 pub(super) fn registry(
     bus: Bus,
     services: Arc<ServiceTable>,
-    com: Arc<crate::com::ComStats>,
+    links: (Arc<crate::com::ComStats>, crate::topics::TopicsStats),
     health: Arc<busbar_base::supervise::Health>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("busbar");
+    let (com, brokers) = links;
     registry.register_collector(Box::new(NodeCollector {
         bus,
         services,
         com,
+        brokers,
         health,
     }));
     registry
@@ -94,6 +105,7 @@ struct NodeCollector {
     bus: Bus,
     services: Arc<ServiceTable>,
     com: Arc<crate::com::ComStats>,
+    brokers: crate::topics::TopicsStats,
     health: Arc<busbar_base::supervise::Health>,
 }
 
@@ -187,6 +199,7 @@ impl Collector for NodeCollector {
         }
         self.encode_tasks(&mut encoder)?;
         self.encode_com(&mut encoder)?;
+        self.encode_brokers(&mut encoder)?;
         let latencies = self.bus.call_latencies();
         if let Some((_, first)) = latencies.first() {
             let mut family = encoder.encode_descriptor(
@@ -270,6 +283,95 @@ impl NodeCollector {
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeCollector {
+    /// Every broker connection's link, traffic and outbox, labelled `broker`; what a
+    /// subscriber's mailbox did not take, labelled `broker` and `service`.
+    fn encode_brokers(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::topics::BrokerStats;
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.brokers.is_empty() {
+            return Ok(());
+        }
+        type Gauge = fn(&BrokerStats) -> i64;
+        let gauges: [(&str, &str, Gauge); 4] = [
+            (
+                "broker_connected",
+                "1 while the broker connection has a session, else 0",
+                |s| i64::from(s.connected.load(Relaxed)),
+            ),
+            (
+                "broker_filters",
+                "Distinct filters subscribed at the broker",
+                |s| s.filters.load(Relaxed) as i64,
+            ),
+            (
+                "broker_outbox_messages",
+                "At-least-once publishes waiting in the outbox for the broker's acknowledgement",
+                |s| s.outbox().pending as i64,
+            ),
+            ("broker_outbox_bytes", "Bytes waiting in the outbox", |s| {
+                s.outbox().pending_bytes as i64
+            }),
+        ];
+        for (name, help, get) in gauges {
+            let probe = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+            for (broker, s) in &self.brokers {
+                ConstGauge::new(get(s))
+                    .encode(family.encode_family(&[("broker", broker.as_str())])?)?;
+            }
+        }
+        type Counter = fn(&BrokerStats) -> u64;
+        let counters: [(&str, &str, Counter); 5] = [
+            ("broker_sessions", "Sessions opened with the broker", |s| {
+                s.sessions.load(Relaxed)
+            }),
+            (
+                "broker_received",
+                "Publishes that arrived on subscribed filters",
+                |s| s.received.load(Relaxed),
+            ),
+            (
+                "broker_delivered",
+                "Copies put into subscribers' mailboxes",
+                |s| s.delivered.load(Relaxed),
+            ),
+            (
+                "broker_published",
+                "Publishes from services the broker acknowledged (at least once) or that were sent (at most once)",
+                |s| s.published.load(Relaxed),
+            ),
+            (
+                "broker_outbox_refused",
+                "Publishes refused because the outbox was full",
+                |s| s.outbox().refused,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let probe = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+            for (broker, s) in &self.brokers {
+                ConstCounter::new(get(s))
+                    .encode(family.encode_family(&[("broker", broker.as_str())])?)?;
+            }
+        }
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "broker_dropped",
+            "Copies a subscriber's mailbox did not take (full, or the service stopped)",
+            None,
+            probe.metric_type(),
+        )?;
+        for (broker, s) in &self.brokers {
+            for (service, n) in s.dropped() {
+                let labels = [("broker", broker.as_str()), ("service", service.as_str())];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

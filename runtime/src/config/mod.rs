@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     /// The fleet hub the node takes its services from (none: the manifest is local).
     pub hub: Option<FleetConfig>,
+    /// MQTT broker connections services publish and subscribe on, by name.
+    pub brokers: std::collections::BTreeMap<String, crate::topics::BrokerConfig>,
 }
 
 impl Default for NodeConfig {
@@ -61,6 +63,7 @@ impl Default for NodeConfig {
             com: ComConfig::default(),
             admin: AdminConfig::default(),
             hub: None,
+            brokers: Default::default(),
         }
     }
 }
@@ -88,6 +91,9 @@ impl NodeConfig {
         }
         if let Some(hub) = &mut config.hub {
             hub.resolve(base);
+        }
+        for b in config.brokers.values_mut() {
+            b.resolve_paths(base);
         }
         for dir in [
             &mut config.cache_dir,
@@ -126,6 +132,11 @@ impl NodeConfig {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
                 .map_or_else(|| PathBuf::from("busbar-data"), |d| d.join("busbar"))
         })
+    }
+
+    /// The broker connections, checked ([`crate::topics::Brokers::of`]).
+    pub fn brokers(&self) -> anyhow::Result<crate::topics::Brokers> {
+        crate::topics::Brokers::of(&self.brokers, &self.com, &self.node_id, &self.data_dir())
     }
 
     /// The shutdown drain time.

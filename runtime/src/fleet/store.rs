@@ -185,6 +185,7 @@ impl Store {
                     config: s.config.clone(),
                     limits: s.limits.clone(),
                     grants: s.grants.clone(),
+                    subscribe: s.subscribe.clone(),
                 })
                 .collect(),
         };

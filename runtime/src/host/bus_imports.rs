@@ -50,7 +50,7 @@ impl HostState {
 
     /// Waits while the service is over its submit quota; the wait does not count against
     /// its deadline (the node imposed it), so a tight submit loop is slowed, not killed.
-    async fn throttle(&mut self) {
+    pub(super) async fn throttle(&mut self) {
         let Some(quota) = self.quota.clone() else {
             return;
         };

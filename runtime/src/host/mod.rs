@@ -8,6 +8,7 @@ mod log_imports;
 mod network;
 mod stdio;
 mod timers;
+mod topics_imports;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

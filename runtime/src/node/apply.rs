@@ -233,6 +233,7 @@ impl super::NodeSettings {
     ) -> anyhow::Result<ServiceSpec> {
         // Checked against the engine for the whole manifest in `apply`.
         let memory_mib = s.limits.memory_mib.unwrap_or(self.engine.max_memory_mib);
+        let granted = crate::grants::Granted::resolve(&s.name, &s.grants, data_dir, &self.brokers)?;
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),
             source: crate::component::ComponentSource::of(s),
@@ -247,12 +248,35 @@ impl super::NodeSettings {
             deadline: Duration::from_millis(s.limits.deadline_ms),
             drain: self.drain,
             restart: RestartPolicy::default(),
-            granted: Arc::new(crate::grants::Granted::resolve(
-                &s.name, &s.grants, data_dir,
-            )?),
+            subscribe: self.subscriptions(s, &granted)?,
+            granted: Arc::new(granted),
             successor: Arc::default(),
             handover: None,
             fallback: None,
         })
+    }
+
+    /// The entry's `subscribe` list made absolute, each within its grants: what the service
+    /// subscribes to before `start`.
+    fn subscriptions(
+        &self,
+        s: &ServiceEntry,
+        granted: &crate::grants::Granted,
+    ) -> anyhow::Result<Vec<(String, busbar_base::topic::TopicFilter)>> {
+        s.subscribe
+            .iter()
+            .enumerate()
+            .map(|(i, sub)| {
+                let at = || format!("service `{}`: subscribe[{i}] `{}`", s.name, sub.filter);
+                let (broker, access) = granted
+                    .topics
+                    .on(&s.name, sub.broker.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{}: {}", at(), e.text()))?;
+                let filter = access
+                    .subscribe_filter(&s.name, sub.filter.as_str())
+                    .map_err(|e| anyhow::anyhow!("{}: {}", at(), e.text()))?;
+                Ok((broker.to_owned(), filter))
+            })
+            .collect()
     }
 }

@@ -42,5 +42,5 @@ pub async fn check_entry(
     config: &NodeConfig,
     entry: &ServiceEntry,
 ) -> anyhow::Result<Arc<LoadedComponent>> {
-    trial(loader, &NodeSettings::of(config), entry).await
+    trial(loader, &NodeSettings::of(config)?, entry).await
 }

@@ -47,6 +47,8 @@ struct Core {
     env: ServiceEnv,
     /// What Com reports about its link and spool.
     com_stats: Arc<crate::com::ComStats>,
+    /// What each broker connection reports.
+    topics_stats: crate::topics::TopicsStats,
     services: Arc<ServiceTable>,
     /// The services running now; also serialises every change to them.
     running: Mutex<BTreeMap<String, Running>>,
@@ -74,16 +76,19 @@ struct NodeSettings {
     engine: crate::engine::EngineConfig,
     drain: Duration,
     data_dir: std::path::PathBuf,
+    /// The broker connections' base topics, for the services' topic grants.
+    brokers: crate::grants::BrokerBases,
 }
 
 impl NodeSettings {
-    fn of(config: &NodeConfig) -> Self {
-        Self {
+    fn of(config: &NodeConfig) -> anyhow::Result<Self> {
+        Ok(Self {
             max_instances: config.engine.max_instances,
             engine: config.engine.clone(),
             drain: config.drain(),
             data_dir: config.data_dir(),
-        }
+            brokers: config.brokers()?.bases(),
+        })
     }
 }
 
@@ -132,6 +137,13 @@ impl Node {
             internal_cancel.clone(),
         )
         .await?;
+        let topics_stats = crate::topics::spawn(
+            &config.brokers()?,
+            &bus,
+            &internal_tasks,
+            &health,
+            internal_cancel.clone(),
+        )?;
         crate::logger::spawn(&bus, &internal_tasks, internal_cancel.clone())?;
         let (control_tx, control_rx) = mpsc::channel(16);
         crate::orchestrator::spawn(
@@ -150,10 +162,11 @@ impl Node {
                 desired: Arc::default(),
             },
             com_stats,
+            topics_stats,
             services,
             running: Mutex::default(),
             wanted: std::sync::Mutex::default(),
-            limits: NodeSettings::of(config),
+            limits: NodeSettings::of(config)?,
             service_tasks: TaskTracker::new(),
             service_cancel: CancellationToken::new(),
         });
@@ -265,6 +278,11 @@ impl Node {
     /// What Com reports about its link and spool (for `/metrics`).
     pub fn com_stats(&self) -> &Arc<crate::com::ComStats> {
         &self.core.com_stats
+    }
+
+    /// What each broker connection reports (for `/metrics` and `/status`).
+    pub fn topics_stats(&self) -> &crate::topics::TopicsStats {
+        &self.core.topics_stats
     }
 
     /// Messages services took but could not finish.

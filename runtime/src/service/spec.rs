@@ -29,6 +29,8 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// Its capabilities.
     pub granted: Arc<crate::grants::Granted>,
+    /// MQTT subscriptions made before `start`: broker connection and absolute filter.
+    pub subscribe: Vec<(String, busbar_base::topic::TopicFilter)>,
     /// Set when a new version replaces this one: the old one then finishes its whole queue
     /// (no drain deadline), hands its state over and whatever it could not process to the
     /// new mailbox.

@@ -1,8 +1,9 @@
 """busbar's Python SDK: write a busbar service as a Python class.
 
 A service subclasses :class:`BaseService` (or :class:`StatefulService`, to keep its state
-across hot swaps), handles actions with methods marked ``@action("name")``, and hands its
-class to :func:`serve` in the module componentize-py builds::
+across hot swaps), handles actions with methods marked ``@action("name")`` (timer ticks with
+``@timer("name")``, MQTT publishes with ``@topic("filter")``), and hands its class to
+:func:`serve` in the module componentize-py builds::
 
     from busbar import BaseService, action, serve
 
@@ -29,7 +30,7 @@ from .message import (
     Reply,
     State,
 )
-from .service import BaseService, StatefulService, action, serve, timer
+from .service import BaseService, StatefulService, action, serve, timer, topic
 
 __all__ = [
     "BaseService",
@@ -43,4 +44,5 @@ __all__ = [
     "action",
     "serve",
     "timer",
+    "topic",
 ]

@@ -92,6 +92,39 @@ class Message:
     def headers(self) -> Dict[str, str]:
         return dict(self._raw.headers)
 
+    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first header ``name``, or ``default``. Unlike :attr:`headers` (where the last
+        one wins), a publish's MQTT 5 user properties, which follow the node's own headers,
+        cannot hide ``topic``, ``broker`` or ``retain``."""
+        for key, value in self._raw.headers:
+            if key == name:
+                return value
+        return default
+
+    # A publish on a subscribed MQTT topic (action ``$topic``); None (False) for any other.
+
+    @property
+    def topic(self) -> Optional[str]:
+        """The topic it was published to, absolute (as the broker has it)."""
+        return self.header("topic")
+
+    @property
+    def broker(self) -> Optional[str]:
+        """The broker connection it came through (its name in the node config)."""
+        return self.header("broker")
+
+    @property
+    def retained(self) -> bool:
+        """Whether the broker kept it as the topic's last value (what a new subscription gets
+        first) rather than passing on a fresh publish."""
+        return self.header("retain") == "true"
+
+    @property
+    def response_topic(self) -> Optional[str]:
+        """The MQTT 5 response topic the publisher asks answers on, absolute (publish there
+        with ``"/" + msg.response_topic``)."""
+        return self.header("response-topic")
+
     def text(self) -> str:
         """The body as UTF-8 text; `bad-payload` when it is not."""
         try:

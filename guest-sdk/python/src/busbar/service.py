@@ -11,11 +11,11 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import bus, config, log, timers, types
+from wit_world.imports import bus, config, log, timers, topics, types
 
 from .message import (
     BusError,
@@ -32,6 +32,9 @@ from .message import (
 
 TIMER_ACTION = "$timer"
 ERROR_ACTION = "$error"
+TOPIC_ACTION = "$topic"
+
+_QOS = {0: topics.Qos.AT_MOST_ONCE, 1: topics.Qos.AT_LEAST_ONCE}
 
 
 def action(name: str) -> Callable:
@@ -57,10 +60,69 @@ def timer(name: str) -> Callable:
     return mark
 
 
+def topic(filter: str, broker: Optional[str] = None) -> Callable:
+    """Marks a method as the handler of publishes on MQTT topic filter ``filter`` (``+`` for
+    one level, ``#`` for any below; a leading ``/`` makes it absolute, else it is relative to
+    the service's base topic ``{base_topic}/{service}``) on connection ``broker`` (None: the
+    default one). It gets the :class:`Message` (``msg.topic``, ``msg.body()``, ...); what it
+    returns is ignored. Marks stack: one method may take several filters.
+
+    The SDK subscribes to every marked filter when the service starts, before its
+    :meth:`BaseService.start` runs (a failed subscription fails the start); publishes reach
+    handlers only after ``start`` returns. A publish goes to every marked method whose filter
+    matches its topic (once per method), preferring those whose ``broker`` names its
+    connection over those with None (which take any connection's: the SDK does not know the
+    default's name); one that none matches (e.g. from :meth:`BaseService.subscribe`) goes to
+    :meth:`BaseService.on_topic`. The SDK cannot see the base topic, so a relative filter
+    matches the levels after a level that is the service's name: ``requests/+`` matches
+    ``{anything}/{service}/requests/x``."""
+
+    def mark(f):
+        f._busbar_topics = getattr(f, "_busbar_topics", ()) + ((filter, broker),)
+        return f
+
+    return mark
+
+
+def _levels_match(pattern: List[str], levels: List[str]) -> bool:
+    """MQTT matching of a filter's levels against a topic's."""
+    for i, want in enumerate(pattern):
+        if want == "#":
+            return True  # its parent level and any below
+        if i >= len(levels) or (want != "+" and want != levels[i]):
+            return False
+    return len(pattern) == len(levels)
+
+
+def topic_matches(filter: str, topic_: str, service: str) -> bool:
+    """Whether a publish on ``topic_`` (absolute, as its ``topic`` header says) matches
+    ``filter`` as service ``service`` gave it to ``subscribe``: an absolute filter (leading
+    ``/``) against the whole topic, a relative one against the levels after a level named
+    ``service`` (the last level of the service's base topic, which the SDK cannot see). A
+    ``$share/{group}/`` prefix is left out, as the broker does."""
+    if filter.startswith("$share/"):
+        group, _, rest = filter[len("$share/"):].partition("/")
+        if group and rest:
+            filter = rest
+    levels = topic_.split("/")
+    if filter.startswith("/"):
+        pattern = filter[1:].split("/")
+        # A wildcard first level never matches a `$` topic (`$SYS/...`).
+        if topic_.startswith("$") and pattern[0] in ("+", "#"):
+            return False
+        return _levels_match(pattern, levels)
+    pattern = filter.split("/")
+    return any(
+        level == service and _levels_match(pattern, levels[i + 1:])
+        for i, level in enumerate(levels)
+    )
+
+
 class BaseService:
     """A busbar service. Override what you need: :meth:`start`, :meth:`stop`,
-    :meth:`state_update`, :meth:`on_timer`, :meth:`on_error`, :meth:`process`, and mark
-    action handlers with ``@action("name")``."""
+    :meth:`state_update`, :meth:`on_timer`, :meth:`on_error`, :meth:`on_topic`,
+    :meth:`process`, and mark action handlers with ``@action("name")``, timer handlers with
+    ``@timer("name")`` and MQTT topic handlers with ``@topic("filter")``."""
 
     def __init__(self):
         self.name: str = config.service_name()
@@ -70,14 +132,22 @@ class BaseService:
         # looked up on the instance, so overriding a marked method keeps its action.
         actions: Dict[str, str] = {}
         timers_: Dict[str, str] = {}
+        topics_: Dict[Tuple[str, Optional[str]], List[str]] = {}
         for klass in reversed(type(self).__mro__):
             for attr, f in vars(klass).items():
                 if hasattr(f, "_busbar_action"):
                     actions[f._busbar_action] = attr
                 if hasattr(f, "_busbar_timer"):
                     timers_[f._busbar_timer] = attr
+                for mark in getattr(f, "_busbar_topics", ()):
+                    if attr not in topics_.setdefault(mark, []):
+                        topics_[mark].append(attr)
         self._actions: Dict[str, Callable] = {a: getattr(self, m) for a, m in actions.items()}
         self._timers: Dict[str, Callable] = {t: getattr(self, m) for t, m in timers_.items()}
+        # (filter, broker, handler), in the order the marks were made, base classes first.
+        self._topics: List[Tuple[str, Optional[str], Callable]] = [
+            (f, b, getattr(self, m)) for (f, b), names in topics_.items() for m in names
+        ]
 
     # What the node calls; override these.
 
@@ -105,6 +175,15 @@ class BaseService:
         self.warn(
             f"message {failure.message_id} (action `{failure.action}` to "
             f"`{failure.destination}`) failed: {failure.code}: {failure.message}"
+        )
+
+    def on_topic(self, msg: Message) -> None:
+        """A publish on a subscribed MQTT topic that no method marked ``@topic`` matches
+        (``msg.topic``, ``msg.broker``, ``msg.retained``; the payload as published). The
+        default logs a warning."""
+        self.warn(
+            f"a publish on `{msg.topic}` (broker `{msg.broker}`) arrived, but no method "
+            f"marked @topic matches it (override on_topic to take it)"
         )
 
     def process(self, msg: Message) -> Any:
@@ -193,6 +272,77 @@ class BaseService:
     def cancel_timer(self, name: str) -> None:
         timers.cancel(name)
 
+    def publish(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        broker: Optional[str] = None,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Union[Dict[str, str], Iterable[Tuple[str, str]], None] = None,
+    ) -> None:
+        """Publishes ``body`` to MQTT ``topic`` (a leading ``/`` makes it absolute, else it is
+        relative to ``{base_topic}/{service}``) on connection ``broker`` (None: the default
+        one). The body is encoded as for :meth:`submit_message` (bytes as they are, str as
+        text, a :class:`Reply` as it says, anything else as JSON) and its content type sent as
+        the MQTT 5 content type; ``properties`` (a dict or (name, value) pairs) are MQTT 5
+        user properties. ``qos=1`` returns once the publish is in the connection's durable
+        outbox, connected or not; ``qos=0`` sends it once and raises :class:`BusError`
+        (`unavailable`) while the broker is disconnected. The topic must lie within the
+        service's ``grants.topics``."""
+        if qos not in _QOS:
+            raise ValueError(f"publish to `{topic}`: qos must be 0 or 1, not {qos!r}")
+        content_type, payload = encode(body)
+        pairs = properties.items() if isinstance(properties, dict) else properties or ()
+        options = topics.PublishOptions(
+            qos=_QOS[qos],
+            retain=bool(retain),
+            content_type=content_type,
+            properties=[(str(k), str(v)) for k, v in pairs],
+        )
+        raising(topics.publish, broker, topic, payload, options)
+
+    def subscribe(self, filter: str, broker: Optional[str] = None) -> None:
+        """Subscribes to MQTT topic filter ``filter`` (``+``, ``#``; ``$share/{group}/...``
+        for a shared subscription; relative or absolute as for :meth:`publish`) on
+        connection ``broker``. Publishes on it go to the method marked ``@topic`` with a
+        matching filter, else to :meth:`on_topic`. A subscription belongs to the service: it
+        holds across restarts and hot swaps, until :meth:`unsubscribe` or the service
+        stops."""
+        raising(topics.subscribe, broker, filter)
+
+    def unsubscribe(self, filter: str, broker: Optional[str] = None) -> None:
+        """Ends the subscription to ``filter`` (as given to :meth:`subscribe`) on connection
+        ``broker``; nothing happens if there is none. A filter marked ``@topic`` is subscribed
+        to again at the next start."""
+        raising(topics.unsubscribe, broker, filter)
+
+    def _subscribe_marked(self) -> None:
+        """Subscribes to the filters marked ``@topic`` (each pair once)."""
+        for filter_, broker in dict.fromkeys((f, b) for f, b, _ in self._topics):
+            try:
+                self.subscribe(filter_, broker)
+            except BusError as e:
+                on = f" on broker `{broker}`" if broker is not None else ""
+                raise BusError(e.code, f"@topic({filter_!r}){on}: {e.message}") from None
+
+    def _topic_arrived(self, msg: Message) -> None:
+        """Runs the handlers of a ``$topic`` message (see :func:`topic`), or :meth:`on_topic`."""
+        topic_ = msg.topic or ""
+        matching = [
+            (b, h) for f, b, h in self._topics
+            if b in (None, msg.broker) and topic_matches(f, topic_, self.name)
+        ]
+        # Handlers naming the publish's broker win over those with None; a method runs once
+        # however many of its filters match.
+        named = [h for b, h in matching if b is not None]
+        handlers = list(dict.fromkeys(named or [h for _, h in matching]))
+        if not handlers:
+            self.on_topic(msg)
+        for handler in handlers:
+            handler(msg)
+
 
 class StatefulService(BaseService):
     """A service whose ``self.state`` (any JSON value; a dict to start with) is handed to its
@@ -269,6 +419,7 @@ def serve(cls: type) -> type:
                 if _Running.restored is not None and isinstance(service, StatefulService):
                     data, _Running.restored = _Running.restored, None
                     service.restore(data)
+                service._subscribe_marked()
                 service.start()
             except BaseException:
                 raise Err(f"{cls.__name__}.start: {_fault('start failed')}")
@@ -298,6 +449,9 @@ def serve(cls: type) -> type:
                         service.warn(f"ignoring malformed `$error` message {msg.id}: {e}")
                         return None
                     service.on_error(failure)
+                    return None
+                if msg.action == TOPIC_ACTION:
+                    service._topic_arrived(msg)
                     return None
                 return _reply(service.process(msg))
             except BusError as e:

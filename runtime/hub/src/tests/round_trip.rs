@@ -146,6 +146,7 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         config: Default::default(),
         limits: Default::default(),
         grants: Default::default(),
+        subscribe: Vec::new(),
         artifacts: Vec::new(),
     };
     // Signed as a component only, or as an entry and then widened: refused.

@@ -97,6 +97,9 @@ pub struct Topics {
     pub responses: String,
     /// Service log lines while `debug` is on.
     pub debug: String,
+    /// Base topic of services on the Com's broker (`topics` on connection `com`): a
+    /// service's relative topics are under `{services}/{service}`.
+    pub services: String,
 }
 
 impl Default for Topics {
@@ -109,6 +112,7 @@ impl Default for Topics {
             commands: "busbar/{node}/commands".into(),
             responses: "busbar/{node}/responses".into(),
             debug: "busbar/{node}/debug".into(),
+            services: "busbar/{node}/services".into(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl Topics {
             commands: f(&self.commands),
             responses: f(&self.responses),
             debug: f(&self.debug),
+            services: f(&self.services),
         }
     }
 }

@@ -277,6 +277,8 @@ mod tests {
             headers: vec![("unit".into(), "°C".into())],
             payload: b"{}".to_vec(),
             accepted_ms: 0,
+            topic: None,
+            retain: false,
         };
         assert_eq!(
             d.d2c(&r).0,

@@ -47,6 +47,8 @@ impl Com {
                 headers: d.msg.headers.clone(),
                 payload: d.msg.payload.clone(),
                 accepted_ms: now,
+                topic: None,
+                retain: false,
             });
             takers.push(d);
         }

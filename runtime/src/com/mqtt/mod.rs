@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::MqttConfig;
+pub use connection::STABLE_SESSION;
 use connection::{Connector, LinkEvent};
 pub use dialect::Dialect;
 
@@ -113,7 +114,7 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
     let mut com = Com {
         bus: link.bus.clone(),
         dialect: setup.dialect,
-        window: session::Window::new(usize::from(setup.config.in_flight)),
+        window: super::spool::Window::new(usize::from(setup.config.in_flight)),
         max_message: setup.config.max_message_bytes,
         sync_ms: if setup.config.spool.sync_ms == 0 {
             100
@@ -149,7 +150,7 @@ struct Com {
     bus: Bus,
     dialect: Dialect,
     /// The in-flight window of spooled records on the current session.
-    window: session::Window,
+    window: super::spool::Window,
     max_message: usize,
     sync_ms: u64,
     default_service: Option<String>,

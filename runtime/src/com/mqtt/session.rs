@@ -4,9 +4,7 @@
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 
 use super::connection::LinkEvent;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use super::super::spool::Record;
 use super::{Com, connection};
 
 impl Com {
@@ -27,20 +25,11 @@ impl Com {
                 self.stats
                     .connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
-                self.window.sent.clear();
-                self.window.pkids.clear();
-                self.window
-                    .unsent
-                    .extend(self.window.in_flight.keys().copied());
+                self.window.restart();
             }
-            LinkEvent::Mqtt(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                if let Some(Some(seq)) = self.window.sent.pop_front() {
-                    self.window.pkids.insert(pkid, seq);
-                }
-            }
+            LinkEvent::Mqtt(Event::Outgoing(Outgoing::Publish(pkid))) => self.window.numbered(pkid),
             LinkEvent::Mqtt(Event::Incoming(Incoming::PubAck(ack))) => {
-                if let Some(seq) = self.window.pkids.remove(&ack.pkid) {
-                    self.window.in_flight.remove(&seq);
+                if let Some(seq) = self.window.acknowledged(ack.pkid) {
                     self.spool.ack(seq);
                     self.stats
                         .delivered
@@ -70,11 +59,7 @@ impl Com {
         self.stats
             .sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.window.sent.clear();
-        self.window.pkids.clear();
-        self.window
-            .unsent
-            .extend(self.window.in_flight.keys().copied());
+        self.window.restart();
         let topics = self.dialect.subscriptions();
         let filters = topics
             .iter()
@@ -144,36 +129,6 @@ impl Com {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// The in-flight window: spooled records published on the current session and not yet
-/// acknowledged, at most `limit` of them, published and acknowledged in order.
-#[derive(Debug)]
-pub(super) struct Window {
-    /// Records in flight at most (`com.in_flight`).
-    pub(super) limit: usize,
-    /// Publishes requested on this session, waiting for rumqttc to number them: the spool
-    /// sequence number of each (None for publishes outside the spool).
-    pub(super) sent: VecDeque<Option<u64>>,
-    /// Packet id → spool sequence number, until the broker acknowledges.
-    pub(super) pkids: HashMap<u16, u64>,
-    /// Records taken from the spool and not yet acknowledged, by sequence number.
-    pub(super) in_flight: BTreeMap<u64, Record>,
-    /// In flight but not published on the current session (sent again, in order).
-    pub(super) unsent: BTreeSet<u64>,
-}
-
-impl Window {
-    /// An empty window of `limit` records.
-    pub(super) fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            sent: VecDeque::new(),
-            pkids: HashMap::new(),
-            in_flight: BTreeMap::new(),
-            unsent: BTreeSet::new(),
         }
     }
 }

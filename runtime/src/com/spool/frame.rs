@@ -25,6 +25,13 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// When Com accepted it (ms since the Unix epoch).
     pub accepted_ms: u64,
+    /// The MQTT topic it goes to, for a broker connection's outbox (Com derives its topic
+    /// from its dialect). Left out when none, so older spools read back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Whether the broker keeps it as the topic's last value (outbox only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 /// Appends the frame of `record` to `out`; returns the frame's length.
@@ -177,6 +184,8 @@ mod tests {
             headers: vec![("unit".into(), "C".into())],
             payload: b"{\"t\":21}".to_vec(),
             accepted_ms: 7,
+            topic: None,
+            retain: false,
         }
     }
 

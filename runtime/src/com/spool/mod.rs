@@ -28,6 +28,7 @@ mod config;
 mod frame;
 mod read;
 mod storage;
+mod window;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -38,6 +39,7 @@ use anyhow::Context as _;
 
 pub use config::{SpoolConfig, SpoolCounts, SpoolError, SpoolFull, is_disk_full};
 pub use frame::Record;
+pub use window::Window;
 
 use read::Cursor;
 use storage::{Opener, SegmentFile, open_for_append, read_acked, scan};

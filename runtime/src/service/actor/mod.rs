@@ -124,6 +124,7 @@ impl Actor {
     async fn run(mut self, loader: Loader, after: Option<tokio::task::JoinHandle<()>>) {
         self.run_until_stopped(loader, after).await;
         self.release_queue();
+        self.release_subscriptions().await;
     }
 
     /// Nothing queued vanishes when the task ends: it is handed to the new version when one

@@ -8,7 +8,7 @@ use super::{Actor, Ended};
 use crate::bus::Delivery;
 use crate::component::LoadedComponent;
 use crate::host::HostContext;
-use crate::message::{BusError, ErrorCode, PayloadPreview};
+use crate::message::{BusError, ErrorCode, PayloadPreview, TOPICS, TopicRequest};
 
 impl Actor {
     pub(super) async fn instantiate(&self, component: &LoadedComponent) -> Result<Instance, Fault> {
@@ -44,12 +44,46 @@ impl Actor {
                 );
             }
         }
+        self.subscribe_declared().await?;
         instance.start().await?;
         let state = self.desired.borrow_and_update().clone();
         if let Some(state) = state {
             instance.state_update(&state).await?;
         }
         Ok(instance)
+    }
+
+    /// Makes the subscriptions the manifest declares, as if the service had called
+    /// `subscribe` (they hold across restarts and swaps: asking again is harmless).
+    async fn subscribe_declared(&self) -> Result<(), Fault> {
+        for (broker, filter) in &self.spec.subscribe {
+            let request = TopicRequest::Subscribe {
+                broker: broker.clone(),
+                filter: filter.clone(),
+            };
+            let msg = request.into_message(self.bus.next_id(), &self.spec.name);
+            self.bus
+                .call(msg, Duration::from_secs(10))
+                .await
+                .map_err(|e| {
+                    Fault::StartFailed(format!(
+                        "its subscription to `{filter}` on broker `{broker}` (manifest \
+                         `subscribe`) failed: {e}"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The service stopped for good (no new version takes over): its subscriptions end.
+    pub(super) async fn release_subscriptions(&self) {
+        if self.spec.successor.get().is_some() || !self.bus.knows(TOPICS) {
+            return;
+        }
+        let msg = TopicRequest::Release.into_message(self.bus.next_id(), &self.spec.name);
+        if let Err(e) = self.bus.call(msg, Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "its MQTT subscriptions could not be ended");
+        }
     }
 
     pub(super) async fn serve(&mut self, mut instance: Instance) -> Ended {

@@ -10,6 +10,8 @@ fn record(n: u32, size: usize) -> Record {
         headers: vec![("n".into(), n.to_string())],
         payload: vec![n as u8; size],
         accepted_ms: 0,
+        topic: None,
+        retain: false,
     }
 }
 

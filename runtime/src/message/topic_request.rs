@@ -1,0 +1,220 @@
+//! What services ask of the node's broker connections, as messages to the internal service
+//! `topics`: the host builds them from the `topics` imports (topics already absolute and
+//! checked against the grants), the broker connections read them back.
+//!
+//! Wire form: the action names the request; headers `broker`, then `topic` or `filter`, then
+//! for a publish `qos` and `retain`, then the publish's MQTT 5 user properties; the content
+//! type is the publish's (empty: none); the payload is the publish's.
+
+use busbar_base::topic::{TopicFilter, TopicName};
+
+use super::{BusError, ErrorCode, Message, new_message};
+
+/// The internal service holding the node's broker connections.
+pub const TOPICS: &str = "topics";
+/// Reserved action of a publish arriving on a subscribed topic.
+pub const ACTION_TOPIC: &str = "$topic";
+
+const PUBLISH: &str = "publish";
+const SUBSCRIBE: &str = "subscribe";
+const UNSUBSCRIBE: &str = "unsubscribe";
+const RELEASE: &str = "release";
+
+/// One request to `topics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicRequest {
+    /// Publish on `broker`.
+    Publish {
+        /// The connection.
+        broker: String,
+        /// Where.
+        topic: TopicName,
+        /// At least once (else at most once).
+        at_least_once: bool,
+        /// Kept by the broker as the topic's last value.
+        retain: bool,
+        /// MQTT 5 content type.
+        content_type: Option<String>,
+        /// MQTT 5 user properties.
+        properties: Vec<(String, String)>,
+        /// The body.
+        payload: Vec<u8>,
+    },
+    /// Subscribe the sender to `filter` on `broker`.
+    Subscribe {
+        /// The connection.
+        broker: String,
+        /// The absolute filter.
+        filter: TopicFilter,
+    },
+    /// End the sender's subscription to `filter` on `broker`.
+    Unsubscribe {
+        /// The connection.
+        broker: String,
+        /// The absolute filter.
+        filter: TopicFilter,
+    },
+    /// The sender stopped: every subscription of it ends, on every connection.
+    Release,
+}
+
+impl TopicRequest {
+    /// The message `source` sends to ask for it.
+    pub fn into_message(self, id: String, source: &str) -> Message {
+        let (action, broker, target, publish) = match self {
+            TopicRequest::Publish {
+                broker,
+                topic,
+                at_least_once,
+                retain,
+                content_type,
+                properties,
+                payload,
+            } => (
+                PUBLISH,
+                broker,
+                ("topic", topic.to_string()),
+                Some((at_least_once, retain, content_type, properties, payload)),
+            ),
+            TopicRequest::Subscribe { broker, filter } => {
+                (SUBSCRIBE, broker, ("filter", filter.to_string()), None)
+            }
+            TopicRequest::Unsubscribe { broker, filter } => {
+                (UNSUBSCRIBE, broker, ("filter", filter.to_string()), None)
+            }
+            TopicRequest::Release => {
+                return new_message(id, source, TOPICS, RELEASE, "", Vec::new());
+            }
+        };
+        let mut headers = vec![
+            ("broker".to_owned(), broker),
+            (target.0.to_owned(), target.1),
+        ];
+        let mut msg = match publish {
+            None => new_message(id, source, TOPICS, action, "", Vec::new()),
+            Some((at_least_once, retain, content_type, properties, payload)) => {
+                headers.push(("qos".into(), u8::from(at_least_once).to_string()));
+                headers.push(("retain".into(), retain.to_string()));
+                headers.extend(properties);
+                new_message(
+                    id,
+                    source,
+                    TOPICS,
+                    action,
+                    content_type.as_deref().unwrap_or(""),
+                    payload,
+                )
+            }
+        };
+        msg.headers = headers;
+        msg
+    }
+
+    /// The request in `msg`; an error names what is malformed.
+    pub fn from_message(msg: &Message) -> Result<Self, BusError> {
+        let bad = |what: &str| {
+            BusError::new(
+                ErrorCode::UnknownAction,
+                format!("`{TOPICS}`: malformed `{}` request ({what})", msg.action),
+            )
+        };
+        if msg.action == RELEASE {
+            return Ok(TopicRequest::Release);
+        }
+        let mut headers = msg.headers.iter();
+        let mut next = |name: &str| match headers.next() {
+            Some((k, v)) if k == name => Ok(v.clone()),
+            _ => Err(bad(&format!("no `{name}` header"))),
+        };
+        let broker = next("broker")?;
+        match msg.action.as_str() {
+            PUBLISH => {
+                let topic = TopicName::parse(&next("topic")?).map_err(|e| bad(&e.to_string()))?;
+                let at_least_once = next("qos")? == "1";
+                let retain = next("retain")? == "true";
+                Ok(TopicRequest::Publish {
+                    broker,
+                    topic,
+                    at_least_once,
+                    retain,
+                    content_type: (!msg.content_type.is_empty()).then(|| msg.content_type.clone()),
+                    properties: headers.cloned().collect(),
+                    payload: msg.payload.clone(),
+                })
+            }
+            SUBSCRIBE | UNSUBSCRIBE => {
+                let filter =
+                    TopicFilter::parse(&next("filter")?).map_err(|e| bad(&e.to_string()))?;
+                Ok(if msg.action == SUBSCRIBE {
+                    TopicRequest::Subscribe { broker, filter }
+                } else {
+                    TopicRequest::Unsubscribe { broker, filter }
+                })
+            }
+            other => Err(BusError::new(
+                ErrorCode::UnknownAction,
+                format!(
+                    "`{TOPICS}` has no action `{other}` (it takes {PUBLISH}, {SUBSCRIBE}, \
+                     {UNSUBSCRIBE}, {RELEASE})"
+                ),
+            )),
+        }
+    }
+
+    /// The connection it is for (none: every one).
+    pub fn broker(&self) -> Option<&str> {
+        match self {
+            TopicRequest::Publish { broker, .. }
+            | TopicRequest::Subscribe { broker, .. }
+            | TopicRequest::Unsubscribe { broker, .. } => Some(broker),
+            TopicRequest::Release => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_survive_the_message_form() {
+        let requests = [
+            TopicRequest::Publish {
+                broker: "field".into(),
+                topic: TopicName::parse("a/b").unwrap(),
+                at_least_once: true,
+                retain: true,
+                content_type: Some("application/json".into()),
+                properties: vec![("k".into(), "v".into())],
+                payload: b"x".to_vec(),
+            },
+            TopicRequest::Publish {
+                broker: "com".into(),
+                topic: TopicName::parse("a").unwrap(),
+                at_least_once: false,
+                retain: false,
+                content_type: None,
+                properties: Vec::new(),
+                payload: Vec::new(),
+            },
+            TopicRequest::Subscribe {
+                broker: "field".into(),
+                filter: TopicFilter::parse("$share/g/a/+").unwrap(),
+            },
+            TopicRequest::Unsubscribe {
+                broker: "field".into(),
+                filter: TopicFilter::parse("a/#").unwrap(),
+            },
+            TopicRequest::Release,
+        ];
+        for r in requests {
+            let msg = r.clone().into_message("1".into(), "svc");
+            assert_eq!(msg.destination, TOPICS);
+            assert_eq!(TopicRequest::from_message(&msg).unwrap(), r);
+        }
+        let mut msg = TopicRequest::Release.into_message("1".into(), "svc");
+        msg.action = "subscribe".into();
+        let e = TopicRequest::from_message(&msg).unwrap_err();
+        assert!(e.message.contains("no `broker` header"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The connection of one broker connection: an MQTT 5 session per rumqttc event loop, a
+//! fresh one after every loss, jittered exponential backoff between attempts — the Com's
+//! connection pattern (`com::mqtt::connection`) on MQTT 5, which services' topics need for
+//! user properties, content types and subscription identifiers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::BrokerConfig;
+use crate::com::mqtt::STABLE_SESSION;
+
+/// What the connection tells its broker task.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A session is up; publish and subscribe through this client. `ids`: the broker takes
+    /// subscription identifiers.
+    Connected {
+        /// The session's client.
+        client: AsyncClient,
+        /// Whether the broker supports subscription identifiers.
+        ids: bool,
+    },
+    /// Something happened on the session.
+    Mqtt(Box<Event>),
+    /// The session ended.
+    Lost(String),
+}
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct Link {
+    name: Arc<str>,
+    host: String,
+    port: u16,
+    client_id: String,
+    credentials: Option<(String, String)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    keep_alive: Duration,
+    max_packet: u32,
+    backoff_max: Duration,
+    capacity: usize,
+}
+
+impl Link {
+    /// Checks connection `name`'s settings and prepares TLS.
+    pub fn new(name: &str, config: &BrokerConfig) -> anyhow::Result<Self> {
+        let host = config
+            .host
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("[brokers.{name}]: `host` is required"))?;
+        let credentials = match (&config.username, &config.password) {
+            (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
+            (None, Some(_)) => anyhow::bail!("[brokers.{name}]: `password` without `username`"),
+            (None, None) => None,
+        };
+        let tls = if config.tls {
+            Some(Arc::new(busbar_base::net::tls_client_config(
+                config.ca_file.as_deref(),
+                "brokers",
+            )?))
+        } else {
+            None
+        };
+        let port = config
+            .port
+            .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        Ok(Self {
+            name: Arc::from(name),
+            host,
+            port,
+            client_id: config.client_id.clone().unwrap_or_else(|| name.to_owned()),
+            credentials,
+            tls,
+            keep_alive: config.keep_alive(),
+            // Room for the largest message plus its topic and properties.
+            max_packet: u32::try_from(config.max_message_bytes + 64 * 1024).unwrap_or(u32::MAX),
+            backoff_max: Duration::from_millis(config.backoff_max_ms.max(100)),
+            capacity: usize::from(config.in_flight) + 1024,
+        })
+    }
+
+    /// `host:port`, for log lines.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
+        o.set_keep_alive(self.keep_alive);
+        o.set_clean_start(true);
+        o.set_max_packet_size(Some(self.max_packet));
+        if let Some(tls) = &self.tls {
+            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
+        }
+        if let Some((u, p)) = &self.credentials {
+            o.set_credentials(u, p);
+        }
+        o
+    }
+
+    /// Keeps a session up until `cancel` fires, reporting to `events`; the backoff grows with
+    /// every failure and is forgotten once a session stayed up for [`STABLE_SESSION`].
+    pub async fn run(self, events: mpsc::Sender<LinkEvent>, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        let mut connected_at: Option<Instant> = None;
+        let name = &self.name;
+        loop {
+            let (client, mut eventloop) = AsyncClient::new(self.options(), self.capacity);
+            loop {
+                let event = tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = client.try_disconnect();
+                        return;
+                    }
+                    e = eventloop.poll() => e,
+                };
+                let sent = match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if failures == 0 {
+                            tracing::info!(broker = %name, address = %self.address(), "broker connection up");
+                        } else if failures <= 3 || failures.is_power_of_two() {
+                            tracing::info!(broker = %name, address = %self.address(), attempts = failures, "broker connection up again");
+                        }
+                        connected_at = Some(Instant::now());
+                        let ids = ack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.subscription_identifiers_available)
+                            != Some(0);
+                        events
+                            .send(LinkEvent::Connected {
+                                client: client.clone(),
+                                ids,
+                            })
+                            .await
+                    }
+                    Ok(e) => events.send(LinkEvent::Mqtt(Box::new(e))).await,
+                    Err(e) => {
+                        if connected_at
+                            .take()
+                            .is_some_and(|at| at.elapsed() >= STABLE_SESSION)
+                        {
+                            failures = 0;
+                        }
+                        failures += 1;
+                        let why = e.to_string();
+                        if failures <= 3 || failures.is_power_of_two() {
+                            tracing::warn!(broker = %name, address = %self.address(), attempt = failures, error = %why, "no connection to the broker");
+                        }
+                        let _ = events.send(LinkEvent::Lost(why)).await;
+                        break;
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            let wait = busbar_base::net::backoff(failures, self.backoff_max);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
