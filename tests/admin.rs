@@ -64,11 +64,16 @@ impl AdminNode {
 
     /// Like [`AdminNode::start`], with extra environment variables for the node.
     pub fn start_env(manifest: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::start_with(manifest, "", env)
+    }
+
+    /// Like [`AdminNode::start_env`], with `config` added to the node config.
+    pub fn start_with(manifest: &str, config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
         std::fs::write(
             dir.path().join("node.toml"),
-            format!("node_id = \"admin-test\"\n{ADMIN_CONFIG}"),
+            format!("node_id = \"admin-test\"\n{config}\n{ADMIN_CONFIG}"),
         )
         .unwrap();
         let mut process = Busbar::start_env(
@@ -169,6 +174,17 @@ impl AdminNode {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
         resp.json().await.unwrap()
+    }
+
+    /// `/metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let resp = self
+            .request(reqwest::Method::GET, "/metrics", Some(&self.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET /metrics");
+        Metrics::parse(resp.text().await.unwrap())
     }
 
     /// The counters of `service` from `/status`.

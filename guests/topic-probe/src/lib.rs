@@ -8,7 +8,9 @@
 //!   payloads are `{payload}-{i}`);
 //! - `received` `{"since": n}` → `{"count": total, "messages": [{"topic", "payload",
 //!   "broker", "retain", "headers"}]}` from the `since`-th on;
-//! - `count` → `{"count": total}`.
+//! - `count` → `{"count": total}`;
+//! - `sleep` `{"ms": n, "announce": "topic"}` → publishes to `announce` (if given), sleeps
+//!   (a busy service), then answers `{"slept_ms": n}`.
 
 use busbar_guest::{Error, Message, Reply, Service, topics};
 use serde::Deserialize;
@@ -139,6 +141,15 @@ impl Service for TopicProbe {
                     .map(Some)
             }
             "count" => Reply::json(&json!({ "count": self.received.len() })).map(Some),
+            "sleep" => {
+                let req = msg.json::<Value>()?;
+                let ms = req["ms"].as_u64().unwrap_or(0);
+                if let Some(topic) = req["announce"].as_str() {
+                    topics::publish(topic, b"busy")?;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Reply::json(&json!({ "slept_ms": ms })).map(Some)
+            }
             _ => Err(Error::unknown_action(msg)),
         }
     }
