@@ -55,7 +55,8 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                 persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
+                 set_tcp_nodelay true\n",
                 self.port,
                 self.dir.path().display()
             ),

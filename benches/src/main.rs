@@ -10,6 +10,7 @@ mod python;
 mod spool;
 mod start;
 mod swap;
+mod topics;
 
 use std::fmt::Write as _;
 
@@ -114,6 +115,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B9") {
         eprintln!("B9 precompiled delivery ...");
         rows.extend(runtime.block_on(delivery::delivery())?);
+    }
+    if selected("B10") {
+        eprintln!("B10 services on MQTT topics ...");
+        rows.extend(runtime.block_on(topics::topics())?);
     }
     println!("{}", table(&rows));
     Ok(())

@@ -1,5 +1,7 @@
 //! Drives MQTT topics on request and records what arrives; a test service.
 //!
+//! Property `keep` (default true): false only counts what arrives (for benchmarks).
+//!
 //! Actions (JSON payloads; `broker` is optional everywhere, none: the default one):
 //! - `subscribe` / `unsubscribe` `{"broker", "filters": [..]}` → `{"done": n}`, or the first
 //!   error as `{"error": {"code", "message"}, "done": n}`;
@@ -8,7 +10,7 @@
 //!   payloads are `{payload}-{i}`);
 //! - `received` `{"since": n}` → `{"count": total, "messages": [{"topic", "payload",
 //!   "broker", "retain", "headers"}]}` from the `since`-th on;
-//! - `count` → `{"count": total}`;
+//! - `count` → `{"count": total}` (kept or not);
 //! - `sleep` `{"ms": n, "announce": "topic"}` → publishes to `announce` (if given), sleeps
 //!   (a busy service), then answers `{"slept_ms": n}`.
 
@@ -49,6 +51,8 @@ struct Since {
 
 struct TopicProbe {
     received: Vec<Value>,
+    keep: bool,
+    count: usize,
 }
 
 fn outcome(done: usize, error: Option<Error>) -> Result<Option<Reply>, Error> {
@@ -63,10 +67,16 @@ impl Service for TopicProbe {
     fn start() -> Result<Self, String> {
         Ok(TopicProbe {
             received: Vec::new(),
+            keep: busbar_guest::property_or("keep", true),
+            count: 0,
         })
     }
 
     fn on_topic(&mut self, msg: &Message) -> Result<(), Error> {
+        self.count += 1;
+        if !self.keep {
+            return Ok(());
+        }
         let headers: Map<String, Value> = msg
             .headers()
             .map(|(k, v)| (k.to_owned(), json!(v)))
@@ -140,7 +150,7 @@ impl Service for TopicProbe {
                 Reply::json(&json!({ "count": self.received.len(), "messages": messages }))
                     .map(Some)
             }
-            "count" => Reply::json(&json!({ "count": self.received.len() })).map(Some),
+            "count" => Reply::json(&json!({ "count": self.count })).map(Some),
             "sleep" => {
                 let req = msg.json::<Value>()?;
                 let ms = req["ms"].as_u64().unwrap_or(0);

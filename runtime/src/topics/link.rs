@@ -95,6 +95,10 @@ impl Link {
         o.set_keep_alive(self.keep_alive);
         o.set_clean_start(true);
         o.set_max_packet_size(Some(self.max_packet));
+        // Requests and replies are small: no Nagle delay on them (40 ms with delayed ACKs).
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        o.set_network_options(network);
         if let Some(tls) = &self.tls {
             o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
         }
