@@ -96,7 +96,31 @@ pub fn check_topics(grants: &TopicGrants, subscribe: &[Subscription]) -> Result<
     for (i, s) in subscribe.iter().enumerate() {
         if let Some(b) = &s.broker {
             check_broker_name(b).map_err(|e| format!("subscribe[{i}].broker: {e}"))?;
+            if !grants.brokers.is_empty() && !grants.brokers.contains(b) {
+                return Err(format!(
+                    "subscribe[{i}].broker: `{b}` is not in grants.topics.brokers"
+                ));
+            }
         }
+        covered(grants, &s.filter).map_err(|e| format!("subscribe[{i}] `{}`: {e}", s.filter))?;
+    }
+    Ok(())
+}
+
+/// Whether the grants can cover a declared filter on any node. Relative and absolute filters
+/// compare only with their own kind (a relative one lands under a base topic only a node
+/// knows), so this refuses only what no node would allow.
+fn covered(grants: &TopicGrants, filter: &crate::topic::TopicFilter) -> Result<(), String> {
+    let absolute = |f: &crate::topic::TopicFilter| f.pattern().starts_with('/');
+    if grants.subscribe.is_empty() {
+        return Err("grants.topics.subscribe is empty, so no node allows it".into());
+    }
+    let (same, other): (Vec<_>, Vec<_>) = grants
+        .subscribe
+        .iter()
+        .partition(|g| absolute(g) == absolute(filter));
+    if other.is_empty() && !same.iter().any(|g| g.covers(filter)) {
+        return Err("no filter of grants.topics.subscribe covers it".into());
     }
     Ok(())
 }
@@ -121,4 +145,61 @@ pub enum DataAccess {
     ReadOnly,
     /// Also create, write and delete.
     ReadWrite,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_grants_and_subscriptions_are_typed_bounded_and_left_out_when_empty() {
+        let g: Grants = toml::from_str(
+            "topics = { publish = [\"out/#\"], subscribe = [\"/zigbee2mqtt/+\"], brokers = [\"field\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(g.topics.subscribe[0].as_str(), "/zigbee2mqtt/+");
+        check_topics(&g.topics, &[]).unwrap();
+        // Empty topic grants do not change the encoding (signatures made before them hold).
+        let plain = serde_json::to_string(&Grants::default()).unwrap();
+        assert!(!plain.contains("topics"), "{plain}");
+        let e = toml::from_str::<Grants>("topics = { subscribe = [\"a/#/b\"] }\n").unwrap_err();
+        assert!(e.to_string().contains("last level"), "{e}");
+        let many = TopicGrants {
+            publish: vec![crate::topic::TopicFilter::parse("a").unwrap(); MAX_TOPIC_ENTRIES + 1],
+            ..TopicGrants::default()
+        };
+        let e = check_topics(&many, &[]).unwrap_err();
+        assert!(
+            e.starts_with("grants.topics.publish: 257 items, at most 256"),
+            "{e}"
+        );
+        let bad = TopicGrants {
+            brokers: vec!["Field!".into()],
+            ..TopicGrants::default()
+        };
+        let e = check_topics(&bad, &[]).unwrap_err();
+        assert!(
+            e.starts_with("grants.topics.brokers[0]: `Field!` is not a broker name"),
+            "{e}"
+        );
+        let subscribe = |f: &str, b: Option<&str>| Subscription {
+            filter: crate::topic::TopicFilter::parse(f).unwrap(),
+            broker: b.map(str::to_owned),
+        };
+        check_topics(&g.topics, &[subscribe("/zigbee2mqtt/+", Some("field"))]).unwrap();
+        let e = check_topics(&g.topics, &[subscribe("/other/#", None)]).unwrap_err();
+        assert!(
+            e.contains("no filter of grants.topics.subscribe covers it"),
+            "{e}"
+        );
+        let e = check_topics(&g.topics, &[subscribe("/zigbee2mqtt/+", Some("cloud"))]).unwrap_err();
+        assert!(e.contains("is not in grants.topics.brokers"), "{e}");
+        let e = check_topics(&TopicGrants::default(), &[subscribe("x", None)]).unwrap_err();
+        assert!(e.contains("grants.topics.subscribe is empty"), "{e}");
+        let sub: Subscription =
+            serde_json::from_str(r#"{"filter": "$share/g/jobs/+", "broker": "field"}"#).unwrap();
+        assert_eq!(sub.filter.share_group(), Some("g"));
+        let e = serde_json::from_str::<Subscription>(r#"{"filter": "a", "qos": 2}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `qos`"), "{e}");
+    }
 }

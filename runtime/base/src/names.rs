@@ -2,7 +2,15 @@
 
 /// Names the node keeps for its internal services.
 /// (`admin` is the source of what the admin API sends.)
-pub const RESERVED_NAMES: &[&str] = &["com", "logger", "busbar", "orchestrator", "hub", "admin"];
+pub const RESERVED_NAMES: &[&str] = &[
+    "com",
+    "logger",
+    "busbar",
+    "orchestrator",
+    "hub",
+    "admin",
+    "topics",
+];
 
 /// Checks a service name: 1 to 64 lowercase letters, digits, `-`, `_`, `.`, starting with a
 /// letter or a digit, and not one of [`RESERVED_NAMES`].

@@ -327,7 +327,7 @@ impl NodeCollector {
             }
         }
         type Counter = fn(&BrokerStats) -> u64;
-        let counters: [(&str, &str, Counter); 5] = [
+        let counters: [(&str, &str, Counter); 6] = [
             ("broker_sessions", "Sessions opened with the broker", |s| {
                 s.sessions.load(Relaxed)
             }),
@@ -350,6 +350,11 @@ impl NodeCollector {
                 "broker_outbox_refused",
                 "Publishes refused because the outbox was full",
                 |s| s.outbox().refused,
+            ),
+            (
+                "broker_publish_refused",
+                "Publishes from services the broker refused or could never take (dropped, logged)",
+                |s| s.refused.load(Relaxed),
             ),
         ];
         for (name, help, get) in counters {

@@ -155,5 +155,43 @@ pub async fn status(args: &ConnectArgs) -> anyhow::Result<()> {
             s["last_fault"].as_str().unwrap_or("")
         );
     }
+    print_brokers(&status["brokers"]);
     Ok(())
+}
+
+/// The BROKERS table of `busbar status`, when the node has broker connections.
+fn print_brokers(brokers: &serde_json::Value) {
+    let Some(brokers) = brokers.as_object().filter(|b| !b.is_empty()) else {
+        return;
+    };
+    println!(
+        "\n{:<16} {:<9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "BROKER",
+        "LINK",
+        "SESSIONS",
+        "FILTERS",
+        "RECEIVED",
+        "DELIVERED",
+        "PUBLISHED",
+        "OUTBOX",
+        "DROPPED"
+    );
+    for (name, b) in brokers {
+        let dropped: u64 = b["dropped"]
+            .as_object()
+            .map(|d| d.values().filter_map(serde_json::Value::as_u64).sum())
+            .unwrap_or(0);
+        println!(
+            "{:<16} {:<9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8}",
+            name,
+            if b["connected"] == true { "up" } else { "down" },
+            b["sessions"].to_string(),
+            b["filters"].to_string(),
+            b["received"].to_string(),
+            b["delivered"].to_string(),
+            b["published"].to_string(),
+            b["outbox_messages"].to_string(),
+            dropped,
+        );
+    }
 }

@@ -95,6 +95,10 @@ impl NodeConfig {
         for b in config.brokers.values_mut() {
             b.resolve_paths(base);
         }
+        // Checked here, once, naming the file (services would otherwise each fail on it).
+        config
+            .brokers()
+            .map_err(|e| anyhow::anyhow!("node config {}: {e:#}", path.display()))?;
         for dir in [
             &mut config.cache_dir,
             &mut config.data_dir,

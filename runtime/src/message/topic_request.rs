@@ -19,6 +19,7 @@ const PUBLISH: &str = "publish";
 const SUBSCRIBE: &str = "subscribe";
 const UNSUBSCRIBE: &str = "unsubscribe";
 const RELEASE: &str = "release";
+const PRUNE: &str = "prune";
 
 /// One request to `topics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,14 @@ pub enum TopicRequest {
     },
     /// The sender stopped: every subscription of it ends, on every connection.
     Release,
+    /// The sender's grants on `broker` are now `keep`: its subscriptions there that no
+    /// filter of `keep` covers end (a new version with narrower grants).
+    Prune {
+        /// The connection.
+        broker: String,
+        /// The absolute filters it may subscribe to there.
+        keep: Vec<TopicFilter>,
+    },
 }
 
 impl TopicRequest {
@@ -84,6 +93,13 @@ impl TopicRequest {
             }
             TopicRequest::Release => {
                 return new_message(id, source, TOPICS, RELEASE, "", Vec::new());
+            }
+            TopicRequest::Prune { broker, keep } => {
+                let mut msg = new_message(id, source, TOPICS, PRUNE, "", Vec::new());
+                msg.headers = std::iter::once(("broker".to_owned(), broker))
+                    .chain(keep.iter().map(|f| ("keep".to_owned(), f.to_string())))
+                    .collect();
+                return msg;
             }
         };
         let mut headers = vec![
@@ -128,6 +144,15 @@ impl TopicRequest {
         };
         let broker = next("broker")?;
         match msg.action.as_str() {
+            PRUNE => {
+                let keep = headers
+                    .map(|(k, v)| match k.as_str() {
+                        "keep" => TopicFilter::parse(v).map_err(|e| bad(&e.to_string())),
+                        other => Err(bad(&format!("unexpected header `{other}`"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(TopicRequest::Prune { broker, keep })
+            }
             PUBLISH => {
                 let topic = TopicName::parse(&next("topic")?).map_err(|e| bad(&e.to_string()))?;
                 let at_least_once = next("qos")? == "1";
@@ -155,7 +180,7 @@ impl TopicRequest {
                 ErrorCode::UnknownAction,
                 format!(
                     "`{TOPICS}` has no action `{other}` (it takes {PUBLISH}, {SUBSCRIBE}, \
-                     {UNSUBSCRIBE}, {RELEASE})"
+                     {UNSUBSCRIBE}, {PRUNE}, {RELEASE})"
                 ),
             )),
         }
@@ -166,7 +191,8 @@ impl TopicRequest {
         match self {
             TopicRequest::Publish { broker, .. }
             | TopicRequest::Subscribe { broker, .. }
-            | TopicRequest::Unsubscribe { broker, .. } => Some(broker),
+            | TopicRequest::Unsubscribe { broker, .. }
+            | TopicRequest::Prune { broker, .. } => Some(broker),
             TopicRequest::Release => None,
         }
     }
@@ -206,6 +232,17 @@ mod tests {
                 filter: TopicFilter::parse("a/#").unwrap(),
             },
             TopicRequest::Release,
+            TopicRequest::Prune {
+                broker: "field".into(),
+                keep: vec![
+                    TopicFilter::parse("a/#").unwrap(),
+                    TopicFilter::parse("b").unwrap(),
+                ],
+            },
+            TopicRequest::Prune {
+                broker: "field".into(),
+                keep: Vec::new(),
+            },
         ];
         for r in requests {
             let msg = r.clone().into_message("1".into(), "svc");

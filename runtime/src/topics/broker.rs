@@ -1,6 +1,7 @@
 //! One broker connection's task: it owns the subscriptions, the outbox and the session, and
 //! serves the requests of services in the order they come. Its work is split by concept:
-//! this file (requests), `session` (links coming and going, what is sent on them) and
+//! this file (its state and its loop), `requests` (what services ask), `session` (links
+//! coming and going, what is sent on them) and
 //! `inbound` (publishes arriving for services).
 
 use std::collections::{HashMap, VecDeque};
@@ -8,24 +9,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::AsyncClient;
-use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::config::BrokerConfig;
-use super::inbound::Inbound;
-use super::link::{Link, LinkEvent};
+use super::config::{BrokerConfig, COM_BROKER};
+use super::inbound::Forwarders;
+use super::link::{Link, LinkEvent, Takes};
 use super::stats::BrokerStats;
-use super::subscriptions::{Change, Subscriptions};
+use super::subscriptions::Subscriptions;
 use crate::bus::{Bus, Delivery};
-use crate::com::spool::{Record, Spool, SpoolError, Window};
-use crate::message::{BusError, ErrorCode, TOPICS, TopicRequest};
+use crate::com::spool::{Spool, Window};
+use crate::message::{BusError, TOPICS};
+use busbar_base::topic::TopicFilter;
 
 /// Requests taken from the mailbox per outbox write.
 const BATCH: usize = 256;
 /// How long a stopping connection waits for the broker to acknowledge what is in flight.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// SUBSCRIBEs sent and not yet acknowledged, at most (well under any broker's receive
+/// maximum, so rumqttc never numbers two of them alike).
+pub(super) const SUBSCRIBING: usize = 8;
 
 /// A broker connection, ready to run.
 #[derive(Debug)]
@@ -33,6 +37,8 @@ pub struct Prepared {
     link: Link,
     outbox: Spool,
     config: BrokerConfig,
+    /// Connect only once a service uses the connection (the Com's, lent to services).
+    lazy: bool,
 }
 
 /// Checks connection `name`'s settings and opens its outbox: errors here stop the node from
@@ -50,6 +56,7 @@ pub fn prepare(name: &str, config: &BrokerConfig) -> anyhow::Result<Prepared> {
         link,
         outbox,
         config: config.clone(),
+        lazy: name == COM_BROKER,
     })
 }
 
@@ -62,8 +69,8 @@ pub(super) struct Broker {
     pub(super) window: Window,
     /// The current session, if any.
     pub(super) client: Option<AsyncClient>,
-    /// Whether the broker of this session takes subscription identifiers.
-    pub(super) ids: bool,
+    /// What the broker of this session takes.
+    pub(super) takes: Takes,
     /// Filters (by identifier) to subscribe to on this session, in order.
     pub(super) to_subscribe: VecDeque<u32>,
     /// SUBSCRIBEs requested on this session, waiting for rumqttc to number them.
@@ -72,9 +79,14 @@ pub(super) struct Broker {
     pub(super) suback: HashMap<u16, u32>,
     /// Subscribe requests answered when the broker acknowledges their filter.
     pub(super) waiting: HashMap<u32, Vec<Delivery>>,
+    /// Filters to unsubscribe from on this session, in order.
+    pub(super) to_unsubscribe: VecDeque<TopicFilter>,
     pub(super) max_message: usize,
     pub(super) sync_failures: u64,
-    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// The subscribers' forwarders.
+    pub(super) forwarders: Forwarders,
+    /// Opens the first session of a lazy connection (none once it has been asked).
+    pub(super) wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Runs connection `name` until `cancel` fires, then stores what is left and returns.
@@ -90,19 +102,19 @@ pub async fn run(
         link,
         outbox,
         config,
+        lazy,
     } = prepared;
     let session_cancel = CancellationToken::new();
-    let (events_tx, events) = mpsc::channel(1024);
-    tracing::info!(broker = %name, address = %link.address(), "broker connection starting");
-    let session = tokio::spawn(link.run(events_tx, session_cancel.clone()));
-    let (inbound_tx, inbound_rx) = mpsc::channel(1024);
-    let worker = tokio::spawn(super::inbound::deliver(
-        name.clone(),
-        bus.clone(),
-        stats.clone(),
-        inbound_rx,
-    ));
+    let (events_tx, events) = mpsc::channel(256);
+    let wake = lazy.then(|| Arc::new(tokio::sync::Notify::new()));
+    if lazy {
+        tracing::info!(broker = %name, address = %link.address(), "broker connection ready: it connects when a service first uses it");
+    } else {
+        tracing::info!(broker = %name, address = %link.address(), "broker connection starting");
+    }
+    let session = tokio::spawn(link.run(events_tx, session_cancel.clone(), wake.clone()));
     let mut broker = Broker {
+        forwarders: Forwarders::new(name.clone(), bus.clone(), stats.clone()),
         name,
         bus,
         stats,
@@ -110,15 +122,24 @@ pub async fn run(
         outbox,
         window: Window::new(usize::from(config.in_flight)),
         client: None,
-        ids: true,
+        takes: Takes {
+            ids: true,
+            retain: true,
+            max_packet: None,
+        },
         to_subscribe: VecDeque::new(),
         subscribing: VecDeque::new(),
         suback: HashMap::new(),
         waiting: HashMap::new(),
+        to_unsubscribe: VecDeque::new(),
         max_message: config.max_message_bytes,
         sync_failures: 0,
-        inbound: inbound_tx,
+        wake,
     };
+    // What an earlier run left in the outbox is a reason to connect.
+    if broker.outbox.counts().pending > 0 {
+        broker.wake_up();
+    }
     broker.update_stats();
     let sync_ms = if config.outbox.sync_ms == 0 {
         100
@@ -135,8 +156,6 @@ pub async fn run(
         .await;
     session_cancel.cancel();
     let _ = session.await;
-    drop(broker);
-    let _ = worker.await;
 }
 
 impl Broker {
@@ -153,7 +172,7 @@ impl Broker {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                Some(e) = events.recv() => self.on_link(e).await,
+                Some(e) = events.recv() => self.on_link(e),
                 Some(d) = requests.recv() => {
                     let mut batch = vec![d];
                     while batch.len() < BATCH {
@@ -182,7 +201,7 @@ impl Broker {
         let until = Instant::now() + STOP_GRACE;
         while self.client.is_some() && !self.window.in_flight.is_empty() && Instant::now() < until {
             match tokio::time::timeout_at(until.into(), events.recv()).await {
-                Ok(Some(e)) => self.on_link(e).await,
+                Ok(Some(e)) => self.on_link(e),
                 _ => break,
             }
         }
@@ -191,158 +210,10 @@ impl Broker {
         tracing::info!(broker = %self.name, waiting = self.outbox.counts().pending, "broker connection stopped; unacknowledged publishes wait in its outbox");
     }
 
-    /// Serves a batch of requests: publishes at least once go to the outbox in one write.
-    fn handle(&mut self, batch: Vec<Delivery>) {
-        let mut records = Vec::new();
-        let mut takers = Vec::new();
-        let now = crate::observe::unix_ms();
-        for d in batch {
-            let request = match TopicRequest::from_message(&d.msg) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.answer(d, Err(e));
-                    continue;
-                }
-            };
-            match request {
-                TopicRequest::Publish {
-                    topic,
-                    at_least_once: true,
-                    retain,
-                    content_type,
-                    properties,
-                    payload,
-                    ..
-                } => {
-                    let size = payload.len()
-                        + topic.as_str().len()
-                        + properties
-                            .iter()
-                            .map(|(k, v)| k.len() + v.len())
-                            .sum::<usize>();
-                    if let Err(e) = self.fits(size) {
-                        self.answer(d, Err(e));
-                        continue;
-                    }
-                    records.push(Record {
-                        id: d.msg.id.clone(),
-                        source: d.msg.source.clone(),
-                        content_type: content_type.unwrap_or_default(),
-                        headers: properties,
-                        payload,
-                        accepted_ms: now,
-                        topic: Some(topic.to_string()),
-                        retain,
-                    });
-                    takers.push(d);
-                }
-                TopicRequest::Publish {
-                    topic,
-                    retain,
-                    content_type,
-                    properties,
-                    payload,
-                    ..
-                } => {
-                    let size = payload.len() + topic.as_str().len();
-                    let result = self.fits(size).and_then(|()| {
-                        self.publish_now(
-                            topic.to_string(),
-                            QoS::AtMostOnce,
-                            retain,
-                            payload,
-                            props(content_type, properties),
-                            None,
-                        )
-                    });
-                    self.answer(d, result);
-                }
-                TopicRequest::Subscribe { filter, .. } => {
-                    let service: Arc<str> = Arc::from(d.msg.source.as_str());
-                    match self.subs.add(&service, &filter) {
-                        Err(e) => {
-                            let e = BusError::new(
-                                ErrorCode::QueueFull,
-                                format!(
-                                    "broker `{}`: cannot subscribe to `{filter}`: {e}",
-                                    self.name
-                                ),
-                            );
-                            self.answer(d, Err(e));
-                        }
-                        Ok(Change::Subscribe(id)) if self.client.is_some() => {
-                            self.to_subscribe.push_back(id);
-                            self.waiting.entry(id).or_default().push(d);
-                        }
-                        Ok(_) => match self.subs.id_of(&filter) {
-                            Some(id) if self.waiting.contains_key(&id) => {
-                                self.waiting.entry(id).or_default().push(d);
-                            }
-                            // Registered: made (again) on every session.
-                            _ => self.answer(d, Ok(())),
-                        },
-                    }
-                }
-                TopicRequest::Unsubscribe { filter, .. } => {
-                    if let Change::Unsubscribe(f) = self.subs.remove(&d.msg.source, &filter) {
-                        self.unsubscribe(&f);
-                    }
-                    self.answer(d, Ok(()));
-                }
-                TopicRequest::Release => {
-                    for f in self.subs.release(&d.msg.source) {
-                        self.unsubscribe(&f);
-                    }
-                    self.answer(d, Ok(()));
-                }
-            }
-        }
-        if records.is_empty() {
-            return;
-        }
-        let results = self.outbox.append(&records);
-        self.update_stats();
-        for (d, r) in takers.into_iter().zip(results) {
-            let result = r.map(drop).map_err(|e| self.outbox_error(&e));
-            self.answer(d, result);
-        }
-    }
-
-    fn fits(&self, size: usize) -> Result<(), BusError> {
-        if size <= self.max_message {
-            return Ok(());
-        }
-        Err(BusError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "a publish of {size} bytes (payload, topic and properties) exceeds broker `{}`'s \
-                 limit of {} bytes (brokers.{}.max_message_bytes)",
-                self.name, self.max_message, self.name
-            ),
-        ))
-    }
-
-    fn outbox_error(&self, e: &SpoolError) -> BusError {
-        let name = &self.name;
-        match e {
-            SpoolError::Full {
-                pending_bytes,
-                max_bytes,
-            } => BusError::new(
-                ErrorCode::QueueFull,
-                format!(
-                    "broker `{name}`: the outbox is full ({pending_bytes} of {max_bytes} bytes \
-                     waiting for the broker); raise brokers.{name}.outbox.max_bytes"
-                ),
-            ),
-            SpoolError::DiskFull { .. } => BusError::new(
-                ErrorCode::QueueFull,
-                format!("broker `{name}`: the outbox cannot be written: {e}"),
-            ),
-            SpoolError::Io(_) => BusError::new(
-                ErrorCode::Other,
-                format!("broker `{name}`: the outbox: {e}"),
-            ),
+    /// A lazy connection's first session opens now.
+    pub(super) fn wake_up(&mut self) {
+        if let Some(wake) = self.wake.take() {
+            wake.notify_one();
         }
     }
 

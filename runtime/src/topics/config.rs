@@ -12,6 +12,8 @@ use crate::com::spool::SpoolConfig;
 
 /// The connection the Com's broker lends services (`[com] kind = "mqtt"`).
 pub const COM_BROKER: &str = "com";
+/// The largest `max_message_bytes` a connection may set (16 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// One broker connection.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -191,6 +193,11 @@ impl Brokers {
             anyhow::ensure!(
                 b.in_flight > 0,
                 "[brokers.{name}].in_flight must be at least 1"
+            );
+            anyhow::ensure!(
+                (1..=MAX_MESSAGE_BYTES).contains(&b.max_message_bytes),
+                "[brokers.{name}].max_message_bytes: {} is out of range (1 to {MAX_MESSAGE_BYTES})",
+                b.max_message_bytes
             );
             anyhow::ensure!(
                 b.max_filters > 0,

@@ -1,30 +1,116 @@
-//! Publishes arriving on subscribed filters: matched in the trie by the connection's task,
-//! put into the subscribers' mailboxes by a worker beside it, so a full mailbox (its policy:
-//! wait `block_ms`, or refuse) holds up only the publishes behind it, never the session.
+//! Publishes arriving on subscribed filters: matched in the trie by the connection's task and
+//! handed, without waiting, to one forwarder per subscriber, which puts them into its mailbox
+//! in order. A full mailbox applies the service's policy (wait `block_ms`, or refuse) in its
+//! own forwarder: a slow or restarting subscriber holds up only its own publishes, never the
+//! others nor the session. Each forwarder holds at most [`QUEUE`] publishes; past that the
+//! subscriber loses the publish, counted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::broker::Broker;
 use super::stats::BrokerStats;
 use crate::bus::Bus;
 use crate::message::{ACTION_TOPIC, Message, TOPICS};
 
-/// A publish on its way to the services whose filters match it.
+/// Publishes a subscriber may have waiting in front of its mailbox.
+pub const QUEUE: usize = 256;
+
+/// The forwarders of one connection, by subscriber.
 #[derive(Debug)]
-pub struct Inbound {
-    topic: String,
-    publish: Publish,
-    recipients: Vec<Arc<str>>,
+pub struct Forwarders {
+    broker: Arc<str>,
+    bus: Bus,
+    stats: Arc<BrokerStats>,
+    by_service: HashMap<Arc<str>, mpsc::Sender<Message>>,
+    /// Publishes lost because a forwarder was full (logged at 1, 2, 4, ...).
+    lost: u64,
+}
+
+impl Forwarders {
+    /// None yet.
+    pub fn new(broker: Arc<str>, bus: Bus, stats: Arc<BrokerStats>) -> Self {
+        Self {
+            broker,
+            bus,
+            stats,
+            by_service: HashMap::new(),
+            lost: 0,
+        }
+    }
+
+    /// Hands `msg` to `service`'s forwarder (started when it has none, or when it ended).
+    fn send(&mut self, service: &Arc<str>, msg: Message) {
+        let mut msg = msg;
+        for _ in 0..2 {
+            let tx = self
+                .by_service
+                .entry(service.clone())
+                .or_insert_with(|| spawn(service.clone(), self.bus.clone(), self.stats.clone()));
+            match tx.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_)) => {
+                    self.stats.drop_for(service);
+                    self.lost += 1;
+                    if self.lost.is_power_of_two() {
+                        tracing::warn!(broker = %self.broker, %service, lost = self.lost,
+                            "a subscriber is {QUEUE} publishes behind: publishes for it are dropped");
+                    }
+                    return;
+                }
+                Err(TrySendError::Closed(m)) => {
+                    // Its forwarder ended (it cannot, short of a panic): a new one takes over.
+                    self.by_service.remove(service);
+                    msg = m;
+                }
+            }
+        }
+    }
+
+    /// `service` has no subscription left here: its forwarder ends once it has delivered
+    /// what it holds.
+    pub fn forget(&mut self, service: &str) {
+        self.by_service.remove(service);
+    }
+}
+
+fn spawn(service: Arc<str>, bus: Bus, stats: Arc<BrokerStats>) -> mpsc::Sender<Message> {
+    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    tokio::spawn(async move {
+        let mut refusals = 0u64;
+        while let Some(msg) = rx.recv().await {
+            let topic = msg
+                .headers
+                .first()
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            match bus.send(msg).await {
+                Ok(_) => {
+                    stats.delivered.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    stats.drop_for(&service);
+                    refusals += 1;
+                    if refusals.is_power_of_two() {
+                        tracing::warn!(%service, %topic, error = %e, dropped = refusals,
+                            "a publish was not delivered to a subscriber");
+                    }
+                }
+            }
+        }
+    });
+    tx
 }
 
 impl Broker {
-    /// A publish arrived: who gets it is decided here, delivery is the worker's.
-    pub(super) async fn arrived(&mut self, publish: Publish) {
+    /// A publish arrived: who gets it is decided here; each subscriber's forwarder delivers.
+    pub(super) fn arrived(&mut self, publish: Publish) {
         self.stats.received.fetch_add(1, Relaxed);
         let Ok(topic) = std::str::from_utf8(&publish.topic).map(str::to_owned) else {
             tracing::warn!(broker = %self.name, "a publish whose topic is not UTF-8 was dropped");
@@ -37,59 +123,23 @@ impl Broker {
             .unwrap_or_default();
         let recipients = self
             .subs
-            .recipients(&topic, if self.ids { ids } else { &[] });
-        if recipients.is_empty() {
-            return;
-        }
-        let inbound = Inbound {
-            topic,
-            publish,
-            recipients,
-        };
-        // Waiting here slows the broker down (MQTT flow control), it loses nothing.
-        let _ = self.inbound.send(inbound).await;
-    }
-}
-
-/// Puts each publish into its recipients' mailboxes, in order, counting what a mailbox did
-/// not take.
-pub async fn deliver(
-    broker: Arc<str>,
-    bus: Bus,
-    stats: Arc<BrokerStats>,
-    mut inbound: mpsc::Receiver<Inbound>,
-) {
-    let mut refusals = 0u64;
-    while let Some(i) = inbound.recv().await {
-        for service in &i.recipients {
-            let msg = message(&bus, &broker, &i, service);
-            match bus.send(msg).await {
-                Ok(_) => {
-                    stats.delivered.fetch_add(1, Relaxed);
-                }
-                Err(e) => {
-                    stats.drop_for(service);
-                    refusals += 1;
-                    if refusals.is_power_of_two() {
-                        tracing::warn!(%broker, %service, topic = %i.topic, error = %e, dropped = refusals,
-                            "a publish was not delivered to a subscriber");
-                    }
-                }
-            }
+            .recipients(&topic, if self.takes.ids { ids } else { &[] });
+        for service in &recipients {
+            let msg = message(&self.bus, &self.name, &topic, &publish, service);
+            self.forwarders.send(service, msg);
         }
     }
 }
 
 /// The `$topic` message of a publish for `service`.
-fn message(bus: &Bus, broker: &str, i: &Inbound, service: &str) -> Message {
-    let p = &i.publish;
+fn message(bus: &Bus, broker: &str, topic: &str, p: &Publish, service: &str) -> Message {
     let qos = match p.qos {
         QoS::AtMostOnce => "0",
         QoS::AtLeastOnce => "1",
         QoS::ExactlyOnce => "2",
     };
     let mut headers = vec![
-        ("topic".to_owned(), i.topic.clone()),
+        ("topic".to_owned(), topic.to_owned()),
         ("broker".to_owned(), broker.to_owned()),
         ("qos".to_owned(), qos.to_owned()),
         ("retain".to_owned(), p.retain.to_string()),

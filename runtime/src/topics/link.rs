@@ -23,13 +23,24 @@ pub enum LinkEvent {
     Connected {
         /// The session's client.
         client: AsyncClient,
-        /// Whether the broker supports subscription identifiers.
-        ids: bool,
+        /// What the broker said it takes (CONNACK).
+        takes: Takes,
     },
     /// Something happened on the session.
     Mqtt(Box<Event>),
     /// The session ended.
     Lost(String),
+}
+
+/// What the broker of a session takes, from its CONNACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takes {
+    /// Subscription identifiers.
+    pub ids: bool,
+    /// Retained messages.
+    pub retain: bool,
+    /// The largest packet it accepts, if it says.
+    pub max_packet: Option<u32>,
 }
 
 /// How to open a session.
@@ -62,7 +73,7 @@ impl Link {
         let tls = if config.tls {
             Some(Arc::new(busbar_base::net::tls_client_config(
                 config.ca_file.as_deref(),
-                "brokers",
+                &format!("brokers.{name}.ca_file"),
             )?))
         } else {
             None
@@ -109,8 +120,20 @@ impl Link {
     }
 
     /// Keeps a session up until `cancel` fires, reporting to `events`; the backoff grows with
-    /// every failure and is forgotten once a session stayed up for [`STABLE_SESSION`].
-    pub async fn run(self, events: mpsc::Sender<LinkEvent>, cancel: CancellationToken) {
+    /// every failure and is forgotten once a session stayed up for [`STABLE_SESSION`]. With
+    /// `wanted`, the first session opens only once it is notified (the first request).
+    pub async fn run(
+        self,
+        events: mpsc::Sender<LinkEvent>,
+        cancel: CancellationToken,
+        wanted: Option<Arc<tokio::sync::Notify>>,
+    ) {
+        if let Some(wanted) = wanted {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = wanted.notified() => {}
+            }
+        }
         let mut failures = 0u32;
         let mut connected_at: Option<Instant> = None;
         let name = &self.name;
@@ -126,23 +149,39 @@ impl Link {
                 };
                 let sent = match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        // Always said: the last line about a connection must be true.
                         if failures == 0 {
-                            tracing::info!(broker = %name, address = %self.address(), "broker connection up");
-                        } else if failures <= 3 || failures.is_power_of_two() {
+                            tracing::info!(broker = %name, address = %self.address(), client_id = %self.client_id, "broker connection up");
+                        } else {
                             tracing::info!(broker = %name, address = %self.address(), attempts = failures, "broker connection up again");
                         }
                         connected_at = Some(Instant::now());
-                        let ids = ack
-                            .properties
-                            .as_ref()
-                            .and_then(|p| p.subscription_identifiers_available)
-                            != Some(0);
+                        let p = ack.properties.as_ref();
+                        let takes = Takes {
+                            ids: p.and_then(|p| p.subscription_identifiers_available) != Some(0),
+                            retain: p.and_then(|p| p.retain_available) != Some(0),
+                            max_packet: p.and_then(|p| p.max_packet_size),
+                        };
                         events
                             .send(LinkEvent::Connected {
                                 client: client.clone(),
-                                ids,
+                                takes,
                             })
                             .await
+                    }
+                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                        let hint = match d.reason_code {
+                            rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver => {
+                                format!(
+                                    ": another client connected with the same client id `{}` \
+                                     (two nodes with one node_id?)",
+                                    self.client_id
+                                )
+                            }
+                            _ => String::new(),
+                        };
+                        tracing::warn!(broker = %name, reason = ?d.reason_code, "the broker ended the session{hint}");
+                        Ok(())
                     }
                     Ok(e) => events.send(LinkEvent::Mqtt(Box::new(e))).await,
                     Err(e) => {

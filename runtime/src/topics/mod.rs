@@ -11,6 +11,7 @@ mod broker;
 pub mod config;
 mod inbound;
 mod link;
+mod requests;
 mod session;
 mod stats;
 pub mod subscriptions;

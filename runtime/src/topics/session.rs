@@ -6,19 +6,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    Packet, PublishProperties, SubAck, SubscribeProperties, SubscribeReasonCode,
+    Packet, PubAckReason, PublishProperties, SubAck, SubscribeProperties, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, Event};
 
-use super::broker::{Broker, props};
-use super::link::LinkEvent;
+use super::broker::{Broker, SUBSCRIBING, props};
+use super::link::{LinkEvent, Takes};
 use crate::message::{BusError, ErrorCode};
-use busbar_base::topic::TopicFilter;
 
 impl Broker {
-    pub(super) async fn on_link(&mut self, e: LinkEvent) {
+    pub(super) fn on_link(&mut self, e: LinkEvent) {
         let e = match e {
-            LinkEvent::Connected { client, ids } => return self.on_connected(client, ids),
+            LinkEvent::Connected { client, takes } => return self.on_connected(client, takes),
             LinkEvent::Lost(why) => return self.on_lost(&why),
             LinkEvent::Mqtt(e) => *e,
         };
@@ -30,13 +29,25 @@ impl Broker {
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(seq) = self.window.acknowledged(ack.pkid) {
-                    self.outbox.ack(seq);
+                let Some(seq) = self.window.acknowledged(ack.pkid) else {
+                    return;
+                };
+                self.outbox.ack(seq);
+                if matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                ) {
                     self.stats.published.fetch_add(1, Relaxed);
+                } else {
+                    // The broker will not take it (its ACL, a quota): sending it again would
+                    // be refused again. It leaves the outbox, logged and counted.
+                    self.stats.refused.fetch_add(1, Relaxed);
+                    tracing::error!(broker = %self.name, seq, reason = ?ack.reason,
+                        "the broker refused a publish from the outbox (check its ACL); it is dropped");
                 }
             }
             Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
-            Event::Incoming(Packet::Publish(p)) => self.arrived(p).await,
+            Event::Incoming(Packet::Publish(p)) => self.arrived(p),
             _ => {}
         }
     }
@@ -44,11 +55,12 @@ impl Broker {
     fn on_lost(&mut self, why: &str) {
         if self.client.take().is_some() {
             tracing::warn!(broker = %self.name, reason = %why, in_flight = self.window.in_flight.len(),
-                "broker session lost; publishes wait in the outbox, subscriptions are made again on the next");
+                "broker session lost; publishes wait in the outbox, subscriptions are made again on the next session");
         }
         self.stats.connected.store(false, Relaxed);
         self.window.restart();
         self.to_subscribe.clear();
+        self.to_unsubscribe.clear();
         self.subscribing.clear();
         self.suback.clear();
         // Registered: made again on the next session.
@@ -77,7 +89,10 @@ impl Broker {
             }
             return;
         };
-        tracing::error!(broker = %self.name, %filter, reason = ?code, "the broker refused a subscription (check its ACL)");
+        // A refused filter delivers nothing: it ends for every service that held it.
+        let holders = self.subs.drop_filter(&filter);
+        tracing::error!(broker = %self.name, %filter, reason = ?code, services = ?holders,
+            "the broker refused a subscription (check its ACL); it ends");
         let e = BusError::new(
             ErrorCode::NotPermitted,
             format!(
@@ -87,22 +102,25 @@ impl Broker {
             ),
         );
         for d in waiting {
-            let _ = self.subs.remove(&d.msg.source, &filter);
             self.answer(d, Err(e.clone()));
+        }
+        for s in holders {
+            self.settle(&s);
         }
     }
 
     /// A new session: every filter is subscribed again, the outbox resent from its first
     /// unacknowledged publish.
-    fn on_connected(&mut self, client: AsyncClient, ids: bool) {
+    fn on_connected(&mut self, client: AsyncClient, takes: Takes) {
         self.stats.connected.store(true, Relaxed);
         self.stats.sessions.fetch_add(1, Relaxed);
-        if !ids {
+        if !takes.ids {
             tracing::warn!(broker = %self.name, "the broker does not take subscription identifiers: services with overlapping filters may get a publish more than once");
         }
-        self.ids = ids;
+        self.takes = takes;
         self.window.restart();
         self.to_subscribe = self.subs.ids().into();
+        self.to_unsubscribe.clear();
         self.subscribing.clear();
         self.suback.clear();
         self.client = Some(client);
@@ -143,28 +161,28 @@ impl Broker {
         }
     }
 
-    /// Ends the broker subscription to `filter` on this session (the next one does not make it).
-    pub(super) fn unsubscribe(&mut self, filter: &TopicFilter) {
-        if let Some(client) = &self.client
-            && let Err(e) = client.try_unsubscribe(filter.as_str())
-        {
-            tracing::warn!(broker = %self.name, %filter, error = %e, "unsubscribe not queued");
-        }
-    }
-
     /// Sends what is due on this session: subscriptions first, then the outbox through the
     /// window, in order.
     pub(super) fn pump(&mut self) {
         let Some(client) = self.client.clone() else {
             return;
         };
+        while let Some(filter) = self.to_unsubscribe.front() {
+            if client.try_unsubscribe(filter.as_str()).is_err() {
+                return;
+            }
+            self.to_unsubscribe.pop_front();
+        }
         while let Some(id) = self.to_subscribe.front().copied() {
+            if self.subscribing.len() + self.suback.len() >= SUBSCRIBING {
+                break;
+            }
             let Some(filter) = self.subs.filter(id).cloned() else {
                 self.to_subscribe.pop_front();
                 continue;
             };
             let properties = SubscribeProperties {
-                id: self.ids.then_some(id as usize),
+                id: self.takes.ids.then_some(id as usize),
                 user_properties: Vec::new(),
             };
             match client.try_subscribe_with_properties(
@@ -179,6 +197,12 @@ impl Broker {
                 Err(_) => return,
             }
         }
+        self.pump_outbox();
+    }
+
+    /// Sends the outbox through the window: first what the last session did not get
+    /// acknowledged, then the rest, in order.
+    fn pump_outbox(&mut self) {
         while let Some(seq) = self.window.unsent.first().copied() {
             let Some(record) = self.window.in_flight.get(&seq).cloned() else {
                 self.window.unsent.remove(&seq);
@@ -207,19 +231,34 @@ impl Broker {
         }
     }
 
+    /// Publishes outbox record `seq`; false when it could not be queued now. A record this
+    /// broker can never take (no topic, larger than its packet limit) is retired, logged and
+    /// counted, rather than block the outbox or end every session.
     fn send_record(&mut self, seq: u64, record: crate::com::spool::Record) -> bool {
-        let Some(topic) = record.topic else {
-            // Not a publish (cannot happen in an outbox): retire it rather than stall.
-            tracing::error!(broker = %self.name, seq, "an outbox record without a topic was dropped");
+        let size = record.payload.len()
+            + record.topic.as_ref().map_or(0, String::len)
+            + record.content_type.len()
+            + record
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + 64;
+        let too_large = self.takes.max_packet.is_some_and(|max| size > max as usize);
+        let Some(topic) = record.topic.filter(|_| !too_large) else {
+            tracing::error!(broker = %self.name, seq, bytes = size, max_packet = ?self.takes.max_packet,
+                "an outbox publish this broker cannot take (larger than its packet limit, or no topic) was dropped");
+            self.stats.refused.fetch_add(1, Relaxed);
             self.window.in_flight.remove(&seq);
             self.outbox.ack(seq);
             return true;
         };
+        let retain = record.retain && self.takes.retain;
         let content_type = (!record.content_type.is_empty()).then_some(record.content_type);
         self.publish_now(
             topic,
             QoS::AtLeastOnce,
-            record.retain,
+            retain,
             record.payload,
             props(content_type, record.headers),
             Some(seq),

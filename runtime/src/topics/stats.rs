@@ -21,6 +21,9 @@ pub struct BrokerStats {
     /// Publishes from services the broker acknowledged (at least once) or that were sent (at
     /// most once).
     pub published: AtomicU64,
+    /// Publishes from services the broker refused (its ACL, a quota) or could never take
+    /// (larger than its packet limit): dropped from the outbox, logged.
+    pub refused: AtomicU64,
     /// Distinct filters subscribed at the broker.
     pub filters: AtomicU64,
     /// Copies a subscriber did not take (its mailbox full, or it stopped), by service.
@@ -60,6 +63,7 @@ impl BrokerStats {
             "received": self.received.load(Relaxed),
             "delivered": self.delivered.load(Relaxed),
             "published": self.published.load(Relaxed),
+            "refused": self.refused.load(Relaxed),
             "filters": self.filters.load(Relaxed),
             "dropped": self.dropped(),
             "outbox_messages": outbox.pending,

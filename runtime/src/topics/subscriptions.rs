@@ -89,18 +89,19 @@ impl Subscriptions {
         }
         if self.filters.len() >= self.max {
             return Err(format!(
-                "{} distinct filters are subscribed on this connection, its limit \
-                 (max_filters)",
+                "{} distinct filters are subscribed on this connection, its limit",
                 self.max
             ));
         }
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None if self.next_id <= MAX_ID => {
-                self.next_id += 1;
-                self.next_id - 1
-            }
-            None => return Err("no subscription identifier is left".into()),
+        // Fresh identifiers, in increasing order: an identifier is not reused while a copy
+        // of a publish may still carry it (freed ones only once all 268 million were used).
+        let id = if self.next_id <= MAX_ID {
+            self.next_id += 1;
+            self.next_id - 1
+        } else {
+            self.free
+                .pop()
+                .ok_or_else(|| "no subscription identifier is left".to_owned())?
         };
         self.filters.insert(
             filter.clone(),
@@ -160,6 +161,46 @@ impl Subscriptions {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Ends `service`'s subscriptions that no filter of `keep` covers: the filters no one
+    /// holds any more.
+    pub fn prune(&mut self, service: &str, keep: &[TopicFilter]) -> Vec<TopicFilter> {
+        let outside: Vec<TopicFilter> = self
+            .by_service
+            .get(service)
+            .map(|s| {
+                s.iter()
+                    .filter(|f| !keep.iter().any(|k| k.covers(f)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        outside
+            .iter()
+            .filter_map(|f| match self.remove(service, f) {
+                Change::Unsubscribe(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ends the subscription to `filter` of every service (the broker refused it).
+    pub fn drop_filter(&mut self, filter: &TopicFilter) -> Vec<Arc<str>> {
+        let services: Vec<Arc<str>> = self
+            .filters
+            .get(filter)
+            .map(|e| e.services.iter().cloned().collect())
+            .unwrap_or_default();
+        for s in &services {
+            let _ = self.remove(s, filter);
+        }
+        services
+    }
+
+    /// Whether `service` holds any subscription here.
+    pub fn holds(&self, service: &str) -> bool {
+        self.by_service.contains_key(service)
     }
 
     /// The filter with identifier `id`.
@@ -250,8 +291,14 @@ mod tests {
         assert_eq!(subs.recipients("x/1", &[1]), vec![b.clone()]);
         assert_eq!(subs.release("b"), vec![f("x/+")]);
         assert!(subs.is_empty() && subs.recipients("x/1", &[]).is_empty());
-        // Identifiers are reused.
-        assert_eq!(subs.add(&a, &f("y")).unwrap(), Change::Subscribe(1));
+        // Identifiers are not reused while fresh ones are left.
+        assert_eq!(subs.add(&a, &f("y")).unwrap(), Change::Subscribe(2));
+        // Narrower grants: what they do not cover ends.
+        subs.add(&a, &f("z/1")).unwrap();
+        assert_eq!(subs.prune("a", &[f("z/#")]), vec![f("y")]);
+        assert!(subs.holds("a"));
+        assert_eq!(subs.drop_filter(&f("z/1")), vec![a.clone()]);
+        assert!(!subs.holds("a"));
     }
 
     #[test]
@@ -292,7 +339,7 @@ mod tests {
         subs.add(&a, &f("1")).unwrap();
         subs.add(&a, &f("2")).unwrap();
         let e = subs.add(&a, &f("3")).unwrap_err();
-        assert!(e.contains("max_filters"), "{e}");
+        assert!(e.contains("its limit"), "{e}");
         subs.add(&Arc::from("b"), &f("2")).unwrap();
     }
 }

@@ -179,7 +179,8 @@ impl Connector {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if failures == 0 {
                             tracing::info!(broker = %self.address(), session_present = ack.session_present, "Com: connected");
-                        } else if failures <= 3 || failures.is_power_of_two() {
+                        } else {
+                            // Always said: the last line about the link must be true.
                             tracing::info!(broker = %self.address(), attempts = failures, "Com: connected again");
                         }
                         connected_at = Some(Instant::now());

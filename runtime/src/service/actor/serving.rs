@@ -53,9 +53,30 @@ impl Actor {
         Ok(instance)
     }
 
-    /// Makes the subscriptions the manifest declares, as if the service had called
-    /// `subscribe` (they hold across restarts and swaps: asking again is harmless).
+    /// Before each start: ends the subscriptions this version's grants no longer cover (a
+    /// new version may have narrower ones), then makes the subscriptions the manifest
+    /// declares, as if the service had called `subscribe` (they hold across restarts and
+    /// swaps: asking again is harmless).
     async fn subscribe_declared(&self) -> Result<(), Fault> {
+        if !self.bus.knows(TOPICS) {
+            return Ok(());
+        }
+        let topics = &self.spec.granted.topics;
+        for broker in &topics.known {
+            let keep = topics
+                .brokers
+                .get(broker)
+                .map(|a| a.subscribe.clone())
+                .unwrap_or_default();
+            let request = TopicRequest::Prune {
+                broker: broker.clone(),
+                keep,
+            };
+            let msg = request.into_message(self.bus.next_id(), &self.spec.name);
+            if let Err(e) = self.bus.call(msg, Duration::from_secs(10)).await {
+                tracing::warn!(%broker, error = %e, "subscriptions outside the grants could not be ended");
+            }
+        }
         for (broker, filter) in &self.spec.subscribe {
             let request = TopicRequest::Subscribe {
                 broker: broker.clone(),
