@@ -2,11 +2,12 @@
 //! handed, without waiting, to one forwarder per subscriber, which puts them into its mailbox
 //! in order. A full mailbox applies the service's policy (wait `block_ms`, or refuse) in its
 //! own forwarder: a slow or restarting subscriber holds up only its own publishes, never the
-//! others nor the session. Each forwarder holds at most [`QUEUE`] publishes; past that the
-//! subscriber loses the publish, counted.
+//! others nor the session. Each forwarder holds at most [`QUEUE`] publishes and
+//! [`QUEUE_BYTES`] of payload; past that the subscriber loses the publish, counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -20,7 +21,17 @@ use crate::bus::Bus;
 use crate::message::{ACTION_TOPIC, Message, TOPICS};
 
 /// Publishes a subscriber may have waiting in front of its mailbox.
-pub const QUEUE: usize = 256;
+pub const QUEUE: usize = 16_384;
+/// Payload bytes a subscriber may have waiting in front of its mailbox.
+pub const QUEUE_BYTES: usize = 16 << 20;
+
+/// The way into one subscriber's forwarder.
+#[derive(Debug)]
+struct Forwarder {
+    tx: mpsc::Sender<Message>,
+    /// Payload bytes it holds.
+    bytes: Arc<AtomicUsize>,
+}
 
 /// The forwarders of one connection, by subscriber.
 #[derive(Debug)]
@@ -28,7 +39,7 @@ pub struct Forwarders {
     broker: Arc<str>,
     bus: Bus,
     stats: Arc<BrokerStats>,
-    by_service: HashMap<Arc<str>, mpsc::Sender<Message>>,
+    by_service: HashMap<Arc<str>, Forwarder>,
     /// Publishes lost because a forwarder was full (logged at 1, 2, 4, ...).
     lost: u64,
 }
@@ -48,28 +59,37 @@ impl Forwarders {
     /// Hands `msg` to `service`'s forwarder (started when it has none, or when it ended).
     fn send(&mut self, service: &Arc<str>, msg: Message) {
         let mut msg = msg;
+        let size = msg.payload.len();
         for _ in 0..2 {
-            let tx = self
+            let f = self
                 .by_service
                 .entry(service.clone())
                 .or_insert_with(|| spawn(service.clone(), self.bus.clone(), self.stats.clone()));
-            match tx.try_send(msg) {
-                Ok(()) => return,
-                Err(TrySendError::Full(_)) => {
-                    self.stats.drop_for(service);
-                    self.lost += 1;
-                    if self.lost.is_power_of_two() {
-                        tracing::warn!(broker = %self.broker, %service, lost = self.lost,
-                            "a subscriber is {QUEUE} publishes behind: publishes for it are dropped");
-                    }
+            if f.bytes.load(Relaxed) + size > QUEUE_BYTES {
+                return self.lose(service);
+            }
+            match f.tx.try_send(msg) {
+                Ok(()) => {
+                    f.bytes.fetch_add(size, Relaxed);
                     return;
                 }
+                Err(TrySendError::Full(_)) => return self.lose(service),
                 Err(TrySendError::Closed(m)) => {
                     // Its forwarder ended (it cannot, short of a panic): a new one takes over.
                     self.by_service.remove(service);
                     msg = m;
                 }
             }
+        }
+    }
+
+    /// `service` is too far behind: this publish is lost for it, counted.
+    fn lose(&mut self, service: &str) {
+        self.stats.drop_for(service);
+        self.lost += 1;
+        if self.lost.is_power_of_two() {
+            tracing::warn!(broker = %self.broker, %service, lost = self.lost,
+                "a subscriber is {QUEUE} publishes or {QUEUE_BYTES} bytes behind: publishes for it are dropped");
         }
     }
 
@@ -80,11 +100,14 @@ impl Forwarders {
     }
 }
 
-fn spawn(service: Arc<str>, bus: Bus, stats: Arc<BrokerStats>) -> mpsc::Sender<Message> {
+fn spawn(service: Arc<str>, bus: Bus, stats: Arc<BrokerStats>) -> Forwarder {
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let held = bytes.clone();
     tokio::spawn(async move {
         let mut refusals = 0u64;
         while let Some(msg) = rx.recv().await {
+            held.fetch_sub(msg.payload.len(), Relaxed);
             let topic = msg
                 .headers
                 .first()
@@ -105,7 +128,7 @@ fn spawn(service: Arc<str>, bus: Bus, stats: Arc<BrokerStats>) -> mpsc::Sender<M
             }
         }
     });
-    tx
+    Forwarder { tx, bytes }
 }
 
 impl Broker {
