@@ -70,17 +70,12 @@ impl Link {
             (None, Some(_)) => anyhow::bail!("[brokers.{name}]: `password` without `username`"),
             (None, None) => None,
         };
-        let tls = if config.tls {
-            Some(Arc::new(busbar_base::net::tls_client_config(
-                config.ca_file.as_deref(),
-                &format!("brokers.{name}.ca_file"),
-            )?))
-        } else {
-            None
-        };
-        let port = config
-            .port
-            .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        let (tls, port) = crate::com::mqtt::transport(
+            config.tls,
+            config.ca_file.as_deref(),
+            &format!("brokers.{name}"),
+            config.port,
+        )?;
         Ok(Self {
             name: Arc::from(name),
             host,

@@ -91,17 +91,12 @@ impl Connector {
                 (host, client_id, credentials, false)
             }
         };
-        let tls = if config.tls.unwrap_or(tls_default) {
-            Some(Arc::new(busbar_base::net::tls_client_config(
-                config.ca_file.as_deref(),
-                "com",
-            )?))
-        } else {
-            None
-        };
-        let port = config
-            .port
-            .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        let (tls, port) = transport(
+            config.tls.unwrap_or(tls_default),
+            config.ca_file.as_deref(),
+            "com",
+            config.port,
+        )?;
         Ok(Self {
             host,
             port,
@@ -216,6 +211,25 @@ impl Connector {
             }
         }
     }
+}
+
+/// TLS (rustls, when `tls`; `ca_file` or the system's roots, `section` names the setting in
+/// errors) and the port (`port`, else 1883, or 8883 with TLS) of a broker connection.
+pub fn transport(
+    tls: bool,
+    ca_file: Option<&std::path::Path>,
+    section: &str,
+    port: Option<u16>,
+) -> anyhow::Result<(Option<Arc<rustls::ClientConfig>>, u16)> {
+    let tls = if tls {
+        Some(Arc::new(busbar_base::net::tls_client_config(
+            ca_file, section,
+        )?))
+    } else {
+        None
+    };
+    let port = port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    Ok((tls, port))
 }
 
 /// How long a session must stay up before the reconnect backoff starts over.

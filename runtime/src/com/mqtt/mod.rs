@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::MqttConfig;
-pub use connection::STABLE_SESSION;
 use connection::{Connector, LinkEvent};
+pub use connection::{STABLE_SESSION, transport};
 pub use dialect::Dialect;
 
 use super::spool::Spool;
