@@ -18,7 +18,7 @@ pub const ACTION_TOPIC: &str = "$topic";
 const PUBLISH: &str = "publish";
 const SUBSCRIBE: &str = "subscribe";
 const UNSUBSCRIBE: &str = "unsubscribe";
-const RELEASE: &str = "release";
+
 const PRUNE: &str = "prune";
 
 /// One request to `topics`.
@@ -55,10 +55,10 @@ pub enum TopicRequest {
         /// The absolute filter.
         filter: TopicFilter,
     },
-    /// The sender stopped: every subscription of it ends, on every connection.
-    Release,
+
     /// The sender's grants on `broker` are now `keep`: its subscriptions there that no
-    /// filter of `keep` covers end (a new version with narrower grants).
+    /// filter of `keep` covers end (a new version with narrower grants; with none, the
+    /// service stopped).
     Prune {
         /// The connection.
         broker: String,
@@ -91,9 +91,7 @@ impl TopicRequest {
             TopicRequest::Unsubscribe { broker, filter } => {
                 (UNSUBSCRIBE, broker, ("filter", filter.to_string()), None)
             }
-            TopicRequest::Release => {
-                return new_message(id, source, TOPICS, RELEASE, "", Vec::new());
-            }
+
             TopicRequest::Prune { broker, keep } => {
                 let mut msg = new_message(id, source, TOPICS, PRUNE, "", Vec::new());
                 msg.headers = std::iter::once(("broker".to_owned(), broker))
@@ -134,9 +132,7 @@ impl TopicRequest {
                 format!("`{TOPICS}`: malformed `{}` request ({what})", msg.action),
             )
         };
-        if msg.action == RELEASE {
-            return Ok(TopicRequest::Release);
-        }
+
         let mut headers = msg.headers.iter();
         let mut next = |name: &str| match headers.next() {
             Some((k, v)) if k == name => Ok(v.clone()),
@@ -180,20 +176,19 @@ impl TopicRequest {
                 ErrorCode::UnknownAction,
                 format!(
                     "`{TOPICS}` has no action `{other}` (it takes {PUBLISH}, {SUBSCRIBE}, \
-                     {UNSUBSCRIBE}, {PRUNE}, {RELEASE})"
+                     {UNSUBSCRIBE}, {PRUNE})"
                 ),
             )),
         }
     }
 
-    /// The connection it is for (none: every one).
-    pub fn broker(&self) -> Option<&str> {
+    /// The connection it is for.
+    pub fn broker(&self) -> &str {
         match self {
             TopicRequest::Publish { broker, .. }
             | TopicRequest::Subscribe { broker, .. }
             | TopicRequest::Unsubscribe { broker, .. }
-            | TopicRequest::Prune { broker, .. } => Some(broker),
-            TopicRequest::Release => None,
+            | TopicRequest::Prune { broker, .. } => broker,
         }
     }
 }
@@ -231,7 +226,6 @@ mod tests {
                 broker: "field".into(),
                 filter: TopicFilter::parse("a/#").unwrap(),
             },
-            TopicRequest::Release,
             TopicRequest::Prune {
                 broker: "field".into(),
                 keep: vec![
@@ -249,8 +243,13 @@ mod tests {
             assert_eq!(msg.destination, TOPICS);
             assert_eq!(TopicRequest::from_message(&msg).unwrap(), r);
         }
-        let mut msg = TopicRequest::Release.into_message("1".into(), "svc");
+        let mut msg = TopicRequest::Prune {
+            broker: "b".into(),
+            keep: Vec::new(),
+        }
+        .into_message("1".into(), "svc");
         msg.action = "subscribe".into();
+        msg.headers.clear();
         let e = TopicRequest::from_message(&msg).unwrap_err();
         assert!(e.message.contains("no `broker` header"), "{e}");
     }

@@ -81,7 +81,7 @@ pub fn spawn(
     Ok(stats)
 }
 
-/// Hands a request to its connection (a release to every one).
+/// Hands a request to its connection, in order (a full one answers `queue-full`).
 fn route(
     routes: &BTreeMap<String, mpsc::Sender<Delivery>>,
     msg: &crate::message::Message,
@@ -90,26 +90,12 @@ fn route(
         Ok(r) => r,
         Err(e) => return Handled::Done(Err(e)),
     };
-    match request.broker() {
-        None => {
-            let shared = Arc::new(msg.clone());
-            for tx in routes.values() {
-                if let Err(mpsc::error::TrySendError::Full(d)) =
-                    tx.try_send(Delivery::oneway(shared.clone()))
-                {
-                    // A busy connection takes it when it catches up.
-                    let tx = tx.clone();
-                    tokio::spawn(async move { tx.send(d).await });
-                }
-            }
-            Handled::Done(Ok(None))
-        }
-        Some(name) => match routes.get(name) {
-            Some(tx) => Handled::Forward(tx.clone()),
-            None => Handled::Done(Err(BusError::new(
-                ErrorCode::UnknownDestination,
-                format!("this node has no broker connection `{name}`"),
-            ))),
-        },
+    let name = request.broker();
+    match routes.get(name) {
+        Some(tx) => Handled::Forward(tx.clone()),
+        None => Handled::Done(Err(BusError::new(
+            ErrorCode::UnknownDestination,
+            format!("this node has no broker connection `{name}`"),
+        ))),
     }
 }

@@ -15,7 +15,7 @@ use crate::message::{BusError, ErrorCode, TopicRequest};
 impl Broker {
     /// Serves a batch of requests: publishes at least once go to the outbox in one write.
     pub(super) fn handle(&mut self, batch: Vec<Delivery>) {
-        // A publish or a subscribe is a use (a prune or a release is not).
+        // A publish or a subscribe is a use (a prune is not).
         if batch
             .iter()
             .any(|d| matches!(d.msg.action.as_str(), "publish" | "subscribe"))
@@ -127,12 +127,6 @@ impl Broker {
                             ended = ?ended.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
                             "subscriptions outside the service's grants ended");
                     }
-                    self.to_unsubscribe.extend(ended);
-                    self.settle(&d.msg.source);
-                    self.answer(d, Ok(()));
-                }
-                TopicRequest::Release => {
-                    let ended = self.subs.release(&d.msg.source);
                     self.to_unsubscribe.extend(ended);
                     self.settle(&d.msg.source);
                     self.answer(d, Ok(()));

@@ -147,24 +147,8 @@ impl Subscriptions {
         Change::Unsubscribe(filter.clone())
     }
 
-    /// Ends every subscription of `service`: the filters no one holds any more.
-    pub fn release(&mut self, service: &str) -> Vec<TopicFilter> {
-        let filters: Vec<TopicFilter> = self
-            .by_service
-            .get(service)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        filters
-            .iter()
-            .filter_map(|f| match self.remove(service, f) {
-                Change::Unsubscribe(f) => Some(f),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Ends `service`'s subscriptions that no filter of `keep` covers: the filters no one
-    /// holds any more.
+    /// Ends `service`'s subscriptions that no filter of `keep` covers (with none: all of
+    /// them): the filters no one holds any more.
     pub fn prune(&mut self, service: &str, keep: &[TopicFilter]) -> Vec<TopicFilter> {
         let outside: Vec<TopicFilter> = self
             .by_service
@@ -289,7 +273,7 @@ mod tests {
         assert_eq!(subs.recipients("x/1", &[1]), vec![a.clone(), b.clone()]);
         assert_eq!(subs.remove("a", &f("x/+")), Change::None);
         assert_eq!(subs.recipients("x/1", &[1]), vec![b.clone()]);
-        assert_eq!(subs.release("b"), vec![f("x/+")]);
+        assert_eq!(subs.prune("b", &[]), vec![f("x/+")]);
         assert!(subs.is_empty() && subs.recipients("x/1", &[]).is_empty());
         // Identifiers are not reused while fresh ones are left.
         assert_eq!(subs.add(&a, &f("y")).unwrap(), Change::Subscribe(2));

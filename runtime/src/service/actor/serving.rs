@@ -96,14 +96,31 @@ impl Actor {
         Ok(())
     }
 
-    /// The service stopped for good (no new version takes over): its subscriptions end.
+    /// The service stopped for good (no new version takes over): its subscriptions end, on
+    /// every connection, in order with what it asked before (a busy connection is asked
+    /// again).
     pub(super) async fn release_subscriptions(&self) {
         if self.spec.successor.get().is_some() || !self.bus.knows(TOPICS) {
             return;
         }
-        let msg = TopicRequest::Release.into_message(self.bus.next_id(), &self.spec.name);
-        if let Err(e) = self.bus.call(msg, Duration::from_secs(10)).await {
-            tracing::warn!(error = %e, "its MQTT subscriptions could not be ended");
+        for broker in &self.spec.granted.topics.known {
+            for attempt in 1..=20u32 {
+                let request = TopicRequest::Prune {
+                    broker: broker.clone(),
+                    keep: Vec::new(),
+                };
+                let msg = request.into_message(self.bus.next_id(), &self.spec.name);
+                match self.bus.call(msg, Duration::from_secs(10)).await {
+                    Ok(_) => break,
+                    Err(e) if e.code == ErrorCode::QueueFull && attempt < 20 => {
+                        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%broker, error = %e, "its MQTT subscriptions could not be ended");
+                        break;
+                    }
+                }
+            }
         }
     }
 
