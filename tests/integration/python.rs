@@ -419,3 +419,35 @@ async fn the_readme_example_builds_from_a_blank_folder_with_the_sdk_installed_by
     })
     .await;
 }
+
+#[test]
+fn the_python_sdk_handles_topics_on_the_host() {
+    // The SDK's topic matching and routing on CPython, against componentize-py's bindings
+    // with the node's imports replaced by fakes (guest-sdk/python/tests/test_topics.py).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bindings = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("componentize-py")
+        .current_dir(&root)
+        .args(["-d", "wit", "-w", "service", "bindings"])
+        .arg(bindings.path())
+        .output()
+        .expect("componentize-py runs (pip install componentize-py==0.25.0)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ran = std::process::Command::new("python3")
+        .current_dir(&root)
+        .arg("guest-sdk/python/tests/test_topics.py")
+        .env("BUSBAR_PY_BINDINGS", bindings.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs");
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success() && out.contains("python sdk topics: ok"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
