@@ -23,8 +23,19 @@ pub struct Mosquitto {
     child: Option<Child>,
 }
 
+/// A loopback port no other broker of this test process was given: the OS may hand a
+/// just-freed port out again, and two tests sharing one mosquitto (and its client ids)
+/// would knock each other's clients off.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 impl Mosquitto {
@@ -62,14 +73,13 @@ impl Mosquitto {
             ),
         )
         .context("writing mosquitto.conf")?;
-        let child = Command::new("mosquitto")
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting mosquitto (apt-get install mosquitto)")?;
-        self.child = Some(child);
         let until = Instant::now() + guard();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             anyhow::ensure!(
@@ -79,6 +89,14 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Something listens there: not this mosquitto if it has exited (unable to bind).
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "mosquitto on port {} exited ({status}): the port is taken",
+                self.port
+            );
+        }
+        self.child = Some(child);
         Ok(())
     }
 

@@ -123,20 +123,6 @@ impl Node {
         let health = busbar_base::supervise::Health::new();
         let com_stats = Arc::new(crate::com::ComStats::default());
         let dead_letters = Arc::new(crate::dead_letter::DeadLetters::default());
-        crate::com::spawn(
-            crate::com::ComParts {
-                config: &config.com,
-                node_id: &config.node_id,
-                data_dir: &config.data_dir(),
-                stats: com_stats.clone(),
-                services: services.clone(),
-            },
-            &bus,
-            &internal_tasks,
-            &health,
-            internal_cancel.clone(),
-        )
-        .await?;
         let topics_stats = crate::topics::spawn(
             &config.brokers()?,
             &bus,
@@ -154,6 +140,22 @@ impl Node {
             &internal_tasks,
             internal_cancel.clone(),
         )?;
+        // Com last: what it receives (the desired state, C2D) finds the internal services
+        // it goes to already on the bus.
+        crate::com::spawn(
+            crate::com::ComParts {
+                config: &config.com,
+                node_id: &config.node_id,
+                data_dir: &config.data_dir(),
+                stats: com_stats.clone(),
+                services: services.clone(),
+            },
+            &bus,
+            &internal_tasks,
+            &health,
+            internal_cancel.clone(),
+        )
+        .await?;
         let core = Arc::new(Core {
             env: ServiceEnv {
                 loader,

@@ -62,7 +62,10 @@ impl Actor {
             return Ok(());
         }
         let topics = &self.spec.granted.topics;
-        for broker in &topics.known {
+        // Only a version replacing another (a swap, a rollback) can inherit subscriptions its
+        // grants do not cover; a first start has none.
+        let replacing = self.spec.handover.is_some() || self.spec.fallback.is_some();
+        for broker in topics.known.iter().filter(|_| replacing) {
             let keep = topics
                 .brokers
                 .get(broker)
