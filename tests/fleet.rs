@@ -192,6 +192,7 @@ impl Hub {
             limits: Default::default(),
             grants: Default::default(),
             subscribe: Vec::new(),
+            shared: None,
             artifacts: Vec::new(),
         };
         sign_entry(&key, &mut entry);

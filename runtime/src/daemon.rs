@@ -54,7 +54,11 @@ pub async fn run(
     });
     let admin = if config.admin.enabled {
         let (bus, health) = (node.bus().clone(), node.health().clone());
-        let links = (node.com_stats().clone(), node.topics_stats().clone());
+        let links = crate::admin::Links {
+            com: node.com_stats().clone(),
+            brokers: node.topics_stats().clone(),
+            fabric: node.fabric_stats().cloned(),
+        };
         match AdminServer::start(&config, bus, node.services(), links, health).await {
             Ok(admin) => Some(admin),
             Err(e) => {

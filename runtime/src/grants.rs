@@ -276,8 +276,19 @@ impl Granted {
         })
     }
 
-    /// Whether the service may address `destination` (`*` is broadcast).
+    /// Whether the service may address `destination` (`*` is broadcast). A service on
+    /// another node (`svc@node`) needs a grant naming it (`svc@node`, `svc@*`, `*@node`,
+    /// `*@*`): `*` alone stays on this node.
     pub fn may_address(&self, destination: &str) -> bool {
+        if busbar_base::address::is_remote(destination) {
+            let Ok(address) = busbar_base::address::Address::parse(destination) else {
+                return false;
+            };
+            return self
+                .destinations
+                .iter()
+                .any(|d| busbar_base::address::grant_allows(d, &address));
+        }
         self.destinations
             .iter()
             .any(|d| d == "*" || d == destination)
@@ -330,6 +341,13 @@ mod tests {
         assert!(path.ends_with("services/svc") && path.is_dir());
         assert_eq!(access, DataAccess::ReadOnly);
         assert!(g.may_address("a") && !g.may_address("b") && !g.may_address("*"));
+        let remote = Granted {
+            destinations: vec!["*".into(), "resize@*".into(), "*@gw3".into()],
+            ..Granted::default()
+        };
+        assert!(remote.may_address("resize@gw2") && remote.may_address("echo@gw3"));
+        assert!(!remote.may_address("echo@gw2"), "`*` stays on this node");
+        assert!(!remote.may_address("resize@bad/place"));
         let e = toml::from_str::<Grants>("sockets = true\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `sockets`"), "{e}");
         let e = toml::from_str::<Grants>("network = [\"plc.local:502\"]\n").unwrap_err();

@@ -16,7 +16,7 @@
 //!    service: lifecycle, serving, hot swap, rollback).
 //! 6. **Internal services** on the bus: [`internal`] (their shared loop), [`logger`],
 //!    [`orchestrator`], [`com`] (the link towards the IoT hub), [`topics`] (services' MQTT
-//!    broker connections).
+//!    broker connections), [`fabric`] (services on other nodes, over one of them).
 //! 7. **[`node`]**, the composition root: it owns Com's stats, the dead letters and the
 //!    desired state, and hands each part only what it needs; [`config`] says how it runs.
 //! 8. **Edges**: [`fleet`] (the node's side of the fleet hub), [`admin`] (the operators' HTTP
@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod dead_letter;
 pub mod desired;
 pub mod engine;
+pub mod fabric;
 pub mod fleet;
 pub mod grants;
 pub mod host;

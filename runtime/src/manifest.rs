@@ -49,6 +49,10 @@ pub struct ServiceEntry {
     /// (`subscribe = [{ filter = "/zigbee2mqtt/+/temperature", broker = "field" }]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<busbar_base::grants::Subscription>,
+    /// The group it is shared in across the fabric (`shared = "workers"`): messages sent to
+    /// `{name}@{group}` reach one of the group's instances, on whichever node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<busbar_base::address::Place>,
 }
 
 fn yes() -> bool {
@@ -142,6 +146,8 @@ impl Manifest {
                 .validate()
                 .map_err(|p| format!("{at}.limits.{p}"))?;
             busbar_base::grants::check_topics(&s.grants.topics, &s.subscribe)
+                .map_err(|p| format!("{at}.{p}"))?;
+            busbar_base::grants::check_destinations(&s.grants.destinations)
                 .map_err(|p| format!("{at}.{p}"))?;
         }
         Ok(())

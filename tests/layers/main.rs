@@ -29,7 +29,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("components and services", &["component", "service"]),
     (
         "internal services",
-        &["internal", "logger", "orchestrator", "com", "topics"],
+        &[
+            "internal",
+            "logger",
+            "orchestrator",
+            "com",
+            "topics",
+            "fabric",
+        ],
     ),
     // `hub` is the `busbar_hub` crate (the fleet protocol): for the node and above.
     ("the node (composition root)", &["config", "node", "hub"]),

@@ -14,7 +14,9 @@ pub struct Grants {
     pub env: Vec<String>,
     /// A folder of its own, `{data_dir}/services/{name}`, seen as `/data`.
     pub data: Option<DataAccess>,
-    /// Services it may address with `submit-action` and `call`; `*` for any (and broadcast).
+    /// Services it may address with `submit-action` and `call`: names on this node, `*` for
+    /// any of them (and broadcast); on other nodes `svc@node`, `svc@group`, `svc@*`, `*@node`
+    /// or `*@*` (`*` alone does not reach across gateways).
     pub destinations: Vec<String>,
     /// May use the control actions of the internal services (e.g. `orchestrator`
     /// `dead-letters`, which shows other services' messages).
@@ -59,6 +61,22 @@ impl TopicGrants {
 
 /// Filters a manifest entry may grant or subscribe to, each list.
 pub const MAX_TOPIC_ENTRIES: usize = 256;
+
+/// Checks `grants.destinations`: how many, and that each is a service name, `*` or an
+/// address pattern.
+pub fn check_destinations(list: &[String]) -> Result<(), String> {
+    if list.len() > MAX_TOPIC_ENTRIES {
+        return Err(format!(
+            "grants.destinations: {} entries, at most {MAX_TOPIC_ENTRIES}",
+            list.len()
+        ));
+    }
+    for (i, d) in list.iter().enumerate() {
+        crate::address::check_destination(d)
+            .map_err(|e| format!("grants.destinations[{i}]: {e}"))?;
+    }
+    Ok(())
+}
 
 /// Checks a broker connection's name: 1 to 64 lowercase letters, digits, `-` or `_`.
 pub fn check_broker_name(name: &str) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! busbar-base: what every busbar program shares, and nothing that runs wasm (no wasmtime).
 //!
 //! - The vocabulary of a service entry, as manifests and the fleet protocol state it:
-//!   [`names`], [`limits`], [`grants`] (with [`outbound`] network rules and [`topic`]
+//!   [`names`], [`address`] (`service@node` across gateways), [`limits`], [`grants`] (with [`outbound`] network rules and [`topic`]
 //!   filters), and [`digest`]
 //!   (sha256 checked where it enters).
 //! - What keeps outsiders in bounds: [`read_file`] (regular files of bounded size),
@@ -13,6 +13,7 @@
 //!
 //! The node (`busbar`) and the fleet hub (`busbar-hub`) both build on it.
 
+pub mod address;
 pub mod command;
 pub mod digest;
 pub mod exit;

@@ -10,6 +10,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     "hub",
     "admin",
     "topics",
+    "fabric",
 ];
 
 /// Checks a service name: 1 to 64 lowercase letters, digits, `-`, `_`, `.`, starting with a
@@ -32,6 +33,22 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if RESERVED_NAMES.contains(&name) {
         return Err(format!(
             "`{name}` is reserved for the node's internal services"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a node id, a group name or a tag: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("`{id}` must be 1 to 64 characters long"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "`{id}` may hold only letters, digits, `.`, `_` and `-`"
         ));
     }
     Ok(())

@@ -75,6 +75,7 @@ impl FleetService {
         busbar_base::names::check_name(&self.name).map_err(|e| format!("name: {e}"))?;
         self.limits.validate().map_err(|e| format!("limits.{e}"))?;
         busbar_base::grants::check_topics(&self.grants.topics, &self.subscribe)?;
+        busbar_base::grants::check_destinations(&self.grants.destinations)?;
         at_most("artifacts", &self.artifacts, MAX_ARTIFACTS)?;
         let mut seen = HashSet::new();
         for (i, a) in self.artifacts.iter().enumerate() {

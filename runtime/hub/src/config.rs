@@ -187,21 +187,7 @@ pub fn check_digest(digest: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a node id or a tag: 1 to 64 letters, digits, `.`, `_` or `-`.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(format!("`{id}` must be 1 to 64 characters long"));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        return Err(format!(
-            "`{id}` may hold only letters, digits, `.`, `_` and `-`"
-        ));
-    }
-    Ok(())
-}
+pub use busbar_base::names::check_id;
 
 #[cfg(test)]
 mod tests {

@@ -183,6 +183,10 @@ pub struct FleetService {
     /// signatures hold).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<busbar_base::grants::Subscription>,
+    /// The group it is shared in across the fabric (`{name}@{group}` reaches one instance).
+    /// Left out when none (old signatures hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<busbar_base::address::Place>,
     /// The component compiled ahead of time for node targets and engines, each signed on
     /// its own (not part of the entry's signature, so a version can gain artifacts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -354,6 +358,7 @@ pub fn test_service(name: &str, sha: char) -> FleetService {
         limits: Default::default(),
         grants: Default::default(),
         subscribe: Vec::new(),
+        shared: None,
         artifacts: Vec::new(),
     }
 }

@@ -73,6 +73,10 @@ pub struct HubPublishArgs {
     /// item (repeatable), e.g. '{"filter": "/zigbee2mqtt/+/temperature", "broker": "field"}'.
     #[arg(long, value_parser = parse_json::<busbar_base::grants::Subscription>)]
     pub subscribe: Vec<busbar_base::grants::Subscription>,
+    /// Share it in this group across the fabric: `{name}@{group}` reaches one of the
+    /// group's instances, on whichever node.
+    #[arg(long, value_parser = |s: &str| busbar_base::address::Place::parse(s))]
+    pub shared: Option<busbar_base::address::Place>,
     /// Compile artifacts for this node target (repeatable), with the `[engine]` settings of
     /// --node-config. Without it: for every target and engine the nodes reached announced.
     #[arg(long = "target")]
@@ -269,6 +273,7 @@ pub async fn publish(
         limits: args.limits.clone().unwrap_or_default(),
         grants: args.grants.clone().unwrap_or_default(),
         subscribe: args.subscribe.clone(),
+        shared: args.shared.clone(),
         artifacts: Vec::new(),
     };
     // Refused here with the words the hub and the nodes would use.

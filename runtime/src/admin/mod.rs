@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod events;
+mod fabric_metrics;
 pub mod jobs;
 pub mod jsonrpc;
 pub mod rpc;
@@ -58,10 +59,21 @@ struct App {
     cancel: CancellationToken,
     metrics: prometheus_client::registry::Registry,
     health: Arc<busbar_base::supervise::Health>,
-    /// The broker connections' counters (`/status` shows them to all-seeing tokens).
-    brokers: crate::topics::TopicsStats,
+    /// The links' counters (`/status` shows them to all-seeing tokens).
+    links: Links,
     /// The node's engine, as it announces it to a hub (`/status` shows it).
     engine: crate::fleet::protocol::NodeEngine,
+}
+
+/// What the node's links report: Com, the broker connections, the fabric.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// Com's link and spool.
+    pub com: Arc<crate::com::ComStats>,
+    /// Each broker connection.
+    pub brokers: crate::topics::TopicsStats,
+    /// The fabric, if the node is on one.
+    pub fabric: Option<Arc<crate::fabric::FabricStats>>,
 }
 
 /// The running admin API.
@@ -79,10 +91,9 @@ impl AdminServer {
         config: &NodeConfig,
         bus: Bus,
         services: Arc<ServiceTable>,
-        links: (Arc<crate::com::ComStats>, crate::topics::TopicsStats),
+        links: Links,
         health: Arc<busbar_base::supervise::Health>,
     ) -> anyhow::Result<Self> {
-        let (com, brokers) = links;
         let admin = &config.admin;
         let listener = tokio::net::TcpListener::bind(admin.listen)
             .await
@@ -120,14 +131,9 @@ impl AdminServer {
 
         let cancel = CancellationToken::new();
         let app = Arc::new(App {
-            metrics: status::registry(
-                bus.clone(),
-                services.clone(),
-                (com, brokers.clone()),
-                health.clone(),
-            ),
+            metrics: status::registry(bus.clone(), services.clone(), links.clone(), health.clone()),
             health: health.clone(),
-            brokers,
+            links,
             bus,
             services,
             node_id: config.node_id.clone(),

@@ -318,6 +318,7 @@ pub(super) async fn handle(
     if wants_async(&headers) {
         if let [Item::Run(req)] = items.as_slice()
             && !app.bus.knows(&req.service)
+            && !busbar_base::address::is_remote(&req.service)
         {
             let e = BusError::new(
                 ErrorCode::UnknownDestination,

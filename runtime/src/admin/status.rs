@@ -30,12 +30,17 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         .filter(|s| grant.allows(&s.name))
         .collect();
     let brokers: serde_json::Map<String, serde_json::Value> = if grant.sees_all() {
-        app.brokers
+        app.links
+            .brokers
             .iter()
             .map(|(name, s)| (name.clone(), s.to_json()))
             .collect()
     } else {
         serde_json::Map::new()
+    };
+    let fabric = match &app.links.fabric {
+        Some(f) if grant.sees_all() => f.to_json(),
+        _ => serde_json::Value::Null,
     };
     axum::Json(serde_json::json!({
         "node_id": app.node_id,
@@ -46,6 +51,7 @@ pub(super) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         "tasks": app.health.report(),
         "services": services,
         "brokers": brokers,
+        "fabric": fabric,
     }))
     .into_response()
 }
@@ -82,16 +88,16 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 pub(super) fn registry(
     bus: Bus,
     services: Arc<ServiceTable>,
-    links: (Arc<crate::com::ComStats>, crate::topics::TopicsStats),
+    links: super::Links,
     health: Arc<busbar_base::supervise::Health>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("busbar");
-    let (com, brokers) = links;
     registry.register_collector(Box::new(NodeCollector {
         bus,
         services,
-        com,
-        brokers,
+        com: links.com,
+        brokers: links.brokers,
+        fabric: links.fabric,
         health,
     }));
     registry
@@ -106,6 +112,7 @@ struct NodeCollector {
     services: Arc<ServiceTable>,
     com: Arc<crate::com::ComStats>,
     brokers: crate::topics::TopicsStats,
+    fabric: Option<Arc<crate::fabric::FabricStats>>,
     health: Arc<busbar_base::supervise::Health>,
 }
 
@@ -200,6 +207,9 @@ impl Collector for NodeCollector {
         self.encode_tasks(&mut encoder)?;
         self.encode_com(&mut encoder)?;
         self.encode_brokers(&mut encoder)?;
+        if let Some(fabric) = &self.fabric {
+            super::fabric_metrics::encode(fabric, &mut encoder)?;
+        }
         let latencies = self.bus.call_latencies();
         if let Some((_, first)) = latencies.first() {
             let mut family = encoder.encode_descriptor(

@@ -20,13 +20,16 @@ pub use delivery::{Delivery, ReplyTo, empty_reply};
 pub use route::{OnFull, Route, RouteKind};
 
 use crate::message::{
-    ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, IdGen, Message, NODE_SOURCE, Reply,
-    new_message,
+    ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, FABRIC, IdGen, Message,
+    NODE_SOURCE, Remote, Reply, new_message,
 };
 use crate::observe::{Tap, Traffic};
 
 /// Largest payload the bus accepts unless configured otherwise (Azure IoT Hub's D2C limit).
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
+
+/// Longest wait for the fabric to take a message for another node.
+const REMOTE_ACCEPT: Duration = Duration::from_secs(10);
 
 /// A cheap, cloneable handle on the node's message bus.
 #[derive(Clone, Debug)]
@@ -86,7 +89,7 @@ impl Bus {
         self.processed(&d.msg, d.is_call(), took, result.as_ref().map(|_| ()));
         let msg = d.msg.clone();
         if let Some(Err(e)) = d.answer(result) {
-            self.notify_failure(&msg, receiver, &e);
+            self.report_failure(&msg, receiver, &e);
         }
     }
 
@@ -172,7 +175,20 @@ impl Bus {
     }
 
     fn route(&self, destination: &str) -> Result<Route, BusError> {
-        if let Some(route) = self.inner.routes.load().get(destination) {
+        let routes = self.inner.routes.load();
+        if busbar_base::address::is_remote(destination) {
+            // `service@node`: the fabric carries it, if this node is on one.
+            return routes.get(FABRIC).cloned().ok_or_else(|| {
+                BusError::new(
+                    ErrorCode::UnknownDestination,
+                    format!(
+                        "`{destination}` is a service on another node, and this node is on no \
+                         fabric ([fabric] in the node config)"
+                    ),
+                )
+            });
+        }
+        if let Some(route) = routes.get(destination) {
             return Ok(route.clone());
         }
         Err(BusError::new(
@@ -204,6 +220,12 @@ impl Bus {
     /// the sender. Returns the message id once the message is in the receiver's mailbox.
     pub async fn send(&self, msg: Message) -> Result<String, BusError> {
         let id = msg.id.clone();
+        if busbar_base::address::is_remote(&msg.destination) {
+            // Accepted once the fabric has it: the fabric answers when the broker took it.
+            let mut msg = msg;
+            Remote::Send.mark(&mut msg);
+            return self.call(msg, REMOTE_ACCEPT).await.map(|_| id);
+        }
         let route = match self.check_size(&msg).and_then(|()| {
             if msg.destination == BROADCAST {
                 Ok(None)
@@ -245,13 +267,17 @@ impl Bus {
             if let Err(e) = route.deliver(&name, Delivery::oneway(msg.clone())).await {
                 tracing::warn!(to = %name, action = %msg.action, error = %e, "broadcast not delivered");
                 self.refused(&msg, false, &e);
-                self.notify_failure(&msg, &name, &e);
+                self.report_failure(&msg, &name, &e);
             }
         }
     }
 
     /// Sends `msg` and waits up to `timeout` for the receiver's reply.
-    pub async fn call(&self, msg: Message, timeout: Duration) -> Result<Reply, BusError> {
+    pub async fn call(&self, mut msg: Message, timeout: Duration) -> Result<Reply, BusError> {
+        if busbar_base::address::is_remote(&msg.destination) && !Remote::marked(&msg) {
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            Remote::Call { timeout_ms }.mark(&mut msg);
+        }
         let route = match self.check_size(&msg).and_then(|()| {
             if msg.destination == BROADCAST {
                 return Err(BusError::new(
@@ -305,7 +331,7 @@ impl Bus {
     /// Tells the sender of `failed` (when it is a wasm service) that `receiver` could not
     /// handle it, as an `$error` message. Never blocks: if the sender's mailbox is full the
     /// notice is dropped (the failure is logged by the caller either way).
-    fn notify_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
+    pub fn report_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
         if failed.action == ACTION_ERROR || failed.action == ACTION_TIMER {
             return;
         }

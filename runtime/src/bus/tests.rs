@@ -145,7 +145,7 @@ async fn failure_notice_goes_back_to_a_custom_sender_only() {
     let mut sender = custom(&bus, "s", 4, OnFull::Refuse);
     let failed = msg(&bus, "s", "r", "do");
     let err = BusError::new(ErrorCode::UnknownAction, "`r` has no action `do`");
-    bus.notify_failure(&failed, "r", &err);
+    bus.report_failure(&failed, "r", &err);
     let notice = sender.recv().await.unwrap();
     assert_eq!(notice.msg.action, ACTION_ERROR);
     assert_eq!(
@@ -156,6 +156,6 @@ async fn failure_notice_goes_back_to_a_custom_sender_only() {
     assert_eq!(body["code"], "unknown-action");
     // A failed notice is never answered with another notice.
     let notice = Arc::unwrap_or_clone(notice.msg);
-    bus.notify_failure(&notice, "s", &err);
+    bus.report_failure(&notice, "s", &err);
     assert!(sender.try_recv().is_err());
 }

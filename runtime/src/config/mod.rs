@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub hub: Option<FleetConfig>,
     /// MQTT broker connections services publish and subscribe on, by name.
     pub brokers: std::collections::BTreeMap<String, crate::topics::BrokerConfig>,
+    /// The fabric: services on other nodes reached over one of the broker connections
+    /// (none: this node is on no fabric).
+    pub fabric: Option<crate::fabric::FabricConfig>,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             admin: AdminConfig::default(),
             hub: None,
             brokers: Default::default(),
+            fabric: None,
         }
     }
 }
@@ -95,9 +99,12 @@ impl NodeConfig {
         for b in config.brokers.values_mut() {
             b.resolve_paths(base);
         }
+        if let Some(f) = &mut config.fabric {
+            f.resolve_paths(base);
+        }
         // Checked here, once, naming the file (services would otherwise each fail on it).
         config
-            .brokers()
+            .fabric_settings()
             .map_err(|e| anyhow::anyhow!("node config {}: {e:#}", path.display()))?;
         for dir in [
             &mut config.cache_dir,
@@ -141,6 +148,16 @@ impl NodeConfig {
     /// The broker connections, checked ([`crate::topics::Brokers::of`]).
     pub fn brokers(&self) -> anyhow::Result<crate::topics::Brokers> {
         crate::topics::Brokers::of(&self.brokers, &self.com, &self.node_id, &self.data_dir())
+    }
+
+    /// The fabric's settings, checked against the node's id and connections (none: no
+    /// `[fabric]`). Checks the broker connections too.
+    pub fn fabric_settings(&self) -> anyhow::Result<Option<crate::fabric::FabricSettings>> {
+        let brokers = self.brokers()?;
+        self.fabric
+            .as_ref()
+            .map(|f| f.settings(&self.node_id, &self.data_dir(), &brokers))
+            .transpose()
     }
 
     /// The shutdown drain time.

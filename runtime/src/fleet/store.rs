@@ -186,6 +186,7 @@ impl Store {
                     limits: s.limits.clone(),
                     grants: s.grants.clone(),
                     subscribe: s.subscribe.clone(),
+                    shared: s.shared.clone(),
                 })
                 .collect(),
         };

@@ -36,6 +36,11 @@ impl HostState {
             return Ok(());
         }
         self.counters.record_sent(false);
+        if busbar_base::address::is_remote(destination)
+            && let Err(e) = busbar_base::address::Address::parse(destination)
+        {
+            return Err(BusError::new(ErrorCode::UnknownDestination, e).into());
+        }
         let e = BusError::new(
             ErrorCode::NotPermitted,
             format!(

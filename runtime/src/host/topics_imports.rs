@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::HostState;
 use crate::bindings::busbar::service::topics::{Host, PublishOptions, Qos};
 use crate::grants::{BrokerAccess, TopicRefusal};
-use crate::message::{BusError, ErrorCode, TopicRequest, WitError};
+use crate::message::{BusError, ErrorCode, PublishMode, TopicRequest, WitError};
 
 /// Longest wait for a broker connection to take a request.
 const TOPICS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,13 @@ impl Host for HostState {
         let request = TopicRequest::Publish {
             broker,
             topic,
-            at_least_once: matches!(options.qos, Qos::AtLeastOnce),
+            mode: if matches!(options.qos, Qos::AtLeastOnce) {
+                PublishMode::AtLeastOnce
+            } else {
+                PublishMode::AtMostOnce
+            },
+            response_topic: None,
+            correlation: None,
             retain: options.retain,
             content_type: options.content_type,
             properties: options.properties,

@@ -1,6 +1,7 @@
 //! Messages on the bus: ids, constructors and the error every failed send carries.
 
 mod json;
+mod remote;
 mod topic_request;
 
 use std::fmt;
@@ -9,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::bindings::{ErrorCode, Message, Reply, WitError};
 pub use json::{message_json, reply_json};
-pub use topic_request::{ACTION_TOPIC, TOPICS, TopicRequest};
+pub use remote::{FABRIC, FABRIC_SHARE, Remote};
+pub use topic_request::{ACTION_TOPIC, PublishMode, TOPICS, TopicRequest};
 
 /// Source name the node uses for what it sends itself (timer ticks, delivery failures).
 pub const NODE_SOURCE: &str = "busbar";

@@ -3,8 +3,10 @@
 //! checked against the grants), the broker connections read them back.
 //!
 //! Wire form: the action names the request; headers `broker`, then `topic` or `filter`, then
-//! for a publish `qos` and `retain`, then the publish's MQTT 5 user properties; the content
-//! type is the publish's (empty: none); the payload is the publish's.
+//! for a publish `qos` (`0`, `1`, `confirm`), `retain` and `response-topic` (empty: none),
+//! then the publish's MQTT 5 user properties; the correlation id is the publish's
+//! correlation data; the content type is the publish's (empty: none); the payload is the
+//! publish's.
 
 use busbar_base::topic::{TopicFilter, TopicName};
 
@@ -20,6 +22,21 @@ const SUBSCRIBE: &str = "subscribe";
 const UNSUBSCRIBE: &str = "unsubscribe";
 
 const PRUNE: &str = "prune";
+/// The `qos` header of a [`PublishMode::Confirmed`] publish.
+const CONFIRM: &str = "confirm";
+
+/// How a publish is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishMode {
+    /// QoS 0, straight to the session (or `unavailable`).
+    AtMostOnce,
+    /// QoS 1 through the connection's durable outbox: answered once it is stored.
+    AtLeastOnce,
+    /// QoS 1 straight to the session, answered when the broker acknowledges it: `unavailable`
+    /// when no one is subscribed to the topic (MQTT 5 reason 0x10) or the session is lost
+    /// first (the fabric's requests).
+    Confirmed,
+}
 
 /// One request to `topics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +47,16 @@ pub enum TopicRequest {
         broker: String,
         /// Where.
         topic: TopicName,
-        /// At least once (else at most once).
-        at_least_once: bool,
+        /// How it is sent.
+        mode: PublishMode,
         /// Kept by the broker as the topic's last value.
         retain: bool,
         /// MQTT 5 content type.
         content_type: Option<String>,
+        /// MQTT 5 response topic.
+        response_topic: Option<TopicName>,
+        /// MQTT 5 correlation data.
+        correlation: Option<String>,
         /// MQTT 5 user properties.
         properties: Vec<(String, String)>,
         /// The body.
@@ -74,16 +95,26 @@ impl TopicRequest {
             TopicRequest::Publish {
                 broker,
                 topic,
-                at_least_once,
+                mode,
                 retain,
                 content_type,
+                response_topic,
+                correlation,
                 properties,
                 payload,
             } => (
                 PUBLISH,
                 broker,
                 ("topic", topic.to_string()),
-                Some((at_least_once, retain, content_type, properties, payload)),
+                Some((
+                    mode,
+                    retain,
+                    content_type,
+                    response_topic,
+                    correlation,
+                    properties,
+                    payload,
+                )),
             ),
             TopicRequest::Subscribe { broker, filter } => {
                 (SUBSCRIBE, broker, ("filter", filter.to_string()), None)
@@ -106,18 +137,37 @@ impl TopicRequest {
         ];
         let mut msg = match publish {
             None => new_message(id, source, TOPICS, action, "", Vec::new()),
-            Some((at_least_once, retain, content_type, properties, payload)) => {
-                headers.push(("qos".into(), u8::from(at_least_once).to_string()));
+            Some((
+                mode,
+                retain,
+                content_type,
+                response_topic,
+                correlation,
+                properties,
+                payload,
+            )) => {
+                let qos = match mode {
+                    PublishMode::AtMostOnce => "0",
+                    PublishMode::AtLeastOnce => "1",
+                    PublishMode::Confirmed => CONFIRM,
+                };
+                headers.push(("qos".into(), qos.into()));
                 headers.push(("retain".into(), retain.to_string()));
+                headers.push((
+                    "response-topic".into(),
+                    response_topic.map(String::from).unwrap_or_default(),
+                ));
                 headers.extend(properties);
-                new_message(
+                let mut msg = new_message(
                     id,
                     source,
                     TOPICS,
                     action,
                     content_type.as_deref().unwrap_or(""),
                     payload,
-                )
+                );
+                msg.correlation_id = correlation;
+                msg
             }
         };
         msg.headers = headers;
@@ -151,13 +201,24 @@ impl TopicRequest {
             }
             PUBLISH => {
                 let topic = TopicName::parse(&next("topic")?).map_err(|e| bad(&e.to_string()))?;
-                let at_least_once = next("qos")? == "1";
+                let mode = match next("qos")?.as_str() {
+                    "0" => PublishMode::AtMostOnce,
+                    "1" => PublishMode::AtLeastOnce,
+                    CONFIRM => PublishMode::Confirmed,
+                    other => return Err(bad(&format!("qos `{other}`"))),
+                };
                 let retain = next("retain")? == "true";
+                let response_topic = match next("response-topic")?.as_str() {
+                    "" => None,
+                    t => Some(TopicName::parse(t).map_err(|e| bad(&e.to_string()))?),
+                };
                 Ok(TopicRequest::Publish {
                     broker,
                     topic,
-                    at_least_once,
+                    mode,
                     retain,
+                    response_topic,
+                    correlation: msg.correlation_id.clone(),
                     content_type: (!msg.content_type.is_empty()).then(|| msg.content_type.clone()),
                     properties: headers.cloned().collect(),
                     payload: msg.payload.clone(),
@@ -203,18 +264,22 @@ mod tests {
             TopicRequest::Publish {
                 broker: "field".into(),
                 topic: TopicName::parse("a/b").unwrap(),
-                at_least_once: true,
+                mode: PublishMode::AtLeastOnce,
                 retain: true,
                 content_type: Some("application/json".into()),
+                response_topic: Some(TopicName::parse("r/x").unwrap()),
+                correlation: Some("id-1".into()),
                 properties: vec![("k".into(), "v".into())],
                 payload: b"x".to_vec(),
             },
             TopicRequest::Publish {
                 broker: "com".into(),
                 topic: TopicName::parse("a").unwrap(),
-                at_least_once: false,
+                mode: PublishMode::Confirmed,
                 retain: false,
                 content_type: None,
+                response_topic: None,
+                correlation: None,
                 properties: Vec::new(),
                 payload: Vec::new(),
             },

@@ -234,6 +234,14 @@ impl super::NodeSettings {
         // Checked against the engine for the whole manifest in `apply`.
         let memory_mib = s.limits.memory_mib.unwrap_or(self.engine.max_memory_mib);
         let granted = crate::grants::Granted::resolve(&s.name, &s.grants, data_dir, &self.brokers)?;
+        if let Some(group) = &s.shared {
+            anyhow::ensure!(
+                self.fabric,
+                "service `{}`: shared = \"{group}\" needs a fabric, and this node is on none \
+                 ([fabric] in the node config)",
+                s.name
+            );
+        }
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),
             source: crate::component::ComponentSource::of(s),
@@ -249,6 +257,7 @@ impl super::NodeSettings {
             drain: self.drain,
             restart: RestartPolicy::default(),
             subscribe: self.subscriptions(s, &granted)?,
+            shared: s.shared.clone(),
             granted: Arc::new(granted),
             successor: Arc::default(),
             handover: None,

@@ -49,6 +49,8 @@ struct Core {
     com_stats: Arc<crate::com::ComStats>,
     /// What each broker connection reports.
     topics_stats: crate::topics::TopicsStats,
+    /// What the fabric reports, if the node is on one.
+    fabric_stats: Option<Arc<crate::fabric::FabricStats>>,
     services: Arc<ServiceTable>,
     /// The services running now; also serialises every change to them.
     running: Mutex<BTreeMap<String, Running>>,
@@ -78,6 +80,8 @@ struct NodeSettings {
     data_dir: std::path::PathBuf,
     /// The broker connections' base topics, for the services' topic grants.
     brokers: crate::grants::BrokerBases,
+    /// Whether the node is on a fabric (services may be `shared` in a group).
+    fabric: bool,
 }
 
 impl NodeSettings {
@@ -88,6 +92,7 @@ impl NodeSettings {
             drain: config.drain(),
             data_dir: config.data_dir(),
             brokers: config.brokers()?.bases(),
+            fabric: config.fabric.is_some(),
         })
     }
 }
@@ -130,6 +135,16 @@ impl Node {
             &health,
             internal_cancel.clone(),
         )?;
+        let fabric_stats = match config.fabric_settings()? {
+            Some(settings) => Some(crate::fabric::spawn(
+                settings,
+                &bus,
+                &internal_tasks,
+                &health,
+                internal_cancel.clone(),
+            )?),
+            None => None,
+        };
         crate::logger::spawn(&bus, &internal_tasks, internal_cancel.clone())?;
         let (control_tx, control_rx) = mpsc::channel(16);
         crate::orchestrator::spawn(
@@ -165,6 +180,7 @@ impl Node {
             },
             com_stats,
             topics_stats,
+            fabric_stats,
             services,
             running: Mutex::default(),
             wanted: std::sync::Mutex::default(),
@@ -285,6 +301,11 @@ impl Node {
     /// What each broker connection reports (for `/metrics` and `/status`).
     pub fn topics_stats(&self) -> &crate::topics::TopicsStats {
         &self.core.topics_stats
+    }
+
+    /// What the fabric reports, if the node is on one (for `/metrics` and `/status`).
+    pub fn fabric_stats(&self) -> Option<&Arc<crate::fabric::FabricStats>> {
+        self.core.fabric_stats.as_ref()
     }
 
     /// Messages services took but could not finish.

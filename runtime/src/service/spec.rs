@@ -31,6 +31,8 @@ pub struct ServiceSpec {
     pub granted: Arc<crate::grants::Granted>,
     /// MQTT subscriptions made before `start`: broker connection and absolute filter.
     pub subscribe: Vec<(String, busbar_base::topic::TopicFilter)>,
+    /// The group it is shared in across the fabric.
+    pub shared: Option<busbar_base::address::Place>,
     /// Set when a new version replaces this one: the old one then finishes its whole queue
     /// (no drain deadline), hands its state over and whatever it could not process to the
     /// new mailbox.

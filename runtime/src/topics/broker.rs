@@ -87,6 +87,8 @@ pub(super) struct Broker {
     pub(super) forwarders: Forwarders,
     /// Opens the first session of a lazy connection (none once it has been asked).
     pub(super) wake: Option<Arc<tokio::sync::Notify>>,
+    /// Confirmed publishes waiting for the broker.
+    pub(super) confirms: super::confirm::Confirms,
 }
 
 /// Runs connection `name` until `cancel` fires, then stores what is left and returns.
@@ -135,6 +137,7 @@ pub async fn run(
         max_message: config.max_message_bytes,
         sync_failures: 0,
         wake,
+        confirms: Default::default(),
     };
     // What an earlier run left in the outbox is a reason to connect.
     if broker.outbox.counts().pending > 0 {

@@ -168,7 +168,16 @@ fn message(bus: &Bus, broker: &str, topic: &str, p: &Publish, service: &str) -> 
         ("retain".to_owned(), p.retain.to_string()),
     ];
     let mut content_type = None;
+    let mut correlation_id = None;
     if let Some(props) = &p.properties {
+        // Correlation data as text (binary data is shown as hex, prefixed `hex:`).
+        correlation_id = props
+            .correlation_data
+            .as_ref()
+            .map(|c| match std::str::from_utf8(c) {
+                Ok(text) => text.to_owned(),
+                Err(_) => format!("hex:{}", hex::encode(c)),
+            });
         if let Some(rt) = &props.response_topic {
             headers.push(("response-topic".to_owned(), rt.clone()));
         }
@@ -182,7 +191,7 @@ fn message(bus: &Bus, broker: &str, topic: &str, p: &Publish, service: &str) -> 
         action: ACTION_TOPIC.to_owned(),
         content_type: content_type.unwrap_or_else(|| "application/octet-stream".into()),
         payload: p.payload.to_vec(),
-        correlation_id: None,
+        correlation_id,
         headers,
     }
 }

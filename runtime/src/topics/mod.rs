@@ -9,6 +9,7 @@
 
 mod broker;
 pub mod config;
+mod confirm;
 mod inbound;
 mod link;
 mod requests;

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::QoS;
 
-use super::broker::{Broker, props};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+use super::broker::Broker;
 use super::config::COM_BROKER;
 use super::subscriptions::Change;
 use crate::bus::Delivery;
 use crate::com::spool::{Record, SpoolError};
-use crate::message::{BusError, ErrorCode, TopicRequest};
+use crate::message::{BusError, ErrorCode, PublishMode, TopicRequest};
 
 impl Broker {
     /// Serves a batch of requests: publishes at least once go to the outbox in one write.
@@ -36,7 +38,7 @@ impl Broker {
             match request {
                 TopicRequest::Publish {
                     topic,
-                    at_least_once: true,
+                    mode: PublishMode::AtLeastOnce,
                     retain,
                     content_type,
                     properties,
@@ -61,23 +63,49 @@ impl Broker {
                 }
                 TopicRequest::Publish {
                     topic,
+                    mode,
                     retain,
                     content_type,
+                    response_topic,
+                    correlation,
                     properties,
                     payload,
                     ..
                 } => {
                     let size = size_of(&topic, &properties, &payload);
-                    let result = self.fits(size).and_then(|()| {
-                        self.publish_now(
-                            topic.to_string(),
-                            QoS::AtMostOnce,
+                    if let Err(e) = self.fits(size) {
+                        self.answer(d, Err(e));
+                        continue;
+                    }
+                    let properties = PublishProperties {
+                        content_type,
+                        user_properties: properties,
+                        response_topic: response_topic.map(String::from),
+                        correlation_data: correlation.map(|c| c.into_bytes().into()),
+                        ..Default::default()
+                    };
+                    let topic = topic.to_string();
+                    if mode == PublishMode::Confirmed {
+                        let _ = self.publish_now(
+                            topic,
+                            QoS::AtLeastOnce,
                             retain,
                             payload,
-                            props(content_type, properties),
+                            properties,
                             None,
-                        )
-                    });
+                            Some(d),
+                        );
+                        continue;
+                    }
+                    let result = self.publish_now(
+                        topic,
+                        QoS::AtMostOnce,
+                        retain,
+                        payload,
+                        properties,
+                        None,
+                        None,
+                    );
                     self.answer(d, result);
                 }
                 TopicRequest::Subscribe { filter, .. } => {

@@ -2,6 +2,7 @@
 //! each session, and the outbox published in order through the in-flight window.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -12,7 +13,8 @@ use rumqttc::v5::{AsyncClient, Event};
 
 use super::broker::{Broker, SUBSCRIBING, props};
 use super::link::{LinkEvent, Takes};
-use crate::message::{BusError, ErrorCode};
+use crate::bus::Delivery;
+use crate::message::{BusError, ErrorCode, TOPICS};
 
 impl Broker {
     pub(super) fn on_link(&mut self, e: LinkEvent) {
@@ -22,13 +24,26 @@ impl Broker {
             LinkEvent::Mqtt(e) => *e,
         };
         match e {
-            Event::Outgoing(Outgoing::Publish(pkid)) => self.window.numbered(pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                self.window.numbered(pkid);
+                self.confirms.numbered(pkid);
+            }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => {
                 if let Some(id) = self.subscribing.pop_front() {
                     self.suback.insert(pkid, id);
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(d) = self.confirms.acknowledged(ack.pkid) {
+                    let topic = d.msg.headers.get(1).map_or("", |(_, t)| t.as_str());
+                    let result = super::confirm::outcome(&self.name, topic, ack.reason);
+                    if result.is_ok() {
+                        self.stats.published.fetch_add(1, Relaxed);
+                    }
+                    return self
+                        .bus
+                        .finish(TOPICS, d, Duration::ZERO, result.map(|()| None));
+                }
                 let Some(seq) = self.window.acknowledged(ack.pkid) else {
                     return;
                 };
@@ -59,6 +74,7 @@ impl Broker {
         }
         self.stats.connected.store(false, Relaxed);
         self.window.restart();
+        self.unconfirmed("the broker session was lost before the broker acknowledged it");
         self.to_subscribe.clear();
         self.to_unsubscribe.clear();
         self.subscribing.clear();
@@ -119,6 +135,7 @@ impl Broker {
         }
         self.takes = takes;
         self.window.restart();
+        self.unconfirmed("a new broker session began before the broker acknowledged it");
         self.to_subscribe = self.subs.ids().into();
         self.to_unsubscribe.clear();
         self.subscribing.clear();
@@ -126,7 +143,21 @@ impl Broker {
         self.client = Some(client);
     }
 
-    /// Publishes now; `seq` ties it to an outbox record. An error when it could not be queued.
+    /// Confirmed publishes of the session that ended are answered `unavailable`.
+    fn unconfirmed(&mut self, why: &str) {
+        for d in self.confirms.restart() {
+            let e = BusError::new(
+                ErrorCode::Unavailable,
+                format!("broker `{}`: {why}", self.name),
+            );
+            self.bus.finish(TOPICS, d, Duration::ZERO, Err(e));
+        }
+    }
+
+    /// Publishes now; `seq` ties it to an outbox record, `confirm` is a request answered at
+    /// the broker's acknowledgement (or now, with the error, when it could not be queued).
+    /// An error when it could not be queued.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn publish_now(
         &mut self,
         topic: String,
@@ -135,29 +166,41 @@ impl Broker {
         payload: Vec<u8>,
         properties: PublishProperties,
         seq: Option<u64>,
+        confirm: Option<Delivery>,
     ) -> Result<(), BusError> {
-        let Some(client) = &self.client else {
-            return Err(BusError::new(
+        let result = match &self.client {
+            None => Err(BusError::new(
                 ErrorCode::Unavailable,
                 format!(
                     "broker `{}` is not connected: an at-most-once publish is not kept (publish \
                      at least once to have it sent when the broker is back)",
                     self.name
                 ),
-            ));
+            )),
+            Some(client) => client
+                .try_publish_with_properties(topic, qos, retain, payload, properties)
+                .map_err(|e| {
+                    BusError::new(
+                        ErrorCode::QueueFull,
+                        format!("broker `{}`: the publish was not queued: {e}", self.name),
+                    )
+                }),
         };
-        match client.try_publish_with_properties(topic, qos, retain, payload, properties) {
+        match result {
             Ok(()) => {
                 self.window.sent.push_back(seq);
-                if seq.is_none() {
+                if seq.is_none() && confirm.is_none() {
                     self.stats.published.fetch_add(1, Relaxed);
                 }
+                self.confirms.requested(confirm);
                 Ok(())
             }
-            Err(e) => Err(BusError::new(
-                ErrorCode::QueueFull,
-                format!("broker `{}`: the publish was not queued: {e}", self.name),
-            )),
+            Err(e) => {
+                if let Some(d) = confirm {
+                    self.bus.finish(TOPICS, d, Duration::ZERO, Err(e.clone()));
+                }
+                Err(e)
+            }
         }
     }
 
@@ -262,6 +305,7 @@ impl Broker {
             record.payload,
             props(content_type, record.headers),
             Some(seq),
+            None,
         )
         .is_ok()
     }

@@ -147,6 +147,7 @@ async fn nodes_sign_in_long_poll_download_and_get_refused() {
         limits: Default::default(),
         grants: Default::default(),
         subscribe: Vec::new(),
+        shared: None,
         artifacts: Vec::new(),
     };
     // Signed as a component only, or as an entry and then widened: refused.

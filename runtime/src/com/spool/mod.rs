@@ -215,6 +215,11 @@ impl Spool {
         }
     }
 
+    /// How long a record may wait before it is dropped.
+    pub fn ttl(&self) -> std::time::Duration {
+        self.config.ttl
+    }
+
     /// Counters and depth.
     pub fn counts(&self) -> SpoolCounts {
         self.counts

@@ -8,7 +8,9 @@ use super::{Actor, Ended};
 use crate::bus::Delivery;
 use crate::component::LoadedComponent;
 use crate::host::HostContext;
-use crate::message::{BusError, ErrorCode, PayloadPreview, TOPICS, TopicRequest};
+use crate::message::{
+    BusError, ErrorCode, FABRIC, FABRIC_SHARE, PayloadPreview, TOPICS, TopicRequest,
+};
 
 impl Actor {
     pub(super) async fn instantiate(&self, component: &LoadedComponent) -> Result<Instance, Fault> {
@@ -45,6 +47,7 @@ impl Actor {
             }
         }
         self.subscribe_declared().await?;
+        self.join_group().await?;
         instance.start().await?;
         let state = self.desired.borrow_and_update().clone();
         if let Some(state) = state {
@@ -99,12 +102,46 @@ impl Actor {
         Ok(())
     }
 
+    /// On a fabric: takes the service into its group (`shared`), or out of the one a
+    /// previous version was in.
+    async fn join_group(&self) -> Result<(), Fault> {
+        let replacing = self.spec.handover.is_some() || self.spec.fallback.is_some();
+        if !self.bus.knows(FABRIC) || (self.spec.shared.is_none() && !replacing) {
+            return Ok(());
+        }
+        let group = self.spec.shared.as_ref().map_or("", |g| g.as_str());
+        self.share(group).await.map_err(|e| {
+            Fault::StartFailed(format!(
+                "it could not join group `{group}` on the fabric (manifest `shared`): {e}"
+            ))
+        })
+    }
+
+    /// Tells the fabric which group the service is in (empty: none).
+    async fn share(&self, group: &str) -> Result<(), BusError> {
+        let msg = crate::message::new_message(
+            self.bus.next_id(),
+            &self.spec.name,
+            FABRIC,
+            FABRIC_SHARE,
+            "text/plain",
+            group.as_bytes().to_vec(),
+        );
+        self.bus.call(msg, Duration::from_secs(10)).await.map(drop)
+    }
+
     /// The service stopped for good (no new version takes over): its subscriptions end, on
     /// every connection, in order with what it asked before (a busy connection is asked
     /// again).
     pub(super) async fn release_subscriptions(&self) {
         if self.spec.successor.get().is_some() || !self.bus.knows(TOPICS) {
             return;
+        }
+        if self.spec.shared.is_some()
+            && self.bus.knows(FABRIC)
+            && let Err(e) = self.share("").await
+        {
+            tracing::warn!(error = %e, "it could not leave its group on the fabric");
         }
         for broker in &self.spec.granted.topics.known {
             for attempt in 1..=20u32 {
