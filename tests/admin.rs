@@ -69,11 +69,21 @@ impl AdminNode {
 
     /// Like [`AdminNode::start_env`], with `config` added to the node config.
     pub fn start_with(manifest: &str, config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::start_named("admin-test", manifest, config, env)
+    }
+
+    /// Like [`AdminNode::start_with`], as node `node_id`.
+    pub fn start_named(
+        node_id: &str,
+        manifest: &str,
+        config: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
         std::fs::write(
             dir.path().join("node.toml"),
-            format!("node_id = \"admin-test\"\n{config}\n{ADMIN_CONFIG}"),
+            format!("node_id = \"{node_id}\"\n{config}\n{ADMIN_CONFIG}"),
         )
         .unwrap();
         let mut process = Busbar::start_env(

@@ -5,6 +5,7 @@ mod admin;
 mod artifacts;
 mod com;
 mod daemon;
+mod fabric;
 mod faults;
 mod fleet;
 mod hostile;

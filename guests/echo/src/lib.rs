@@ -6,11 +6,14 @@
 //! - `call` (`{"destination", "action", "payload": <json>, "timeout_ms"}`) → calls that
 //!   service and answers `{"ok": <its JSON reply>}` or
 //!   `{"error": {"code": "<error code>", "message": ".."}}`;
+//! - `send` (`{"destination", "action", "payload": <json>}`) → sends it with `submit-action`
+//!   and answers `{"id": "<message id>"}` or `{"error": {"code", "message"}}`;
+//! - `whoami` → `{"source": "<who sent this>", "id": "<its message id>"}`;
 //! - `sleep` (`{"ms": n}`) → sleeps, then answers `{"slept_ms": n}`.
 
 use std::time::Duration;
 
-use busbar_guest::{Error, Message, Reply, Service, call};
+use busbar_guest::{Error, Message, Reply, Service, call, submit_action};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,6 +24,14 @@ struct CallRequest {
     #[serde(default)]
     payload: Value,
     timeout_ms: u32,
+}
+
+#[derive(Deserialize)]
+struct SendRequest {
+    destination: String,
+    action: String,
+    #[serde(default)]
+    payload: Value,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +66,17 @@ impl Service for Echo {
                 };
                 Reply::json(&outcome)?
             }
+            "send" => {
+                let req: SendRequest = msg.json()?;
+                let outcome = match submit_action(&req.destination, &req.action, &req.payload) {
+                    Ok(id) => json!({ "id": id }),
+                    Err(e) => {
+                        json!({ "error": { "code": e.code().as_str(), "message": e.message() } })
+                    }
+                };
+                Reply::json(&outcome)?
+            }
+            "whoami" => Reply::json(&json!({ "source": msg.source(), "id": msg.id() }))?,
             "sleep" => {
                 let Sleep { ms } = msg.json()?;
                 std::thread::sleep(Duration::from_millis(ms));

@@ -6,7 +6,9 @@
 //! - `report` → `{"received": <distinct numbers>, "duplicates": d, "max": <largest n or null>,
 //!   "missing": [<up to 20 numbers in 0..=max never seen>], "restored": <whether this
 //!   instance took over a previous version's state>, "generation": <0 after a fresh start,
-//!   the previous version's + 1 after a swap>}`.
+//!   the previous version's + 1 after a swap>}`;
+//! - `ranges` → `{"ranges": [[first, last], ...]}`: every number seen, as sorted inclusive
+//!   ranges.
 //!
 //! It exports the `stateful-service` world: on a hot swap the seen numbers (as ranges),
 //! the duplicates and the generation go to the next version as JSON, e.g.
@@ -156,6 +158,10 @@ impl Service for SeqReceiver {
                 "missing": self.seen.missing(MISSING_LIMIT),
                 "restored": self.restored,
                 "generation": self.generation,
+            }))
+            .map(Some),
+            "ranges" => Reply::json(&json!({
+                "ranges": self.seen.0.iter().map(|(&a, &b)| [a, b]).collect::<Vec<_>>(),
             }))
             .map(Some),
             _ => Err(Error::unknown_action(msg)),

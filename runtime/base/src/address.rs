@@ -63,7 +63,11 @@ impl Address {
         let Some((service, place)) = text.split_once('@') else {
             return Err(format!("`{text}` is not `service@node` or `service@group`"));
         };
-        check_name(service).map_err(|e| format!("in address `{text}`: service {e}"))?;
+        // The node's internal services (`admin` sends what the admin API is asked) have
+        // addresses too.
+        if !crate::names::RESERVED_NAMES.contains(&service) {
+            check_name(service).map_err(|e| format!("in address `{text}`: service {e}"))?;
+        }
         let place =
             Place::parse(place).map_err(|e| format!("in address `{text}`: node or group {e}"))?;
         Ok(Self {
@@ -142,6 +146,7 @@ mod tests {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
         assert!(is_remote("a@b") && !is_remote("a"));
+        assert_eq!(Address::parse("admin@gw1").unwrap().service, "admin");
         let e = Address::parse("x@a/b").unwrap_err();
         assert!(e.contains("node or group"), "{e}");
     }

@@ -151,7 +151,10 @@ impl Fabric {
                 result,
             } => self.processed(key, reply_to, send, result),
             Done::Working { key, reply_to } => self.working(&key, reply_to),
-            Done::Subscribed(Ok(())) => self.inbox = InboxState::Made,
+            Done::Subscribed(Ok(())) => {
+                tracing::info!(inbox = %self.topics.inbox(), "fabric inbox subscribed");
+                self.inbox = InboxState::Made;
+            }
             Done::Subscribed(Err(e)) => {
                 tracing::error!(error = %e, broker = %self.broker,
                     "the fabric could not subscribe to its inbox; trying again in 5 s");
