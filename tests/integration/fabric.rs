@@ -287,3 +287,106 @@ async fn a_killed_member_leaves_its_share_to_the_others_and_nothing_is_lost() {
     let m = gw1.metrics().await;
     assert!(m.number("busbar_fabric_resent_total", &[("peer", "workers")]) >= 1.0);
 }
+
+/// Starts `node`'s `busbar run` again in its folder (after it was killed).
+fn restart(node: &mut AdminNode) {
+    let args = [
+        "run",
+        "--manifest",
+        "manifest.toml",
+        "--config",
+        "node.toml",
+    ];
+    node.process = busbar_tests::process::Busbar::start(&node.dir, &args);
+    node.process.wait_log(1, &["admin API listening"]);
+    node.process.wait_log(1, &["fabric inbox subscribed"]);
+    let state = node.state_dir();
+    node.url = std::fs::read_to_string(state.join("admin-url")).unwrap();
+    node.token = std::fs::read_to_string(state.join("admin-token")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_a_killed_sender_accepted_reach_a_receiver_that_died_too() {
+    let mosquitto = Mosquitto::start();
+    let mut gw2 = gateway(
+        mosquitto.port,
+        "gw2",
+        &service("seq-receiver", "seq_receiver", ""),
+    );
+    let mut gw1 = gateway(
+        mosquitto.port,
+        "gw1",
+        &service(
+            "echo",
+            "echo",
+            "grants.destinations = [\"seq-receiver@gw2\"]",
+        ),
+    );
+    let send =
+        |n: u64| json!({ "destination": "seq-receiver@gw2", "action": "seq", "payload": {"n": n} });
+    until("gw2 to take a send", || async {
+        let out = act(&gw1, "echo", "send", send(0)).await;
+        out["id"].is_string().then_some(())
+    })
+    .await;
+    // gw2 hangs: the broker still takes sends for it, and gw1 accepts them; then both die.
+    gw2.process.signal("STOP");
+    for n in 1..=20 {
+        let out = act(&gw1, "echo", "send", send(n)).await;
+        assert!(out["id"].is_string(), "{n}: {out}");
+    }
+    gw1.process.signal("KILL");
+    gw2.process.signal("KILL");
+    gw1.process.wait();
+    gw2.process.wait();
+    // Both come back: gw1 sends again what gw2 never said it processed.
+    restart(&mut gw2);
+    restart(&mut gw1);
+    let seen = until("gw2 to get the 20 sends back", || async {
+        let seen = numbers(&gw2).await;
+        (1..=20).all(|n| seen.contains(&n)).then_some(seen)
+    })
+    .await;
+    assert!(seen.len() <= 21, "{seen:?}");
+    until("gw1's outbox to empty", || async {
+        let m = gw1.metrics().await;
+        (m.number("busbar_fabric_outbox_messages", &[]) == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn check_and_run_refuse_a_shared_service_without_a_fabric_and_a_bad_fabric() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = "node_id = \"gw\"\ndata_dir = \"state\"\ncache_dir = \"cache\"\n\
+                [brokers.site]\nhost = \"127.0.0.1\"\nport = 1\n";
+    for (config, words) in [
+        (node.to_owned(), "needs a fabric, and this node is on none"),
+        (
+            format!("{node}[fabric]\nbroker = \"cloud\"\n"),
+            "[fabric] broker: `cloud` is not a broker connection of this node",
+        ),
+        (
+            format!("{node}[fabric]\nbroker = \"site\"\nprefix = \"a/#\"\n"),
+            "[fabric] prefix `a/#`",
+        ),
+    ] {
+        std::fs::write(dir.path().join("node.toml"), config).unwrap();
+        std::fs::write(dir.path().join("services.toml"), worker()).unwrap();
+        for command in ["check", "run"] {
+            let done = busbar_tests::process::Busbar::run(
+                dir.path(),
+                &[
+                    command,
+                    "--manifest",
+                    "services.toml",
+                    "--config",
+                    "node.toml",
+                ],
+            );
+            let text = done.all();
+            assert!(!done.status.success(), "{command}: {text}");
+            assert!(text.contains(words), "{command}: {text}");
+        }
+    }
+}
