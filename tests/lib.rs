@@ -200,12 +200,21 @@ impl TestNode {
     /// Starts a node whose config is `config_toml` (with its own `[com]`) after the node id,
     /// cache and data settings the harness sets.
     pub async fn start_raw(manifest_toml: &str, config_toml: &str) -> anyhow::Result<Self> {
+        Self::start_as("test-node", manifest_toml, config_toml).await
+    }
+
+    /// Like [`TestNode::start_raw`], as node `node_id`.
+    pub async fn start_as(
+        node_id: &str,
+        manifest_toml: &str,
+        config_toml: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("node.toml");
         std::fs::write(
             &config_path,
             format!(
-                "node_id = \"test-node\"\ncache_dir = \"cache\"\ndata_dir = \"state\"\n{config_toml}\n"
+                "node_id = \"{node_id}\"\ncache_dir = \"cache\"\ndata_dir = \"state\"\n{config_toml}\n"
             ),
         )?;
         let config = NodeConfig::load(&config_path)?;

@@ -4,6 +4,7 @@
 mod bus;
 mod com;
 mod delivery;
+mod fabric;
 mod memory;
 mod mqtt;
 mod python;
@@ -53,8 +54,10 @@ pub fn rate(n: u64, secs: f64) -> String {
     let r = n as f64 / secs;
     if r >= 1e6 {
         format!("{:.2} M msg/s", r / 1e6)
-    } else {
+    } else if r >= 1e4 {
         format!("{:.0} k msg/s", r / 1e3)
+    } else {
+        format!("{r:.0} msg/s")
     }
 }
 
@@ -119,6 +122,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B10") {
         eprintln!("B10 services on MQTT topics ...");
         rows.extend(runtime.block_on(topics::topics())?);
+    }
+    if selected("B11") {
+        eprintln!("B11 services across gateways ...");
+        rows.extend(runtime.block_on(fabric::fabric())?);
     }
     println!("{}", table(&rows));
     Ok(())
