@@ -21,6 +21,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Lines added to its config; with them, clients must sign in.
+    secured: Option<String>,
 }
 
 /// A loopback port no other broker of this test process was given: the OS may hand a
@@ -50,9 +52,52 @@ impl Mosquitto {
             port: free_port()?,
             dir: tempfile::tempdir()?,
             child: None,
+            secured: None,
         };
         m.run()?;
         Ok(m)
+    }
+
+    /// Starts one where clients sign in as one of `users` (name, password) and may use only
+    /// what `acl` (a mosquitto ACL file's text) allows them.
+    pub fn start_secured(users: &[(&str, &str)], acl: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let passwords = dir.path().join("passwords");
+        for (i, (user, password)) in users.iter().enumerate() {
+            let mut cmd = Command::new("mosquitto_passwd");
+            cmd.arg("-b");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let ok = cmd
+                .arg(&passwords)
+                .arg(user)
+                .arg(password)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run mosquitto_passwd (apt-get install mosquitto)")
+                .success();
+            assert!(ok, "mosquitto_passwd failed");
+        }
+        let acl_file = dir.path().join("acl");
+        std::fs::write(&acl_file, acl).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        for f in [&passwords, &acl_file] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let mut m = Self {
+            port: free_port().unwrap(),
+            dir,
+            child: None,
+            secured: Some(format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                passwords.display(),
+                acl_file.display()
+            )),
+        };
+        m.run().unwrap_or_else(|e| panic!("{e:#}"));
+        m
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
@@ -65,10 +110,11 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "listener {} 127.0.0.1\n{}persistence true\n\
                  persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
                  set_tcp_nodelay true\n",
                 self.port,
+                self.secured.as_deref().unwrap_or("allow_anonymous true\n"),
                 self.dir.path().display()
             ),
         )

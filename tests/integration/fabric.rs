@@ -390,3 +390,152 @@ fn check_and_run_refuse_a_shared_service_without_a_fabric_and_a_bad_fabric() {
         }
     }
 }
+
+/// The broker ACL README's "Across gateways" gives a fleet: each node signs in with its node
+/// id, reads its own inbox, sends only in its own name, and reads the groups it is in.
+const FABRIC_ACL: &str = "\
+pattern read busbar/fabric/%u/#
+pattern write busbar/fabric/+/to/+/%u
+pattern write busbar/fabric/+/reply
+
+user gw2
+topic read busbar/fabric/workers/#
+";
+
+/// A client signed in as `user` that subscribes to `filters`, then publishes QoS 1 on
+/// `topic`: what it received and the broker's PUBACK reason, collected.
+struct Rogue {
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    puback: tokio::sync::oneshot::Receiver<String>,
+    _client: rumqttc::v5::AsyncClient,
+}
+
+impl Rogue {
+    async fn start(port: u16, user: &str, password: &str, filters: &[&str], topic: &str) -> Self {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let mut o = MqttOptions::new(format!("rogue-{user}"), "127.0.0.1", port);
+        o.set_credentials(user, password);
+        let (client, mut events) = AsyncClient::new(o, 16);
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, puback) = tokio::sync::oneshot::channel();
+        let (subacks_tx, mut subacks) = tokio::sync::mpsc::unbounded_channel();
+        let got = received.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(e) = events.poll().await {
+                match e {
+                    Event::Incoming(Packet::Publish(p)) => got
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&p.topic).into_owned()),
+                    Event::Incoming(Packet::PubAck(a)) => {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(format!("{:?}", a.reason));
+                        }
+                    }
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        let _ = subacks_tx.send(());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).await.unwrap();
+            tokio::time::timeout(busbar_tests::guard(), subacks.recv())
+                .await
+                .unwrap();
+        }
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "forged")
+            .await
+            .unwrap();
+        Self {
+            received,
+            puback,
+            _client: client,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_broker_acl_holds_nodes_to_their_own_inbox_and_name() {
+    let mosquitto = Mosquitto::start_secured(&[("gw1", "pw-gw1"), ("gw2", "pw-gw2")], FABRIC_ACL);
+    let with_user = |id: &str| {
+        fabric_config(mosquitto.port).replace(
+            "keep_alive_s = 5\n",
+            &format!("keep_alive_s = 5\nusername = \"{id}\"\npassword = \"pw-{id}\"\n"),
+        )
+    };
+    let mut gw2 = AdminNode::start_named(
+        "gw2",
+        &(service("echo", "echo", "") + &worker()),
+        &with_user("gw2"),
+        &[],
+    );
+    gw2.process.wait_log(1, &["fabric inbox subscribed"]);
+    let mut gw1 = AdminNode::start_named(
+        "gw1",
+        &service(
+            "echo",
+            "echo",
+            "grants.destinations = [\"echo@gw2\", \"seq-receiver@workers\"]",
+        ),
+        &with_user("gw1"),
+        &[],
+    );
+    gw1.process.wait_log(1, &["fabric inbox subscribed"]);
+    reachable(&gw1, "echo@gw2").await;
+    let out = call_from(&gw1, "echo@gw2", "whoami", 5_000).await;
+    assert_eq!(out["ok"]["source"], "echo@gw1", "{out}");
+    let req =
+        json!({ "destination": "seq-receiver@workers", "action": "seq", "payload": {"n": 7} });
+    let out = act(&gw1, "echo", "send", req).await;
+    assert!(
+        out["id"].is_string(),
+        "{out}\n{}",
+        gw2.process.stderr().join("\n")
+    );
+    until("gw2's group member to get it", || async {
+        numbers(&gw2).await.contains(&7).then_some(())
+    })
+    .await;
+    // gw1's credentials read neither gw2's inbox nor its group, nor send in gw3's name.
+    let rogue = Rogue::start(
+        mosquitto.port,
+        "gw1",
+        "pw-gw1",
+        &[
+            "busbar/fabric/gw2/#",
+            "$share/workers/busbar/fabric/workers/to/seq-receiver/+",
+        ],
+        "busbar/fabric/gw2/to/echo/gw3",
+    )
+    .await;
+    let puback = tokio::time::timeout(busbar_tests::guard(), rogue.puback)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(puback.contains("NotAuthorized"), "{puback}");
+    for n in 8..12 {
+        let out = call_from(&gw1, "echo@gw2", "whoami", 5_000).await;
+        assert_eq!(out["ok"]["source"], "echo@gw1", "{out}");
+        let req =
+            json!({ "destination": "seq-receiver@workers", "action": "seq", "payload": {"n": n} });
+        let out = act(&gw1, "echo", "send", req).await;
+        assert!(out["id"].is_string(), "{out}");
+    }
+    until("gw2's group member to get them all", || async {
+        let seen = numbers(&gw2).await;
+        (8..12).all(|n| seen.contains(&n)).then_some(())
+    })
+    .await;
+    let leaked = rogue.received.lock().unwrap().clone();
+    assert!(leaked.is_empty(), "gw1's credentials read {leaked:?}");
+    for node in [&mut gw1, &mut gw2] {
+        node.process.signal("TERM");
+        assert!(node.process.wait().success());
+    }
+}

@@ -12,7 +12,7 @@ use super::protocol::{
 };
 use super::task::{Done, Fabric};
 use crate::message::{BusError, ErrorCode, Message, PublishMode, Reply, TopicRequest};
-use busbar_base::address::Address;
+use busbar_base::address::{Address, Place};
 use busbar_base::topic::TopicName;
 
 /// Requests from other nodes remembered, to know one sent again.
@@ -70,14 +70,14 @@ impl Fabric {
         let topic = msg.headers.first().map_or("", |(_, t)| t.as_str());
         match self.topics.arrival(topic) {
             Some(Arrival::Reply) => self.replied(msg),
-            Some(Arrival::Request { service }) => self.requested(msg, service),
+            Some(Arrival::Request { service, sender }) => self.requested(msg, service, &sender),
             None => {
                 tracing::warn!(%topic, "a publish on the fabric's subscriptions that is not of the fabric was dropped")
             }
         }
     }
 
-    fn requested(&mut self, msg: &Message, service: String) {
+    fn requested(&mut self, msg: &Message, service: String, sender: &Place) {
         let header = |name: &str| {
             msg.headers
                 .iter()
@@ -99,6 +99,11 @@ impl Fabric {
             );
             return;
         };
+        if &from.place != sender {
+            tracing::warn!(%from, %sender,
+                "a request on the fabric claiming to come from another node than its topic names was dropped");
+            return;
+        }
         let send = kind == "send";
         let key = (from.to_string(), id.clone());
         match self.seen.get(&key).cloned() {

@@ -1,11 +1,13 @@
 //! The node-to-node protocol on the fabric's broker (MQTT 5), all of it in one place; the
 //! README's "Across gateways" describes the same.
 //!
-//! - Node `gw2` subscribes to its inbox `{prefix}/gw2/#`. A request for service `svc` there is
-//!   published (QoS 1) to `{prefix}/gw2/to/svc`; one for `svc` shared in group `workers` to
-//!   `{prefix}/workers/to/svc`, which the group's members take in turn through the shared
-//!   subscription `$share/workers/{prefix}/workers/to/svc`. Node ids and group names share
-//!   one namespace.
+//! - Node `gw2` subscribes to its inbox `{prefix}/gw2/#`. A request from node `gw1` for
+//!   service `svc` there is published (QoS 1) to `{prefix}/gw2/to/svc/gw1`; one for `svc`
+//!   shared in group `workers` to `{prefix}/workers/to/svc/gw1`, which the group's members take
+//!   in turn through the shared subscription `$share/workers/{prefix}/workers/to/svc/+`. Node
+//!   ids and group names share one namespace. The sending node is the last level, so a
+//!   broker ACL (`pattern write {prefix}/+/to/+/%u`) keeps a node from sending in another's
+//!   name; the receiver takes the sender from the topic.
 //! - A request carries the message id as correlation data, the sender's reply topic
 //!   `{prefix}/{sender node}/reply` as response topic, the payload and content type as they
 //!   are, and user properties `busbar-kind` (`call` or `send`), `busbar-action`,
@@ -55,10 +57,12 @@ pub struct Topics {
 /// What an incoming publish on the fabric is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Arrival {
-    /// A request for local service `service`.
+    /// A request for local service `service` from node `sender`.
     Request {
         /// The service.
         service: String,
+        /// The sending node, as the topic names it.
+        sender: Place,
     },
     /// A reply to one of this node's requests.
     Reply,
@@ -88,35 +92,43 @@ impl Topics {
         topic(&format!("{}/{}/reply", self.prefix, self.node))
     }
 
-    /// Where a request for `address` goes.
+    /// Where a request from this node for `address` goes.
     pub fn request_topic(&self, address: &Address) -> TopicName {
         topic(&format!(
-            "{}/{}/to/{}",
-            self.prefix, address.place, address.service
+            "{}/{}/to/{}/{}",
+            self.prefix, address.place, address.service, self.node
         ))
     }
 
     /// The shared subscription through which `service`, shared in `group`, takes its turn.
     pub fn group_filter(&self, group: &Place, service: &str) -> TopicFilter {
         filter(&format!(
-            "$share/{group}/{}/{group}/to/{service}",
+            "$share/{group}/{}/{group}/to/{service}/+",
             self.prefix
         ))
     }
 
-    /// The node or group, and the service, of request topic `topic`.
-    fn request_parts<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    /// The node or group, the service and the sending node of request topic `topic`.
+    fn request_parts<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
         let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
         let mut levels = rest.split('/');
-        match (levels.next(), levels.next(), levels.next(), levels.next()) {
-            (Some(place), Some("to"), Some(service), None) => Some((place, service)),
+        match (
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next(),
+        ) {
+            (Some(place), Some("to"), Some(service), Some(sender), None) => {
+                Some((place, service, sender))
+            }
             _ => None,
         }
     }
 
     /// The node or group a request topic is for.
     pub fn place_of(&self, topic: &str) -> Option<String> {
-        self.request_parts(topic).map(|(p, _)| p.to_owned())
+        self.request_parts(topic).map(|(p, _, _)| p.to_owned())
     }
 
     /// The service an outbox record is for.
@@ -125,24 +137,21 @@ impl Topics {
             .topic
             .as_deref()
             .and_then(|t| self.request_parts(t))
-            .map(|(_, s)| s.to_owned())
+            .map(|(_, s, _)| s.to_owned())
             .unwrap_or_default()
     }
 
     /// What a publish on `topic` is, if it is one of the fabric's for this node.
     pub fn arrival(&self, topic: &str) -> Option<Arrival> {
-        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
-        let mut levels = rest.split('/');
-        let (place, what) = (levels.next()?, levels.next()?);
-        match (what, levels.next(), levels.next()) {
-            ("reply", None, None) if place == self.node.as_str() => Some(Arrival::Reply),
-            ("to", Some(service), None) if busbar_base::names::check_name(service).is_ok() => {
-                Some(Arrival::Request {
-                    service: service.to_owned(),
-                })
-            }
-            _ => None,
+        if let Some((_, service, sender)) = self.request_parts(topic) {
+            busbar_base::names::check_name(service).ok()?;
+            return Some(Arrival::Request {
+                service: service.to_owned(),
+                sender: Place::parse(sender).ok()?,
+            });
         }
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        (rest.split_once('/') == Some((self.node.as_str(), "reply"))).then_some(Arrival::Reply)
     }
 }
 
@@ -209,34 +218,42 @@ mod tests {
     fn topics_name_inboxes_groups_and_replies() {
         let t = topics();
         let to_gw2 = t.request_topic(&Address::parse("echo@gw2").unwrap());
-        assert_eq!(to_gw2.as_str(), "busbar/fabric/gw2/to/echo");
+        assert_eq!(to_gw2.as_str(), "busbar/fabric/gw2/to/echo/gw1");
         assert_eq!(t.inbox().as_str(), "busbar/fabric/gw1/#");
         assert!(t.inbox().matches(&t.reply_topic()));
         let g = t.group_filter(&Place::parse("workers").unwrap(), "resize");
-        assert_eq!(g.as_str(), "$share/workers/busbar/fabric/workers/to/resize");
+        assert_eq!(
+            g.as_str(),
+            "$share/workers/busbar/fabric/workers/to/resize/+"
+        );
         assert!(g.matches(&t.request_topic(&Address::parse("resize@workers").unwrap())));
     }
 
     #[test]
     fn arrivals_are_told_apart_and_strangers_ignored() {
         let t = topics();
+        let gw3 = Place::parse("gw3").unwrap();
         assert_eq!(
-            t.arrival("busbar/fabric/gw1/to/echo"),
+            t.arrival("busbar/fabric/gw1/to/echo/gw3"),
             Some(Arrival::Request {
-                service: "echo".into()
+                service: "echo".into(),
+                sender: gw3.clone(),
             })
         );
         assert_eq!(
-            t.arrival("busbar/fabric/workers/to/resize"),
+            t.arrival("busbar/fabric/workers/to/resize/gw3"),
             Some(Arrival::Request {
-                service: "resize".into()
+                service: "resize".into(),
+                sender: gw3,
             })
         );
         assert_eq!(t.arrival("busbar/fabric/gw1/reply"), Some(Arrival::Reply));
         for other in [
             "busbar/fabric/gw2/reply",
-            "busbar/fabric/gw1/to/Bad",
-            "busbar/fabric/gw1/to/a/b",
+            "busbar/fabric/gw1/to/Bad/gw3",
+            "busbar/fabric/gw1/to/echo",
+            "busbar/fabric/gw1/to/a/b/c",
+            "busbar/fabric/gw1/reply/x",
             "busbar/fabricx/gw1/reply",
             "busbar/fabric",
             "elsewhere/gw1/reply",
