@@ -21,7 +21,7 @@ fn fabric_config(port: u16) -> String {
 
 fn gateway(port: u16, id: &str, manifest: &str) -> AdminNode {
     let mut node = AdminNode::start_named(id, manifest, &fabric_config(port), &[]);
-    node.process.wait_log(1, &["fabric inbox subscribed"]);
+    node.process.wait_log(1, &["fabric inbox"]);
     node
 }
 
@@ -67,14 +67,20 @@ async fn calls_and_sends_cross_gateways_and_come_back() {
         &(service("echo", "echo", "grants.destinations = [\"echo@gw1\"]")
             + &service("seq-receiver", "seq_receiver", "")),
     );
+    // seq-sender sends `seq`, which echo does not take: each comes back to it as `$error`.
     let gw1 = gateway(
         mosquitto.port,
         "gw1",
-        &service(
+        &(service(
             "echo",
             "echo",
             "grants.destinations = [\"echo@gw2\", \"seq-receiver@gw2\", \"*@gw9\", \"echo@gw3\"]",
-        ),
+        ) + &service(
+            "seq-sender",
+            "seq_sender",
+            "grants.destinations = [\"echo@gw2\"]\n[services.config]\ntarget = \"echo@gw2\"\n\
+             count = 3\nperiod_ms = 50\n",
+        )),
     );
     reachable(&gw1, "echo@gw2").await;
 
@@ -128,6 +134,34 @@ async fn calls_and_sends_cross_gateways_and_come_back() {
     assert!(
         status["fabric"]["peers"]["gw2"]["sent"].as_u64().unwrap() >= 50,
         "{status}"
+    );
+
+    // A send its service refused comes back to the sender as `$error`, as a local one does.
+    until("seq-sender to hear its 3 sends failed", || async {
+        let s = sent(&gw1).await;
+        (s["sent"] == 3 && s["failed"] == 3).then_some(())
+    })
+    .await;
+
+    // Slow work is not sent again: gw2 says it is still at it.
+    let before = gw2.processed("echo").await;
+    let req = json!({ "destination": "echo@gw2", "action": "sleep", "payload": {"ms": 2_500} });
+    let out = act(&gw1, "echo", "send", req).await;
+    assert!(out["id"].is_string(), "{out}");
+    until("gw2 to finish the slow send", || async {
+        (gw2.processed("echo").await > before).then_some(())
+    })
+    .await;
+    until("gw1's outbox to empty", || async {
+        let m = gw1.metrics().await;
+        (m.number("busbar_fabric_outbox_messages", &[]) == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(gw2.processed("echo").await, before + 1);
+    let m = gw1.metrics().await;
+    assert_eq!(
+        m.number("busbar_fabric_resent_total", &[("peer", "gw2")]),
+        0.0
     );
 
     // The grants: an address outside them is refused before anything is sent.
@@ -299,7 +333,7 @@ fn restart(node: &mut AdminNode) {
     ];
     node.process = busbar_tests::process::Busbar::start(&node.dir, &args);
     node.process.wait_log(1, &["admin API listening"]);
-    node.process.wait_log(1, &["fabric inbox subscribed"]);
+    node.process.wait_log(1, &["fabric inbox"]);
     let state = node.state_dir();
     node.url = std::fs::read_to_string(state.join("admin-url")).unwrap();
     node.token = std::fs::read_to_string(state.join("admin-token")).unwrap();
@@ -424,7 +458,16 @@ impl Rogue {
         let got = received.clone();
         tokio::spawn(async move {
             let mut tx = Some(tx);
-            while let Ok(e) = events.poll().await {
+            loop {
+                let e = match events.poll().await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(format!("the connection ended: {e}"));
+                        }
+                        return;
+                    }
+                };
                 match e {
                     Event::Incoming(Packet::Publish(p)) => got
                         .lock()
@@ -475,7 +518,7 @@ async fn the_documented_broker_acl_holds_nodes_to_their_own_inbox_and_name() {
         &with_user("gw2"),
         &[],
     );
-    gw2.process.wait_log(1, &["fabric inbox subscribed"]);
+    gw2.process.wait_log(1, &["fabric inbox"]);
     let mut gw1 = AdminNode::start_named(
         "gw1",
         &service(
@@ -486,18 +529,18 @@ async fn the_documented_broker_acl_holds_nodes_to_their_own_inbox_and_name() {
         &with_user("gw1"),
         &[],
     );
-    gw1.process.wait_log(1, &["fabric inbox subscribed"]);
+    gw1.process.wait_log(1, &["fabric inbox"]);
     reachable(&gw1, "echo@gw2").await;
     let out = call_from(&gw1, "echo@gw2", "whoami", 5_000).await;
     assert_eq!(out["ok"]["source"], "echo@gw1", "{out}");
-    let req =
-        json!({ "destination": "seq-receiver@workers", "action": "seq", "payload": {"n": 7} });
-    let out = act(&gw1, "echo", "send", req).await;
-    assert!(
-        out["id"].is_string(),
-        "{out}\n{}",
-        gw2.process.stderr().join("\n")
-    );
+    // The group's subscription is made as gw2's service starts: sends wait until it is.
+    until("the group to take a send", || async {
+        let req =
+            json!({ "destination": "seq-receiver@workers", "action": "seq", "payload": {"n": 7} });
+        let out = act(&gw1, "echo", "send", req).await;
+        out["id"].is_string().then_some(())
+    })
+    .await;
     until("gw2's group member to get it", || async {
         numbers(&gw2).await.contains(&7).then_some(())
     })

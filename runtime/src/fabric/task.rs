@@ -152,7 +152,8 @@ impl Fabric {
             } => self.processed(key, reply_to, send, result),
             Done::Working { key, reply_to } => self.working(&key, reply_to),
             Done::Subscribed(Ok(())) => {
-                tracing::info!(inbox = %self.topics.inbox(), "fabric inbox subscribed");
+                tracing::info!(inbox = %self.topics.inbox(), broker = %self.broker,
+                    "fabric inbox subscribed (made again on every session with the broker)");
                 self.inbox = InboxState::Made;
             }
             Done::Subscribed(Err(e)) => {
