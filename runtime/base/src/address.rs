@@ -58,14 +58,23 @@ pub struct Address {
 }
 
 impl Address {
-    /// `text` as an address; an error says what is wrong with it.
+    /// `text` as the address of a service another node can reach; an error says what is
+    /// wrong with it.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_as(text, false)
+    }
+
+    /// `text` as the address of a sender: the node's internal services send too (`admin`
+    /// sends what the admin API is asked).
+    pub fn parse_sender(text: &str) -> Result<Self, String> {
+        Self::parse_as(text, true)
+    }
+
+    fn parse_as(text: &str, internal: bool) -> Result<Self, String> {
         let Some((service, place)) = text.split_once('@') else {
             return Err(format!("`{text}` is not `service@node` or `service@group`"));
         };
-        // The node's internal services (`admin` sends what the admin API is asked) have
-        // addresses too.
-        if !crate::names::RESERVED_NAMES.contains(&service) {
+        if !(internal && crate::names::RESERVED_NAMES.contains(&service)) {
             check_name(service).map_err(|e| format!("in address `{text}`: service {e}"))?;
         }
         let place =
@@ -146,7 +155,9 @@ mod tests {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
         assert!(is_remote("a@b") && !is_remote("a"));
-        assert_eq!(Address::parse("admin@gw1").unwrap().service, "admin");
+        assert_eq!(Address::parse_sender("admin@gw1").unwrap().service, "admin");
+        let e = Address::parse("orchestrator@gw1").unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
         let e = Address::parse("x@a/b").unwrap_err();
         assert!(e.contains("node or group"), "{e}");
     }

@@ -14,6 +14,9 @@ pub enum ReplyTo {
     Nobody,
     /// A `call` waits for the answer.
     Caller(oneshot::Sender<Result<Reply, BusError>>),
+    /// A send whose sender waits for its outcome, not for a reply (a send across gateways:
+    /// the fabric, and the node that processes it for the fabric).
+    Outcome(oneshot::Sender<Result<(), BusError>>),
     /// A timer tick; the flag is cleared when the tick is taken out of the mailbox so the
     /// timer can queue the next one (ticks never pile up).
     Tick(Arc<AtomicBool>),
@@ -49,6 +52,15 @@ impl Delivery {
         matches!(self.reply, ReplyTo::Caller(_))
     }
 
+    /// Whether whoever waited for the result has given up.
+    pub fn abandoned(&self) -> bool {
+        match &self.reply {
+            ReplyTo::Caller(tx) => tx.is_closed(),
+            ReplyTo::Outcome(tx) => tx.is_closed(),
+            ReplyTo::Nobody | ReplyTo::Tick(_) => false,
+        }
+    }
+
     /// Hands the result to a waiting caller. Returns the result back when nobody waits for
     /// it, so a failure can be reported another way.
     pub fn answer(
@@ -58,6 +70,10 @@ impl Delivery {
         match self.reply {
             ReplyTo::Caller(tx) => {
                 let _ = tx.send(result.map(|r| r.unwrap_or_else(empty_reply)));
+                None
+            }
+            ReplyTo::Outcome(tx) => {
+                let _ = tx.send(result.map(drop));
                 None
             }
             ReplyTo::Nobody | ReplyTo::Tick(_) => Some(result),

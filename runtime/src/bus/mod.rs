@@ -28,8 +28,9 @@ use crate::observe::{Tap, Traffic};
 /// Largest payload the bus accepts unless configured otherwise (Azure IoT Hub's D2C limit).
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
 
-/// Longest wait for the fabric to take a message for another node.
-const REMOTE_ACCEPT: Duration = Duration::from_secs(10);
+/// Longest wait for the fabric to take a message for another node (longer than the fabric
+/// waits for its broker).
+const REMOTE_ACCEPT: Duration = Duration::from_secs(30);
 
 /// A cheap, cloneable handle on the node's message bus.
 #[derive(Clone, Debug)]
@@ -221,10 +222,10 @@ impl Bus {
     pub async fn send(&self, msg: Message) -> Result<String, BusError> {
         let id = msg.id.clone();
         if busbar_base::address::is_remote(&msg.destination) {
-            // Accepted once the fabric has it: the fabric answers when the broker took it.
+            // Accepted once the fabric has it: it answers once it has kept it.
             let mut msg = msg;
             Remote::Send.mark(&mut msg);
-            return self.call(msg, REMOTE_ACCEPT).await.map(|_| id);
+            return self.send_for_outcome(msg, REMOTE_ACCEPT).await.map(|()| id);
         }
         let route = match self.check_size(&msg).and_then(|()| {
             if msg.destination == BROADCAST {
@@ -270,6 +271,51 @@ impl Bus {
                 self.report_failure(&msg, &name, &e);
             }
         }
+    }
+
+    /// Sends `msg` (one destination) and waits up to `timeout` for its outcome: processed,
+    /// or why not. Its receiver sees a send, not a call.
+    pub async fn send_for_outcome(&self, msg: Message, timeout: Duration) -> Result<(), BusError> {
+        let route = match self
+            .check_size(&msg)
+            .and_then(|()| self.route(&msg.destination))
+        {
+            Ok(route) => route,
+            Err(e) => {
+                self.refused(&msg, false, &e);
+                return Err(e);
+            }
+        };
+        let msg = Arc::new(msg);
+        let (dest, action) = (msg.destination.as_str(), msg.action.as_str());
+        let (tx, rx) = oneshot::channel();
+        let d = Delivery {
+            msg: msg.clone(),
+            reply: ReplyTo::Outcome(tx),
+        };
+        let exchange = async {
+            if let Err(e) = route.deliver(dest, d).await {
+                self.refused(&msg, false, &e);
+                return Err(e);
+            }
+            rx.await.unwrap_or_else(|_| {
+                Err(BusError::new(
+                    ErrorCode::Unavailable,
+                    format!("`{dest}` stopped before it finished `{action}`"),
+                ))
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "`{dest}` did not finish `{action}` within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            })
     }
 
     /// Sends `msg` and waits up to `timeout` for the receiver's reply.

@@ -87,9 +87,14 @@ impl FabricConfig {
         let topic = TopicName::parse(&self.prefix)
             .map_err(|e| anyhow::anyhow!("[fabric] prefix `{}`: {e}", self.prefix))?;
         anyhow::ensure!(
-            !topic.is_system() && !self.prefix.ends_with('/'),
-            "[fabric] prefix `{}`: must not begin with `$` nor end with `/`",
+            !topic.is_system() && !self.prefix.ends_with('/') && !self.prefix.starts_with('/'),
+            "[fabric] prefix `{}`: must not begin with `$` or `/` nor end with `/`",
             self.prefix
+        );
+        anyhow::ensure!(
+            self.outbox.on_full == crate::com::spool::SpoolFull::Refuse,
+            "[fabric.outbox] on_full: only \"refuse\" (a message for another node is never \
+             dropped to make room)"
         );
         anyhow::ensure!(
             (100..=3_600_000).contains(&self.resend_ms),

@@ -1,6 +1,6 @@
 //! Publishes arriving on the fabric: replies to this node's requests, and requests from
 //! other nodes for local services, delivered once each (a request seen before is answered
-//! again, not delivered again) and answered on their response topic.
+//! again, not delivered again) and answered on the sending node's reply topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,6 +17,8 @@ use busbar_base::topic::TopicName;
 
 /// Requests from other nodes remembered, to know one sent again.
 const SEEN: usize = 65_536;
+/// Longest message id (correlation data) taken from another node.
+const MAX_ID_BYTES: usize = 256;
 /// Longest a send from another node may wait for its service.
 const SEND_LIMIT: Duration = Duration::from_secs(600);
 /// Longest call from another node served (an hour).
@@ -39,23 +41,39 @@ enum Outcome {
 /// The last [`SEEN`] requests from other nodes.
 #[derive(Debug, Default)]
 pub(super) struct Seen {
-    order: VecDeque<Key>,
-    by_key: HashMap<Key, Outcome>,
+    /// Keys in the order they were first seen, with the generation they were seen in.
+    order: VecDeque<(Key, u64)>,
+    by_key: HashMap<Key, (u64, Outcome)>,
+    generation: u64,
 }
 
 impl Seen {
     fn get(&self, key: &Key) -> Option<&Outcome> {
-        self.by_key.get(key)
+        self.by_key.get(key).map(|(_, o)| o)
     }
 
     fn set(&mut self, key: Key, outcome: Outcome) {
-        if self.by_key.insert(key.clone(), outcome).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > SEEN {
-                if let Some(old) = self.order.pop_front() {
-                    self.by_key.remove(&old);
-                }
+        if let Some(entry) = self.by_key.get_mut(&key) {
+            entry.1 = outcome;
+            return;
+        }
+        self.generation += 1;
+        self.by_key.insert(key.clone(), (self.generation, outcome));
+        self.order.push_back((key, self.generation));
+        while self.by_key.len() > SEEN {
+            let Some((old, generation)) = self.order.pop_front() else {
+                break;
+            };
+            // A key forgotten and seen again is in `order` twice: only its last counts.
+            if self.by_key.get(&old).is_some_and(|(g, _)| *g == generation) {
+                self.by_key.remove(&old);
             }
+        }
+        // Stale entries of forgotten keys do not pile up past twice the bound.
+        if self.order.len() > 2 * SEEN {
+            let by_key = &self.by_key;
+            self.order
+                .retain(|(k, g)| by_key.get(k).is_some_and(|(kg, _)| kg == g));
         }
     }
 
@@ -70,33 +88,27 @@ impl Fabric {
         let topic = msg.headers.first().map_or("", |(_, t)| t.as_str());
         match self.topics.arrival(topic) {
             Some(Arrival::Reply) => self.replied(msg),
-            Some(Arrival::Request { service, sender }) => self.requested(msg, service, &sender),
+            Some(Arrival::Request {
+                place,
+                service,
+                sender,
+            }) => self.requested(msg, &place, service, &sender),
             None => {
                 tracing::warn!(%topic, "a publish on the fabric's subscriptions that is not of the fabric was dropped")
             }
         }
     }
 
-    fn requested(&mut self, msg: &Message, service: String, sender: &Place) {
-        let header = |name: &str| {
-            msg.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let reply_to = header("response-topic").and_then(|t| TopicName::parse(t).ok());
-        let from = property(msg, FROM).and_then(|f| Address::parse(f).ok());
-        let (Some(id), Some(reply_to), Some(from), Some(action), Some(kind)) = (
-            msg.correlation_id.clone(),
-            reply_to,
-            from,
-            property(msg, ACTION),
-            property(msg, KIND),
-        ) else {
-            tracing::warn!(
-                from = property(msg, FROM).unwrap_or("?"),
-                "a malformed request on the fabric was dropped"
-            );
+    fn requested(&mut self, msg: &Message, place: &str, service: String, sender: &Place) {
+        let from = property(msg, FROM).and_then(|f| Address::parse_sender(f).ok());
+        let id = msg
+            .correlation_id
+            .clone()
+            .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES);
+        let (Some(id), Some(from), Some(action), Some(kind)) =
+            (id, from, property(msg, ACTION), property(msg, KIND))
+        else {
+            tracing::warn!(%sender, "a malformed request on the fabric was dropped");
             return;
         };
         if &from.place != sender {
@@ -104,6 +116,8 @@ impl Fabric {
                 "a request on the fabric claiming to come from another node than its topic names was dropped");
             return;
         }
+        // Answered on the sender's own reply topic, whatever the request says.
+        let reply_to = self.topics.reply_topic_of(sender);
         let send = kind == "send";
         let key = (from.to_string(), id.clone());
         match self.seen.get(&key).cloned() {
@@ -114,12 +128,18 @@ impl Fabric {
             }
             Some(Outcome::Sent(result)) => {
                 self.stats.duplicates.fetch_add(1, Relaxed);
-                return self.answer(&key, reply_to, result.map(|()| empty()));
+                return self.answer(&key, reply_to, result.map(|()| crate::bus::empty_reply()));
             }
             Some(Outcome::Called) => {
                 self.stats.duplicates.fetch_add(1, Relaxed);
                 return;
             }
+        }
+        if let Err(e) = self.reachable(place, &service) {
+            if !super::protocol::worth_resending(&e) {
+                self.seen.set(key.clone(), Outcome::Sent(Err(e.clone())));
+            }
+            return self.answer(&key, reply_to, Err(e));
         }
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
             self.stats.busy.fetch_add(1, Relaxed);
@@ -144,7 +164,7 @@ impl Fabric {
         let lease = property(msg, RESEND_MS)
             .and_then(|t| t.parse::<u64>().ok())
             .filter(|_| send)
-            .map(|ms| Duration::from_millis((ms / 2).max(50)));
+            .map(|ms| Duration::from_millis(ms.clamp(100, 3_600_000) / 2));
         let local = Message {
             id,
             source: from.to_string(),
@@ -156,8 +176,15 @@ impl Fabric {
             headers: Vec::new(),
         };
         let (bus, done) = (self.bus.clone(), self.done.clone());
-        tokio::spawn(async move {
-            let work = bus.call(local, timeout);
+        self.tasks.spawn(async move {
+            let work = async {
+                if send {
+                    let r = bus.send_for_outcome(local, timeout).await;
+                    r.map(|()| crate::bus::empty_reply())
+                } else {
+                    bus.call(local, timeout).await
+                }
+            };
             tokio::pin!(work);
             let result = loop {
                 let Some(every) = lease else {
@@ -180,6 +207,35 @@ impl Fabric {
             };
             let _ = done.send(processed).await;
         });
+    }
+
+    /// Whether `service` (asked for at `place`: this node, or a group) can take a request
+    /// from another node here.
+    fn reachable(&self, place: &str, service: &str) -> Result<(), BusError> {
+        let node = self.topics.node();
+        if busbar_base::names::check_name(service).is_err() {
+            return Err(BusError::new(
+                ErrorCode::UnknownDestination,
+                format!("`{service}` on node `{node}` is not a service other nodes can reach"),
+            ));
+        }
+        if self.bus.knows(service) {
+            return Ok(());
+        }
+        if place != node.as_str() {
+            // A member of a group that stopped it a moment ago: another member can take it.
+            return Err(BusError::new(
+                ErrorCode::Unavailable,
+                format!("`{service}` is no longer running on node `{node}`"),
+            ));
+        }
+        Err(BusError::new(
+            ErrorCode::UnknownDestination,
+            format!(
+                "no service named `{service}` on node `{node}` (running: {})",
+                self.bus.custom_services().join(", ")
+            ),
+        ))
     }
 
     /// A local service handled a request from another node.
@@ -266,6 +322,31 @@ impl Fabric {
     }
 }
 
-fn empty() -> Reply {
-    crate::bus::empty_reply()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_forgets_and_remembers_within_its_bound() {
+        let mut seen = Seen::default();
+        let key = |i: usize| (format!("a@gw{}", i % 7), i.to_string());
+        seen.set(key(0), Outcome::Working);
+        seen.forget(&key(0));
+        seen.set(key(0), Outcome::Called);
+        for i in 1..SEEN {
+            seen.set(key(i), Outcome::Working);
+        }
+        // The forgotten-and-seen-again key is the oldest, once; one more evicts only it.
+        assert!(seen.get(&key(0)).is_some());
+        seen.set(key(SEEN), Outcome::Working);
+        assert!(seen.get(&key(0)).is_none());
+        assert!(seen.get(&key(1)).is_some() && seen.get(&key(SEEN)).is_some());
+        assert_eq!(seen.by_key.len(), SEEN);
+        for i in 0..3 * SEEN {
+            let k = key(SEEN + 1 + i);
+            seen.set(k.clone(), Outcome::Working);
+            seen.forget(&k);
+        }
+        assert!(seen.order.len() <= 2 * SEEN + 1, "{}", seen.order.len());
+    }
 }

@@ -9,7 +9,9 @@
 //! `task`, what goes out in `outgoing`, what comes in in `incoming`.
 
 mod config;
+mod deadlines;
 mod incoming;
+mod membership;
 mod outgoing;
 pub mod protocol;
 mod stats;

@@ -1,44 +1,44 @@
 //! Messages for services on other nodes: calls wait for their reply; sends are kept in the
-//! outbox until the receiving node says they were processed, and sent again until then.
+//! outbox until the receiving node says they were processed, and sent again until then
+//! (`deadlines`).
 
 use std::time::{Duration, Instant};
 
 use super::protocol::{
-    ACTION, FROM, KIND, NODE, RESEND_MS, TIMEOUT_MS, property, reply_outcome, worth_resending,
+    ACTION, FROM, KIND, NODE, RESEND_MS, STATUS, TIMEOUT_MS, WORKING, property, reply_outcome,
+    worth_resending,
 };
 use super::task::{Done, Fabric};
-use crate::bus::{Delivery, ReplyTo};
-use crate::com::spool::Record;
+use crate::bus::Delivery;
+use crate::com::spool::{Record, SpoolError};
 use crate::message::{BusError, ErrorCode, Message, PublishMode, Remote, TopicRequest};
-use busbar_base::address::Address;
+use busbar_base::address::{Address, Place};
 
 /// Longest call the fabric waits for (an hour).
 const MAX_CALL_MS: u64 = 3_600_000;
-/// Sends sent again per tick, at most.
-const RESEND_BATCH: usize = 512;
 
 /// A call waiting for its reply.
 #[derive(Debug)]
 pub(super) struct Call {
     pub(super) d: Delivery,
     /// The node or group called.
-    place: String,
-    started: Instant,
-    deadline: Instant,
-    timeout_ms: u64,
+    pub(super) place: String,
+    pub(super) started: Instant,
+    pub(super) deadline: Instant,
+    pub(super) timeout_ms: u64,
 }
 
 /// A send not yet processed at the other end.
 #[derive(Debug)]
 pub(super) struct Send {
     seq: u64,
-    record: Record,
+    pub(super) record: Record,
     /// The node or group it is for.
-    place: String,
+    pub(super) place: String,
     /// The sender, until the broker took the first publish.
     pub(super) waiting: Option<Delivery>,
     /// When it was last published (or last said to be worked on); none: not yet.
-    sent_at: Option<Instant>,
+    pub(super) sent_at: Option<Instant>,
 }
 
 impl Fabric {
@@ -95,21 +95,13 @@ impl Fabric {
             retain: false,
         };
         if let Some(Err(e)) = self.outbox.append(std::slice::from_ref(&record)).pop() {
-            let e = BusError::new(
-                ErrorCode::QueueFull,
-                format!(
-                    "the fabric's outbox did not take the message for `{}`: {e} (raise \
-                     fabric.outbox.max_bytes)",
-                    msg.destination
-                ),
-            );
-            return self.finish(d, Duration::ZERO, Err(e));
+            return self.finish(d, Duration::ZERO, Err(outbox_error(&msg.destination, &e)));
         }
         self.take_outbox();
         let Some(s) = self.sends.get_mut(&record.id) else {
-            // Expired at once (a TTL of zero): nothing was kept.
-            let e = BusError::new(ErrorCode::Other, "the fabric's outbox TTL is zero");
-            return self.finish(d, Duration::ZERO, Err(e));
+            // Kept, but not read back: taken on the next tick and sent then.
+            self.reread = true;
+            return self.finish(d, Duration::ZERO, Ok(None));
         };
         s.waiting = Some(d);
         s.sent_at = Some(Instant::now());
@@ -131,7 +123,7 @@ impl Fabric {
 
     /// What the outbox holds and the fabric does not yet track (after an append, and at
     /// start: what an earlier run left).
-    fn take_outbox(&mut self) {
+    pub(super) fn take_outbox(&mut self) {
         loop {
             match self.outbox.next_record() {
                 Ok(Some((seq, record))) => {
@@ -150,7 +142,8 @@ impl Fabric {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the fabric's outbox");
+                    tracing::error!(error = %e, "cannot read the fabric's outbox; trying again");
+                    self.reread = true;
                     return;
                 }
             }
@@ -160,9 +153,16 @@ impl Fabric {
     /// At start: what an earlier run did not get processed goes again.
     pub(super) fn restore(&mut self) {
         self.take_outbox();
+        let expired = self.outbox.counts().expired;
+        if expired > 0 {
+            tracing::error!(
+                expired,
+                "messages for other nodes outlived the fabric outbox's TTL while the node was down; dropped"
+            );
+        }
     }
 
-    fn publish_record(&self, record: &Record) {
+    pub(super) fn publish_record(&self, record: &Record) {
         let Some(topic) = record
             .topic
             .as_deref()
@@ -208,7 +208,7 @@ impl Fabric {
         if let Some(c) = self.calls.get(id) {
             if let Err(e) = result {
                 let place = c.place.clone();
-                let e = unreachable(&place, e);
+                let e = unreachable(&place, &c.d.msg.destination, e);
                 self.stats.failed(&place);
                 if let Some(c) = self.calls.remove(id) {
                     self.finish(c.d, c.started.elapsed(), Err(e));
@@ -219,21 +219,27 @@ impl Fabric {
         let Some(s) = self.sends.get_mut(id) else {
             return;
         };
-        match (s.waiting.take(), result) {
-            (Some(d), Ok(())) => {
-                let took = s.sent_at.map_or(Duration::ZERO, |t| t.elapsed());
-                self.finish(d, took, Ok(None));
+        let Some(d) = s.waiting.take() else {
+            if let Err(e) = result {
+                tracing::debug!(%id, place = %s.place, error = %e, "a send went again and was not taken; it goes again later");
             }
-            (Some(d), Err(e)) => {
+            return;
+        };
+        match result {
+            Err(e) if refused(&e) => {
                 let place = s.place.clone();
                 self.stats.failed(&place);
                 self.retire(id);
-                self.finish(d, Duration::ZERO, Err(unreachable(&place, e)));
+                let e = unreachable(&place, &d.msg.destination, e);
+                self.finish(d, Duration::ZERO, Err(e));
             }
-            (None, Err(e)) => {
-                tracing::debug!(%id, place = %s.place, error = %e, "a send went again and was not taken; it goes again later");
+            // Taken, or an outcome the broker did not say (the session was lost, no answer
+            // in time): it is in the outbox, so it is accepted and goes again until a node
+            // says it was processed.
+            _ => {
+                let took = s.sent_at.map_or(Duration::ZERO, |t| t.elapsed());
+                self.finish(d, took, Ok(None));
             }
-            (None, Ok(())) => {}
         }
     }
 
@@ -247,14 +253,20 @@ impl Fabric {
             tracing::warn!(%id, "a reply on the fabric without a status was dropped");
             return;
         };
-        if property(msg, super::protocol::STATUS) == Some(super::protocol::WORKING) {
+        if property(msg, STATUS) == Some(WORKING) {
             if let Some(s) = self.sends.get_mut(id) {
                 s.sent_at = Some(Instant::now());
             }
             return;
         }
+        // The node that answered labels the round trip (the one called if it names none).
+        let answered_by = |place: &str| {
+            property(msg, NODE)
+                .and_then(|n| Place::parse(n).ok())
+                .map_or_else(|| place.to_owned(), String::from)
+        };
         if let Some(c) = self.calls.remove(id) {
-            let node = property(msg, NODE).unwrap_or(&c.place).to_owned();
+            let node = answered_by(&c.place);
             self.stats
                 .answered(&node, c.started.elapsed().as_secs_f64());
             if outcome.is_err() {
@@ -267,7 +279,7 @@ impl Fabric {
             // Late (the caller gave up) or a second answer to a send sent twice.
             return;
         };
-        let node = property(msg, NODE).unwrap_or(&s.place).to_owned();
+        let node = answered_by(&s.place);
         if let Some(t) = s.sent_at {
             self.stats.answered(&node, t.elapsed().as_secs_f64());
         }
@@ -278,20 +290,12 @@ impl Fabric {
                 s.sent_at = Some(Instant::now());
             }
             Err(e) => {
-                let failed = Message {
-                    id: s.record.id.clone(),
-                    source: s.record.source.clone(),
-                    destination: String::new(),
-                    action: property_of(&s.record, ACTION),
-                    content_type: String::new(),
-                    payload: Vec::new(),
-                    correlation_id: None,
-                    headers: Vec::new(),
-                };
                 let at = format!("{}@{node}", self.topics.service_of(&s.record));
+                let place = s.place.clone();
+                let failed = failed_message(&s.record);
                 tracing::warn!(id = %failed.id, from = %failed.source, to = %at, error = %e,
                     "a message sent to another node failed there");
-                self.stats.failed(&s.place.clone());
+                self.stats.failed(&place);
                 self.retire(id);
                 self.bus.report_failure(&failed, &at, &e);
             }
@@ -299,7 +303,7 @@ impl Fabric {
     }
 
     /// Send `id` was processed (or will never be): it leaves the outbox.
-    fn retire(&mut self, id: &str) {
+    pub(super) fn retire(&mut self, id: &str) {
         if let Some(mut s) = self.sends.remove(id) {
             self.outbox.ack(s.seq);
             if let Some(d) = s.waiting.take() {
@@ -308,127 +312,80 @@ impl Fabric {
             }
         }
     }
-
-    /// Calls past their deadline are answered `timeout`; calls whose caller gave up are
-    /// forgotten.
-    pub(super) fn expire_calls(&mut self, now: Instant) {
-        let over: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline <= now || caller_gone(&c.d))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in over {
-            let Some(c) = self.calls.remove(&id) else {
-                continue;
-            };
-            self.stats.failed(&c.place);
-            let e = BusError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "no reply from `{}` within {} ms (is `{}` up? the call may still be \
-                     processed there)",
-                    c.d.msg.destination, c.timeout_ms, c.place
-                ),
-            );
-            self.finish(c.d, c.started.elapsed(), Err(e));
-        }
-    }
-
-    /// Sends with no word for `resend_ms` go again (to whichever member, for a group);
-    /// sends older than the outbox's TTL are given up, their senders told.
-    pub(super) fn resend_due(&mut self, now: Instant) {
-        let ttl_ms = self.outbox_ttl_ms();
-        let now_ms = busbar_base::time::unix_ms();
-        let expired: Vec<String> = self
-            .sends
-            .iter()
-            .filter(|(_, s)| s.waiting.is_none())
-            .filter(|(_, s)| s.record.accepted_ms.saturating_add(ttl_ms) <= now_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(s) = self.sends.get(&id) {
-                let e = BusError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "not processed at `{}` within the fabric outbox's TTL; dropped",
-                        s.place
-                    ),
-                );
-                let failed = Message {
-                    id: id.clone(),
-                    source: s.record.source.clone(),
-                    destination: String::new(),
-                    action: property_of(&s.record, ACTION),
-                    content_type: String::new(),
-                    payload: Vec::new(),
-                    correlation_id: None,
-                    headers: Vec::new(),
-                };
-                tracing::error!(%id, place = %s.place, "a message for another node outlived the fabric outbox's TTL and was dropped");
-                let at = s.place.clone();
-                self.retire(&id);
-                self.bus.report_failure(&failed, &at, &e);
-            }
-        }
-        let due: Vec<String> = self
-            .sends
-            .iter()
-            .filter(|(_, s)| s.waiting.is_none())
-            .filter(|(_, s)| {
-                s.sent_at
-                    .is_none_or(|t| now.duration_since(t) >= self.resend)
-            })
-            .map(|(id, _)| id.clone())
-            .take(RESEND_BATCH)
-            .collect();
-        for id in due {
-            let Some(s) = self.sends.get_mut(&id) else {
-                continue;
-            };
-            if s.sent_at.is_some() {
-                self.stats.resent(&s.place);
-            }
-            s.sent_at = Some(now);
-            let record = s.record.clone();
-            self.publish_record(&record);
-        }
-    }
-
-    fn outbox_ttl_ms(&self) -> u64 {
-        u64::try_from(self.outbox.ttl().as_millis()).unwrap_or(u64::MAX)
-    }
 }
 
-/// A user property kept in an outbox record.
-fn property_of(record: &Record, name: &str) -> String {
-    record
+/// The message a failed send stood for, to tell its sender (`$error`).
+pub(super) fn failed_message(record: &Record) -> Message {
+    let action = record
         .headers
         .iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| k == ACTION)
         .map(|(_, v)| v.clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    Message {
+        id: record.id.clone(),
+        source: record.source.clone(),
+        destination: String::new(),
+        action,
+        content_type: String::new(),
+        payload: Vec::new(),
+        correlation_id: None,
+        headers: Vec::new(),
+    }
 }
 
-/// Whether the caller waiting on `d` has given up.
-fn caller_gone(d: &Delivery) -> bool {
-    matches!(&d.reply, ReplyTo::Caller(tx) if tx.is_closed())
+/// Whether the broker said no for certain: nobody is subscribed there, or its ACL refused.
+fn refused(e: &BusError) -> bool {
+    (e.code == ErrorCode::Unavailable && e.message.contains("no one is subscribed"))
+        || e.code == ErrorCode::NotPermitted
 }
 
 /// The error a request the broker did not take gives its sender.
-fn unreachable(place: &str, e: BusError) -> BusError {
+fn unreachable(place: &str, destination: &str, e: BusError) -> BusError {
     if e.code == ErrorCode::Unavailable && e.message.contains("no one is subscribed") {
         return BusError::new(
             ErrorCode::Unavailable,
             format!(
-                "no node or group `{place}` is on the fabric (nothing is subscribed to its \
-                 inbox): is it running, and is the name right?"
+                "nothing on the fabric takes `{destination}`: no node `{place}` is up, and no \
+                 group `{place}` has it as a member (is it running, and is the name right?)"
             ),
+        );
+    }
+    if e.message.contains("is not connected") {
+        return BusError::new(
+            ErrorCode::Unavailable,
+            format!("the fabric's broker is not connected: `{destination}` cannot be called now"),
         );
     }
     BusError::new(
         e.code,
         format!("the fabric could not reach `{place}`: {}", e.message),
     )
+}
+
+/// What the sender of a message the outbox did not take is told.
+fn outbox_error(destination: &str, e: &SpoolError) -> BusError {
+    match e {
+        SpoolError::Full {
+            pending_bytes,
+            max_bytes,
+        } => BusError::new(
+            ErrorCode::QueueFull,
+            format!(
+                "the fabric's outbox is full ({pending_bytes} of {max_bytes} bytes not yet \
+                 processed at other nodes): `{destination}` was not sent (raise \
+                 fabric.outbox.max_bytes)"
+            ),
+        ),
+        SpoolError::DiskFull { dir } => BusError::new(
+            ErrorCode::QueueFull,
+            format!(
+                "the fabric's outbox in {dir} cannot be written (disk full): `{destination}` was not sent"
+            ),
+        ),
+        SpoolError::Io(io) => BusError::new(
+            ErrorCode::Other,
+            format!("the fabric's outbox cannot be written ({io}): `{destination}` was not sent"),
+        ),
+    }
 }

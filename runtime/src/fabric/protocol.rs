@@ -11,13 +11,16 @@
 //! - A request carries the message id as correlation data, the sender's reply topic
 //!   `{prefix}/{sender node}/reply` as response topic, the payload and content type as they
 //!   are, and user properties `busbar-kind` (`call` or `send`), `busbar-action`,
-//!   `busbar-from` (`service@node`, what the receiver sees as `source`) and, for a call,
-//!   `busbar-timeout-ms`.
-//! - Every request is answered on its response topic with the same correlation data:
+//!   `busbar-from` (`service@node`, what the receiver sees as `source`), for a call
+//!   `busbar-timeout-ms`, for a send `busbar-resend-ms`.
+//! - Every request is answered on the sending node's reply topic (its response topic; the
+//!   receiver derives it from the topic's sender, never takes it from the request), with
+//!   the same correlation data:
 //!   `busbar-status` is `ok` or a WIT `error-code` name (`unknown-destination`, `timeout`,
 //!   ...), `busbar-error` the error's text, `busbar-node` the node that handled it; a call's
 //!   reply carries the reply's payload and content type. A send is answered once the service
-//!   processed it: until then the sender keeps it and sends it again every `resend_ms`; the
+//!   processed it, and every half `busbar-resend-ms` before that with status `working`:
+//!   until then the sender keeps it and sends it again after `resend_ms` without word; the
 //!   receiver knows a message id it has seen and does not deliver it twice.
 //! - The broker's PUBACK says whether anyone took a request: reason 0x10 (no matching
 //!   subscribers) means no node or group of that name is on the fabric (`unavailable`).
@@ -59,6 +62,8 @@ pub struct Topics {
 pub enum Arrival {
     /// A request for local service `service` from node `sender`.
     Request {
+        /// This node or one of its groups, as the topic names it.
+        place: String,
         /// The service.
         service: String,
         /// The sending node, as the topic names it.
@@ -89,7 +94,12 @@ impl Topics {
 
     /// Where this node's replies arrive.
     pub fn reply_topic(&self) -> TopicName {
-        topic(&format!("{}/{}/reply", self.prefix, self.node))
+        self.reply_topic_of(&self.node)
+    }
+
+    /// Where node `node`'s replies arrive.
+    pub fn reply_topic_of(&self, node: &Place) -> TopicName {
+        topic(&format!("{}/{node}/reply", self.prefix))
     }
 
     /// Where a request from this node for `address` goes.
@@ -143,9 +153,9 @@ impl Topics {
 
     /// What a publish on `topic` is, if it is one of the fabric's for this node.
     pub fn arrival(&self, topic: &str) -> Option<Arrival> {
-        if let Some((_, service, sender)) = self.request_parts(topic) {
-            busbar_base::names::check_name(service).ok()?;
+        if let Some((place, service, sender)) = self.request_parts(topic) {
             return Some(Arrival::Request {
+                place: place.to_owned(),
                 service: service.to_owned(),
                 sender: Place::parse(sender).ok()?,
             });
@@ -236,6 +246,7 @@ mod tests {
         assert_eq!(
             t.arrival("busbar/fabric/gw1/to/echo/gw3"),
             Some(Arrival::Request {
+                place: "gw1".into(),
                 service: "echo".into(),
                 sender: gw3.clone(),
             })
@@ -243,6 +254,7 @@ mod tests {
         assert_eq!(
             t.arrival("busbar/fabric/workers/to/resize/gw3"),
             Some(Arrival::Request {
+                place: "workers".into(),
                 service: "resize".into(),
                 sender: gw3,
             })
@@ -250,7 +262,7 @@ mod tests {
         assert_eq!(t.arrival("busbar/fabric/gw1/reply"), Some(Arrival::Reply));
         for other in [
             "busbar/fabric/gw2/reply",
-            "busbar/fabric/gw1/to/Bad/gw3",
+            "busbar/fabric/gw1/to/echo/bad/gw3",
             "busbar/fabric/gw1/to/echo",
             "busbar/fabric/gw1/to/a/b/c",
             "busbar/fabric/gw1/reply/x",

@@ -1,31 +1,37 @@
 //! The fabric's task: one loop over its mailbox (messages for other nodes, publishes
-//! arriving from the broker, services joining groups), the outcomes of the work it handed to
-//! small tasks, and a tick for deadlines and resends.
+//! arriving from the broker, the node opening and closing its inbox, services joining
+//! groups), the outcomes of the work it handed to small tasks, a tick for deadlines and
+//! resends, and the outbox's sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::config::FabricSettings;
 use super::incoming::{Key, Seen};
+use super::membership::Inbox;
 use super::outgoing::{Call, Send};
 use super::protocol::Topics;
 use super::stats::FabricStats;
 use crate::bus::{Bus, Delivery};
 use crate::com::spool::Spool;
 use crate::message::{
-    ACTION_TOPIC, BusError, ErrorCode, FABRIC, FABRIC_SHARE, Message, Reply, TOPICS, TopicRequest,
+    ACTION_TOPIC, BusError, ErrorCode, FABRIC, FABRIC_INBOX, FABRIC_SHARE, Message, Reply, TOPICS,
+    TopicRequest,
 };
 use busbar_base::address::Place;
 use busbar_base::topic::TopicName;
 
-/// How often deadlines, resends and the outbox's sync are looked at.
+/// How often deadlines and resends are looked at.
 const TICK: Duration = Duration::from_millis(100);
 /// Longest wait for the broker connection to take a request.
 pub(super) const BROKER_WAIT: Duration = Duration::from_secs(10);
+/// How long a stopping fabric waits for the work it handed out.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// What a small task the fabric handed work to came back with.
 #[derive(Debug)]
@@ -46,6 +52,12 @@ pub(super) enum Done {
     Working { key: Key, reply_to: TopicName },
     /// The inbox subscription was made (or not).
     Subscribed(Result<(), BusError>),
+    /// Service `service` joined `group` (none: left its group), or could not.
+    Shared {
+        service: String,
+        group: Option<Place>,
+        result: Result<(), BusError>,
+    },
 }
 
 pub(super) struct Fabric {
@@ -59,20 +71,17 @@ pub(super) struct Fabric {
     /// Sends not yet processed at the other end, by message id.
     pub(super) sends: HashMap<String, Send>,
     pub(super) outbox: Spool,
+    /// The outbox could not be read back: read it again on the next tick.
+    pub(super) reread: bool,
     pub(super) seen: Seen,
     /// Local services shared in a group, and the group.
     pub(super) members: BTreeMap<String, Place>,
     pub(super) done: mpsc::Sender<Done>,
     pub(super) inbound: Arc<Semaphore>,
-    inbox: InboxState,
+    /// The small tasks work was handed to.
+    pub(super) tasks: TaskTracker,
+    pub(super) inbox: Inbox,
     sync_failures: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum InboxState {
-    Asked,
-    Made,
-    Retry(Instant),
 }
 
 /// Runs the fabric until `cancel` fires.
@@ -85,6 +94,7 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let (done, mut outcomes) = mpsc::channel(4_096);
+    let sync_every = Duration::from_millis(settings.outbox.sync_ms.clamp(1, 1000));
     let mut f = Fabric {
         topics: Topics::new(&settings.prefix, settings.node.clone()),
         broker: settings.broker.clone(),
@@ -94,19 +104,22 @@ pub(super) async fn run(
         calls: HashMap::new(),
         sends: HashMap::new(),
         outbox,
+        reread: false,
         seen: Seen::default(),
         members: BTreeMap::new(),
         done,
         inbound: Arc::new(Semaphore::new(settings.max_inbound)),
-        inbox: InboxState::Asked,
+        tasks: TaskTracker::new(),
+        inbox: Inbox::Closed,
         sync_failures: 0,
     };
     f.restore();
-    f.subscribe_inbox();
     tracing::info!(node = %settings.node, broker = %settings.broker, prefix = %settings.prefix,
-        waiting = f.sends.len(), "fabric ready");
+        waiting = f.sends.len(), "fabric ready; its inbox opens once the node's services are on the bus");
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sync = tokio::time::interval(sync_every);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -114,9 +127,10 @@ pub(super) async fn run(
             Some(done) = outcomes.recv() => f.on_done(done),
             Some(d) = mailbox.recv() => f.on_delivery(d),
             _ = tick.tick() => f.on_tick(),
+            _ = sync.tick() => if f.outbox.unsynced() { f.sync() },
         }
     }
-    f.stop();
+    f.stop().await;
 }
 
 impl Fabric {
@@ -124,21 +138,24 @@ impl Fabric {
         if d.msg.destination != FABRIC {
             return self.outgoing(d);
         }
-        if d.msg.action == ACTION_TOPIC && d.msg.source == TOPICS {
-            self.arrived(&d.msg);
-            return self.finish(d, Duration::ZERO, Ok(None));
+        match d.msg.action.as_str() {
+            ACTION_TOPIC if d.msg.source == TOPICS => {
+                self.arrived(&d.msg);
+                self.finish(d, Duration::ZERO, Ok(None))
+            }
+            FABRIC_SHARE => self.share(d),
+            FABRIC_INBOX => self.open_or_close(d),
+            other => {
+                let e = BusError::new(
+                    ErrorCode::UnknownAction,
+                    format!(
+                        "`{FABRIC}` takes messages for other nodes (`service@node`), not action \
+                         `{other}`"
+                    ),
+                );
+                self.finish(d, Duration::ZERO, Err(e));
+            }
         }
-        if d.msg.action == FABRIC_SHARE {
-            return self.share(d);
-        }
-        let e = BusError::new(
-            ErrorCode::UnknownAction,
-            format!(
-                "`{FABRIC}` takes messages for other nodes (`service@node`), not action `{}`",
-                d.msg.action
-            ),
-        );
-        self.finish(d, Duration::ZERO, Err(e));
     }
 
     fn on_done(&mut self, done: Done) {
@@ -151,29 +168,24 @@ impl Fabric {
                 result,
             } => self.processed(key, reply_to, send, result),
             Done::Working { key, reply_to } => self.working(&key, reply_to),
-            Done::Subscribed(Ok(())) => {
-                tracing::info!(inbox = %self.topics.inbox(), broker = %self.broker,
-                    "fabric inbox subscribed (made again on every session with the broker)");
-                self.inbox = InboxState::Made;
-            }
-            Done::Subscribed(Err(e)) => {
-                tracing::error!(error = %e, broker = %self.broker,
-                    "the fabric could not subscribe to its inbox; trying again in 5 s");
-                self.inbox = InboxState::Retry(Instant::now() + Duration::from_secs(5));
-            }
+            Done::Subscribed(result) => self.subscribed(result),
+            Done::Shared {
+                service,
+                group,
+                result,
+            } => self.shared(service, group, result),
         }
     }
 
     fn on_tick(&mut self) {
-        let now = Instant::now();
-        if matches!(self.inbox, InboxState::Retry(at) if at <= now) {
-            self.subscribe_inbox();
+        let now = std::time::Instant::now();
+        self.retry_inbox(now);
+        if self.reread {
+            self.reread = false;
+            self.take_outbox();
         }
         self.expire_calls(now);
         self.resend_due(now);
-        if self.outbox.unsynced() {
-            self.sync();
-        }
         self.stats.outbox.store(
             self.sends.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -203,74 +215,11 @@ impl Fabric {
     ) {
         let msg: Message = request.into_message(self.bus.next_id(), FABRIC);
         let (bus, done) = (self.bus.clone(), self.done.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = bus.call(msg, BROKER_WAIT).await.map(drop);
             if let Some(d) = then(result) {
                 let _ = done.send(d).await;
             }
-        });
-    }
-
-    fn subscribe_inbox(&mut self) {
-        self.inbox = InboxState::Asked;
-        let request = TopicRequest::Subscribe {
-            broker: self.broker.clone(),
-            filter: self.topics.inbox(),
-        };
-        self.ask(request, |r| Some(Done::Subscribed(r)));
-    }
-
-    /// A local service joins its group (the payload names it) or leaves it (empty).
-    fn share(&mut self, d: Delivery) {
-        let service = d.msg.source.clone();
-        let group = match std::str::from_utf8(&d.msg.payload).map(str::trim) {
-            Ok("") => None,
-            Ok(g) => match Place::parse(g) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    let e = BusError::new(ErrorCode::BadPayload, format!("group {e}"));
-                    return self.finish(d, Duration::ZERO, Err(e));
-                }
-            },
-            Err(_) => {
-                let e = BusError::new(ErrorCode::BadPayload, "a group name is text");
-                return self.finish(d, Duration::ZERO, Err(e));
-            }
-        };
-        let old = self.members.get(&service).cloned();
-        if old == group {
-            return self.finish(d, Duration::ZERO, Ok(None));
-        }
-        let mut requests = Vec::new();
-        if let Some(g) = old {
-            self.members.remove(&service);
-            requests.push(TopicRequest::Unsubscribe {
-                broker: self.broker.clone(),
-                filter: self.topics.group_filter(&g, &service),
-            });
-        }
-        if let Some(g) = group {
-            requests.push(TopicRequest::Subscribe {
-                broker: self.broker.clone(),
-                filter: self.topics.group_filter(&g, &service),
-            });
-            tracing::info!(%service, group = %g, "service shared in its group on the fabric");
-            self.members.insert(service, g);
-        }
-        let bus = self.bus.clone();
-        let msgs: Vec<Message> = requests
-            .into_iter()
-            .map(|r| r.into_message(bus.next_id(), FABRIC))
-            .collect();
-        tokio::spawn(async move {
-            let mut result = Ok(None);
-            for msg in msgs {
-                if let Err(e) = bus.call(msg, BROKER_WAIT).await {
-                    result = Err(e);
-                    break;
-                }
-            }
-            bus.finish(FABRIC, d, Duration::ZERO, result);
         });
     }
 
@@ -293,9 +242,10 @@ impl Fabric {
         }
     }
 
-    /// Stopping: calls waiting are answered `unavailable`; sends not yet processed stay in
-    /// the outbox and go again at the next start.
-    fn stop(&mut self) {
+    /// Stopping (the node closed the inbox and stopped its services first): calls waiting
+    /// are answered `unavailable`; sends not yet processed stay in the outbox and go again at
+    /// the next start; the small tasks get a moment to finish.
+    async fn stop(&mut self) {
         for (_, c) in std::mem::take(&mut self.calls) {
             let e = BusError::new(
                 ErrorCode::Unavailable,
@@ -305,10 +255,13 @@ impl Fabric {
         }
         for s in self.sends.values_mut() {
             if let Some(d) = s.waiting.take() {
+                // Kept in the outbox: accepted.
                 self.bus.finish(FABRIC, d, Duration::ZERO, Ok(None));
             }
         }
         self.sync();
+        self.tasks.close();
+        let _ = tokio::time::timeout(STOP_GRACE, self.tasks.wait()).await;
         tracing::info!(
             waiting = self.sends.len(),
             "fabric stopped; messages not yet processed at the other end wait in its outbox"

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::bindings::{ErrorCode, Message, Reply, WitError};
 pub use json::{message_json, reply_json};
-pub use remote::{FABRIC, FABRIC_SHARE, Remote};
+pub use remote::{FABRIC, FABRIC_INBOX, FABRIC_SHARE, Remote};
 pub use topic_request::{ACTION_TOPIC, PublishMode, TOPICS, TopicRequest};
 
 /// Source name the node uses for what it sends itself (timer ticks, delivery failures).

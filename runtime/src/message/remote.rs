@@ -8,6 +8,9 @@ pub const FABRIC: &str = "fabric";
 /// The action a service's task sends `fabric` to join (payload: the group) or leave (empty
 /// payload) its group.
 pub const FABRIC_SHARE: &str = "share";
+/// The action the node sends `fabric` to open (payload `open`: its services are on the bus)
+/// or close (`close`: they are about to stop) its inbox.
+pub const FABRIC_INBOX: &str = "inbox";
 /// The header the bus marks a message for another node with.
 const HEADER: &str = "$remote";
 

@@ -241,6 +241,12 @@ impl super::NodeSettings {
                  ([fabric] in the node config)",
                 s.name
             );
+            anyhow::ensure!(
+                group.as_str() != self.node_id,
+                "service `{}`: shared = \"{group}\" names a group like this node: node ids and \
+                 group names share one namespace on the fabric",
+                s.name
+            );
         }
         Ok(ServiceSpec {
             name: Arc::from(s.name.as_str()),

@@ -82,6 +82,8 @@ struct NodeSettings {
     brokers: crate::grants::BrokerBases,
     /// Whether the node is on a fabric (services may be `shared` in a group).
     fabric: bool,
+    /// The node's id.
+    node_id: String,
 }
 
 impl NodeSettings {
@@ -93,6 +95,7 @@ impl NodeSettings {
             data_dir: config.data_dir(),
             brokers: config.brokers()?.bases(),
             fabric: config.fabric.is_some(),
+            node_id: config.node_id.clone(),
         })
     }
 }
@@ -204,6 +207,8 @@ impl Node {
             node.shutdown().await;
             return Err(e);
         }
+        // Its services are on the bus: other nodes may reach them now.
+        node.fabric_inbox("open").await;
         Ok(node)
     }
 
@@ -303,6 +308,25 @@ impl Node {
         &self.core.topics_stats
     }
 
+    /// Opens or closes the fabric's inbox (a node on no fabric has none).
+    async fn fabric_inbox(&self, what: &str) {
+        let bus = self.bus();
+        if !bus.knows(crate::message::FABRIC) {
+            return;
+        }
+        let msg = crate::message::new_message(
+            bus.next_id(),
+            crate::message::NODE_SOURCE,
+            crate::message::FABRIC,
+            crate::message::FABRIC_INBOX,
+            "text/plain",
+            what.as_bytes().to_vec(),
+        );
+        if let Err(e) = bus.call(msg, Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "the fabric could not {what} its inbox");
+        }
+    }
+
     /// What the fabric reports, if the node is on one (for `/metrics` and `/status`).
     pub fn fabric_stats(&self) -> Option<&Arc<crate::fabric::FabricStats>> {
         self.core.fabric_stats.as_ref()
@@ -356,6 +380,8 @@ impl Node {
     /// Stops every service (each drains its mailbox and runs `stop`), then lets Com write out
     /// what they submitted, then returns.
     pub async fn shutdown(self) {
+        // Other nodes stop reaching this one before its services stop.
+        self.fabric_inbox("close").await;
         tracing::info!("shutting down: stopping services");
         self.core.service_cancel.cancel();
         self.core.service_tasks.close();
