@@ -142,6 +142,12 @@ async fn calls_and_sends_cross_gateways_and_come_back() {
         status["fabric"]["peers"]["gw2"]["sent"].as_u64().unwrap() >= 50,
         "{status}"
     );
+    let done = gw1.cli(&["status"]);
+    assert!(
+        done.stdout.iter().any(|l| l.starts_with("gw2 ")) && done.all().contains("PEER"),
+        "{}",
+        done.all()
+    );
 
     // A send its service refused comes back to the sender as `$error`, as a local one does.
     until("seq-sender to hear its 3 sends failed", || async {

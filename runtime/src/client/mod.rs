@@ -156,7 +156,41 @@ pub async fn status(args: &ConnectArgs) -> anyhow::Result<()> {
         );
     }
     print_brokers(&status["brokers"]);
+    print_fabric(&status["fabric"]);
     Ok(())
+}
+
+/// The FABRIC table of `busbar status`, when the node is on a fabric: one line per node or
+/// group it sent to or heard from.
+fn print_fabric(fabric: &serde_json::Value) {
+    if !fabric.is_object() {
+        return;
+    }
+    println!(
+        "\nfabric: served {} requests from other nodes ({} seen twice, {} while busy); {} \
+         sends not yet processed there, {} calls waiting",
+        fabric["served"],
+        fabric["duplicates"],
+        fabric["busy"],
+        fabric["outbox"],
+        fabric["calls_waiting"]
+    );
+    let Some(peers) = fabric["peers"].as_object().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    println!(
+        "{:<24} {:>10} {:>10} {:>10}",
+        "PEER", "SENT", "RESENT", "FAILED"
+    );
+    for (name, p) in peers {
+        println!(
+            "{:<24} {:>10} {:>10} {:>10}",
+            name,
+            p["sent"].to_string(),
+            p["resent"].to_string(),
+            p["failed"].to_string()
+        );
+    }
 }
 
 /// The BROKERS table of `busbar status`, when the node has broker connections.
