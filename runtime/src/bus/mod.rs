@@ -6,6 +6,7 @@
 //! services that send to it (see [`OnFull`]), never the rest of the node.
 
 mod delivery;
+mod failure;
 mod route;
 
 use std::collections::HashMap;
@@ -19,10 +20,7 @@ use tokio::sync::oneshot;
 pub use delivery::{Delivery, ReplyTo, empty_reply};
 pub use route::{OnFull, Route, RouteKind};
 
-use crate::message::{
-    ACTION_ERROR, ACTION_TIMER, BROADCAST, BusError, ErrorCode, FABRIC, IdGen, Message,
-    NODE_SOURCE, Remote, Reply, new_message,
-};
+use crate::message::{BROADCAST, BusError, ErrorCode, FABRIC, IdGen, Message, Remote, Reply};
 use crate::observe::{Tap, Traffic};
 
 /// Largest payload the bus accepts unless configured otherwise (Azure IoT Hub's D2C limit).
@@ -372,44 +370,6 @@ impl Bus {
             });
         route.calls.observe(began.elapsed().as_secs_f64());
         result
-    }
-
-    /// Tells the sender of `failed` (when it is a wasm service) that `receiver` could not
-    /// handle it, as an `$error` message. Never blocks: if the sender's mailbox is full the
-    /// notice is dropped (the failure is logged by the caller either way).
-    pub fn report_failure(&self, failed: &Message, receiver: &str, error: &BusError) {
-        if failed.action == ACTION_ERROR || failed.action == ACTION_TIMER {
-            return;
-        }
-        let Some(route) = self
-            .inner
-            .routes
-            .load()
-            .get(failed.source.as_str())
-            .cloned()
-        else {
-            return;
-        };
-        if route.kind != RouteKind::Custom {
-            return;
-        }
-        let payload = serde_json::json!({
-            "message_id": failed.id,
-            "destination": receiver,
-            "action": failed.action,
-            "code": crate::message::code_name(error.code),
-            "message": error.message,
-        });
-        let mut notice = new_message(
-            self.next_id(),
-            NODE_SOURCE,
-            &failed.source,
-            ACTION_ERROR,
-            "application/json",
-            payload.to_string().into_bytes(),
-        );
-        notice.correlation_id = Some(failed.id.clone());
-        let _ = route.tx.try_send(Delivery::oneway(Arc::new(notice)));
     }
 }
 

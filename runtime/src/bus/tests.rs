@@ -4,6 +4,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::message::{ACTION_ERROR, new_message};
 
 fn msg(bus: &Bus, from: &str, to: &str, action: &str) -> Message {
     new_message(

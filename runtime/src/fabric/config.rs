@@ -147,9 +147,14 @@ mod tests {
     use super::*;
 
     fn brokers() -> Brokers {
-        let config: crate::config::NodeConfig =
-            toml::from_str("node_id = \"gw1\"\n[brokers.site]\nhost = \"127.0.0.1\"\n").unwrap();
-        config.brokers().unwrap()
+        let site = crate::topics::BrokerConfig {
+            host: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        Brokers {
+            connections: [("site".to_owned(), site)].into(),
+            default: None,
+        }
     }
 
     #[test]
