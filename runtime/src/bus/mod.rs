@@ -284,16 +284,39 @@ impl Bus {
                 return Err(e);
             }
         };
+        let (tx, rx) = oneshot::channel();
+        self.exchange(
+            route,
+            msg,
+            ReplyTo::Outcome(tx),
+            rx,
+            timeout,
+            |dest, action, ms| format!("`{dest}` did not finish `{action}` within {ms} ms"),
+        )
+        .await
+    }
+
+    /// Delivers `msg` to `route` with `reply` and waits up to `timeout` for what comes back
+    /// on `rx`; `late` words the `timeout` error from the destination, action and ms.
+    async fn exchange<T>(
+        &self,
+        route: Route,
+        msg: Message,
+        reply: ReplyTo,
+        rx: oneshot::Receiver<Result<T, BusError>>,
+        timeout: Duration,
+        late: fn(&str, &str, u128) -> String,
+    ) -> Result<T, BusError> {
+        let call = matches!(reply, ReplyTo::Caller(_));
         let msg = Arc::new(msg);
         let (dest, action) = (msg.destination.as_str(), msg.action.as_str());
-        let (tx, rx) = oneshot::channel();
         let d = Delivery {
             msg: msg.clone(),
-            reply: ReplyTo::Outcome(tx),
+            reply,
         };
         let exchange = async {
             if let Err(e) = route.deliver(dest, d).await {
-                self.refused(&msg, false, &e);
+                self.refused(&msg, call, &e);
                 return Err(e);
             }
             rx.await.unwrap_or_else(|_| {
@@ -308,10 +331,7 @@ impl Bus {
             .unwrap_or_else(|_| {
                 Err(BusError::new(
                     ErrorCode::Timeout,
-                    format!(
-                        "`{dest}` did not finish `{action}` within {} ms",
-                        timeout.as_millis()
-                    ),
+                    late(dest, action, timeout.as_millis()),
                 ))
             })
     }
@@ -338,36 +358,17 @@ impl Bus {
             }
         };
         let began = std::time::Instant::now();
-        let msg = Arc::new(msg);
-        let (dest, action) = (msg.destination.as_str(), msg.action.as_str());
         let (tx, rx) = oneshot::channel();
-        let d = Delivery {
-            msg: msg.clone(),
-            reply: ReplyTo::Caller(tx),
-        };
-        let exchange = async {
-            if let Err(e) = route.deliver(dest, d).await {
-                self.refused(&msg, true, &e);
-                return Err(e);
-            }
-            rx.await.unwrap_or_else(|_| {
-                Err(BusError::new(
-                    ErrorCode::Unavailable,
-                    format!("`{dest}` stopped before answering `{action}`"),
-                ))
-            })
-        };
-        let result = tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(BusError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "no reply from `{dest}` to `{action}` within {} ms",
-                        timeout.as_millis()
-                    ),
-                ))
-            });
+        let result = self
+            .exchange(
+                route.clone(),
+                msg,
+                ReplyTo::Caller(tx),
+                rx,
+                timeout,
+                |dest, action, ms| format!("no reply from `{dest}` to `{action}` within {ms} ms"),
+            )
+            .await;
         route.calls.observe(began.elapsed().as_secs_f64());
         result
     }

@@ -365,27 +365,8 @@ fn unreachable(place: &str, destination: &str, e: BusError) -> BusError {
 
 /// What the sender of a message the outbox did not take is told.
 fn outbox_error(destination: &str, e: &SpoolError) -> BusError {
-    match e {
-        SpoolError::Full {
-            pending_bytes,
-            max_bytes,
-        } => BusError::new(
-            ErrorCode::QueueFull,
-            format!(
-                "the fabric's outbox is full ({pending_bytes} of {max_bytes} bytes not yet \
-                 processed at other nodes): `{destination}` was not sent (raise \
-                 fabric.outbox.max_bytes)"
-            ),
-        ),
-        SpoolError::DiskFull { dir } => BusError::new(
-            ErrorCode::QueueFull,
-            format!(
-                "the fabric's outbox in {dir} cannot be written (disk full): `{destination}` was not sent"
-            ),
-        ),
-        SpoolError::Io(io) => BusError::new(
-            ErrorCode::Other,
-            format!("the fabric's outbox cannot be written ({io}): `{destination}` was not sent"),
-        ),
-    }
+    e.to_bus(
+        &format!("the fabric's outbox (`{destination}` was not sent)"),
+        "fabric.outbox.max_bytes",
+    )
 }

@@ -81,7 +81,6 @@ pub(super) struct Fabric {
     /// The small tasks work was handed to.
     pub(super) tasks: TaskTracker,
     pub(super) inbox: Inbox,
-    sync_failures: u64,
 }
 
 /// Runs the fabric until `cancel` fires.
@@ -111,7 +110,6 @@ pub(super) async fn run(
         inbound: Arc::new(Semaphore::new(settings.max_inbound)),
         tasks: TaskTracker::new(),
         inbox: Inbox::Closed,
-        sync_failures: 0,
     };
     f.restore();
     tracing::info!(node = %settings.node, broker = %settings.broker, prefix = %settings.prefix,
@@ -224,22 +222,7 @@ impl Fabric {
     }
 
     fn sync(&mut self) {
-        match self.outbox.sync() {
-            Ok(()) if self.sync_failures > 0 => {
-                tracing::info!(
-                    failures = self.sync_failures,
-                    "fabric outbox sync works again"
-                );
-                self.sync_failures = 0;
-            }
-            Ok(()) => {}
-            Err(e) => {
-                self.sync_failures += 1;
-                if self.sync_failures.is_power_of_two() {
-                    tracing::error!(error = %e, failures = self.sync_failures, "fabric outbox sync failed");
-                }
-            }
-        }
+        self.outbox.sync_logged("fabric");
     }
 
     /// Stopping (the node closed the inbox and stopped its services first): calls waiting

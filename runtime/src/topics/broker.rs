@@ -82,7 +82,6 @@ pub(super) struct Broker {
     /// Filters to unsubscribe from on this session, in order.
     pub(super) to_unsubscribe: VecDeque<TopicFilter>,
     pub(super) max_message: usize,
-    pub(super) sync_failures: u64,
     /// The subscribers' forwarders.
     pub(super) forwarders: Forwarders,
     /// Opens the first session of a lazy connection (none once it has been asked).
@@ -135,7 +134,6 @@ pub async fn run(
         waiting: HashMap::new(),
         to_unsubscribe: VecDeque::new(),
         max_message: config.max_message_bytes,
-        sync_failures: 0,
         wake,
         confirms: Default::default(),
     };
@@ -229,19 +227,7 @@ impl Broker {
     }
 
     pub(super) fn sync(&mut self) {
-        match self.outbox.sync() {
-            Ok(()) if self.sync_failures > 0 => {
-                tracing::info!(broker = %self.name, failures = self.sync_failures, "outbox sync works again");
-                self.sync_failures = 0;
-            }
-            Ok(()) => {}
-            Err(e) => {
-                self.sync_failures += 1;
-                if self.sync_failures.is_power_of_two() {
-                    tracing::error!(broker = %self.name, error = %e, failures = self.sync_failures, "outbox sync failed");
-                }
-            }
-        }
+        self.outbox.sync_logged(&self.name);
     }
 
     pub(super) fn update_stats(&self) {

@@ -195,26 +195,10 @@ impl Broker {
 
     fn outbox_error(&self, e: &SpoolError) -> BusError {
         let name = &self.name;
-        match e {
-            SpoolError::Full {
-                pending_bytes,
-                max_bytes,
-            } => BusError::new(
-                ErrorCode::QueueFull,
-                format!(
-                    "broker `{name}`: the outbox is full ({pending_bytes} of {max_bytes} bytes \
-                     waiting for the broker); raise brokers.{name}.outbox.max_bytes"
-                ),
-            ),
-            SpoolError::DiskFull { .. } => BusError::new(
-                ErrorCode::QueueFull,
-                format!("broker `{name}`: the outbox cannot be written: {e}"),
-            ),
-            SpoolError::Io(_) => BusError::new(
-                ErrorCode::Other,
-                format!("broker `{name}`: the outbox: {e}"),
-            ),
-        }
+        e.to_bus(
+            &format!("broker `{name}`'s outbox"),
+            &format!("brokers.{name}.outbox.max_bytes"),
+        )
     }
 }
 

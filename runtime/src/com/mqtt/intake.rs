@@ -78,19 +78,7 @@ impl Com {
     }
 
     pub(super) fn sync(&mut self) {
-        match self.spool.sync() {
-            Ok(()) if self.sync_failures > 0 => {
-                tracing::info!(failures = self.sync_failures, "Com: spool sync works again");
-                self.sync_failures = 0;
-            }
-            Ok(()) => {}
-            Err(e) => {
-                self.sync_failures += 1;
-                if self.sync_failures.is_power_of_two() {
-                    tracing::error!(error = %e, failures = self.sync_failures, "Com: spool sync failed");
-                }
-            }
-        }
+        self.spool.sync_logged("Com");
         self.update_stats();
         if self.report_when_settled
             && !self

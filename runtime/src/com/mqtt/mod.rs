@@ -132,7 +132,6 @@ pub async fn run(link: ComLink, connector: Connector, setup: Setup) {
         c2d: c2d_tx,
         twin: inbound::Twin::new(desired_tx),
         debug: None,
-        sync_failures: 0,
         connected_at: None,
         quick_losses: 0,
         report_when_settled: false,
@@ -167,8 +166,6 @@ struct Com {
     twin: inbound::Twin,
     /// Service log lines, while `debug` is on.
     debug: Option<TapReceiver<Arc<LogLine>>>,
-    /// Spool syncs that failed in a row (logged at 1, 2, 4, 8, ... and when it recovers).
-    sync_failures: u64,
     /// When the current session began.
     connected_at: Option<std::time::Instant>,
     /// Sessions in a row lost before they were stable (logged at 1, 2, 4, 8, ...).

@@ -73,6 +73,33 @@ pub enum SpoolError {
     Io(#[from] std::io::Error),
 }
 
+impl SpoolError {
+    /// What the sender of a message a service's outbox did not take is told: `whose` names
+    /// the outbox (``broker `field`'s outbox``), `raise` the setting that bounds it.
+    pub fn to_bus(&self, whose: &str, raise: &str) -> crate::message::BusError {
+        use crate::message::{BusError, ErrorCode};
+        match self {
+            SpoolError::Full {
+                pending_bytes,
+                max_bytes,
+            } => BusError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "{whose} is full ({pending_bytes} of {max_bytes} bytes not yet delivered); \
+                     raise {raise}"
+                ),
+            ),
+            SpoolError::DiskFull { dir } => BusError::new(
+                ErrorCode::QueueFull,
+                format!("{whose} in {dir} cannot be written: the disk is full"),
+            ),
+            SpoolError::Io(io) => {
+                BusError::new(ErrorCode::Other, format!("{whose} cannot be written: {io}"))
+            }
+        }
+    }
+}
+
 /// Whether `e` says the disk (or the quota of the filesystem) is full.
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(

@@ -83,6 +83,8 @@ pub struct Spool {
     disk_full: bool,
     unsynced: bool,
     counts: SpoolCounts,
+    /// `sync_logged` failures in a row.
+    sync_failures: u64,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -183,6 +185,7 @@ impl Spool {
             retired: BTreeSet::new(),
             acked_written: first_unacked,
             acked_file: None,
+            sync_failures: 0,
             disk_full: false,
             unsynced: false,
             counts,
@@ -223,6 +226,28 @@ impl Spool {
     /// Counters and depth.
     pub fn counts(&self) -> SpoolCounts {
         self.counts
+    }
+
+    /// [`Spool::sync`] on its owner's timer: a failure is logged (at the 1st, 2nd, 4th, ...
+    /// in a row, naming `owner`), and so is the first success after failures.
+    pub fn sync_logged(&mut self, owner: &str) {
+        match self.sync() {
+            Ok(()) if self.sync_failures > 0 => {
+                tracing::info!(
+                    spool = owner,
+                    failures = self.sync_failures,
+                    "spool sync works again"
+                );
+                self.sync_failures = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.sync_failures += 1;
+                if self.sync_failures.is_power_of_two() {
+                    tracing::error!(spool = owner, error = %e, failures = self.sync_failures, "spool sync failed");
+                }
+            }
+        }
     }
 
     /// Whether writes are waiting for `fdatasync`.
