@@ -39,6 +39,44 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The open-files limit a server asks for as root (the hard limit it may raise itself).
+const WANTED_OPEN_FILES: u64 = 262_144;
+
+/// Raises this process's soft limit on open files to its hard limit (as root, first the hard
+/// limit to 262,144 or the kernel's `nr_open`, whichever is lower). Returns the soft limit
+/// before and after; `None` when the limits cannot be read.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let soft = before.current?;
+    let mut hard = before.maximum;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(WANTED_OPEN_FILES);
+    let wanted = WANTED_OPEN_FILES.min(nr_open);
+    if hard.is_some_and(|h| h < wanted) {
+        let raised = Rlimit {
+            current: Some(wanted),
+            maximum: Some(wanted),
+        };
+        // Only root (CAP_SYS_RESOURCE) may raise the hard limit; others keep theirs.
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            hard = Some(wanted);
+        }
+    }
+    let target = hard.unwrap_or(wanted);
+    if soft < target {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: hard,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+    let after = getrlimit(Resource::Nofile).current.unwrap_or(soft);
+    Some((soft, after))
+}
+
 /// Serves `router` on `listener` until `stop`, then waits for the open connections to finish
 /// (the caller bounds that wait).
 pub async fn serve(listener: TcpListener, router: Router, bounds: Bounds, stop: CancellationToken) {
@@ -130,5 +168,19 @@ mod tests {
         if std::path::Path::new("/proc/self/limits").exists() {
             assert!(open_files_limit().is_some_and(|n| n > 0));
         }
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        let (before, after) = raise_open_files_limit().unwrap();
+        assert!(after >= before, "{before} → {after}");
+        if let Some(hard) = hard {
+            assert!(
+                after >= hard,
+                "the soft limit {after} is below the hard limit {hard}"
+            );
+        }
+        assert_eq!(open_files_limit(), Some(after));
     }
 }

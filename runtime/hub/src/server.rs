@@ -19,8 +19,8 @@ use super::node_api;
 use super::state::Hub;
 use crate::bounds::{MAX_LOG_BATCH_BYTES, MAX_SIGN_IN_BYTES, MAX_STATUS_BYTES};
 
-/// Default for `busbar hub serve --max-connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `busbar hub serve --max-connections` (the open-files limit lowers it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Time a client has to send a request's headers (also the idle keep-alive time).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `hub.toml` is checked for changes.
@@ -105,9 +105,19 @@ impl HubServer {
             }
         });
         // Each connection takes a file descriptor; keep room for blobs and records.
+        let raised = busbar_base::serve::raise_open_files_limit();
         let fd_room = busbar_base::serve::open_files_limit().map_or(usize::MAX, |n| {
             usize::try_from(n.saturating_sub(64)).unwrap_or(usize::MAX)
         });
+        if let Some((before, after)) = raised {
+            // A node holds about two connections (its long poll and its reports).
+            tracing::info!(
+                before,
+                after,
+                nodes = fd_room / 2,
+                "open-files limit: the hub holds about this many nodes at two connections each (raise LimitNOFILE for more)"
+            );
+        }
         let max_connections = max_connections.min(fd_room).max(1);
         let bounds = busbar_base::serve::Bounds {
             name: "hub",
