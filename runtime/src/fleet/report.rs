@@ -134,13 +134,24 @@ impl Fleet {
         NodeStatus { services, events }
     }
 
-    /// Sends the status every heartbeat, and at once when something happened.
+    /// Sends the status every heartbeat, and soon when something happened. Heartbeats are
+    /// jittered so that nodes started, or told of a publish, together spread out over the
+    /// interval: the first comes at a random point of it, the next ones every 0.9 to 1.1
+    /// heartbeats, and a report sent because something happened does not move them (it waits
+    /// up to a tenth of a heartbeat, at most a second, itself).
     pub(super) async fn report(&self, node: &NodeHandle) {
+        let heartbeat_ms = || self.session().map_or(30, |s| s.heartbeat_s.max(1)) * 1000;
+        let mut next = tokio::time::Instant::now() + heartbeat_in(heartbeat_ms(), true);
         loop {
-            let heartbeat = self.session().map_or(30, |s| s.heartbeat_s.max(1));
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(heartbeat)) => {}
-                () = self.report_now.notified() => {}
+            let beat = tokio::select! {
+                () = tokio::time::sleep_until(next) => true,
+                () = self.report_now.notified() => false,
+            };
+            let ms = heartbeat_ms();
+            if beat {
+                next = tokio::time::Instant::now() + heartbeat_in(ms, false);
+            } else {
+                tokio::time::sleep(report_delay(ms)).await;
             }
             let status = self.status(node, true);
             match self.hub.status(&status).await {
@@ -239,4 +250,49 @@ fn render(line: &crate::observe::LogLine) -> String {
         text.push_str(&format!(" {k}={v}"));
     }
     cut(&text, MAX_LOG_LINE_CHARS - 1)
+}
+
+/// When the next heartbeat of `ms` is due from now: anywhere in the first interval, then
+/// 0.9 to 1.1 of one.
+fn heartbeat_in(ms: u64, first: bool) -> Duration {
+    let ms = if first {
+        rand::random_range(0..=ms)
+    } else {
+        rand::random_range(ms * 9 / 10..=ms * 11 / 10)
+    };
+    Duration::from_millis(ms)
+}
+
+/// How long a report after a change waits: up to a tenth of a heartbeat of `ms`, at most 1 s.
+fn report_delay(ms: u64) -> Duration {
+    Duration::from_millis(rand::random_range(0..=(ms / 10).min(1000)))
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_spread_over_the_interval() {
+        let first: Vec<_> = (0..1000).map(|_| heartbeat_in(60_000, true)).collect();
+        assert!(first.iter().all(|d| *d <= Duration::from_secs(60)));
+        // A fleet started together: its first heartbeats fall all over the minute.
+        let early = first
+            .iter()
+            .filter(|d| **d < Duration::from_secs(30))
+            .count();
+        assert!(
+            (300..=700).contains(&early),
+            "{early} of 1000 in the first half"
+        );
+        for _ in 0..1000 {
+            let d = heartbeat_in(60_000, false);
+            assert!(
+                Duration::from_secs(54) <= d && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+            assert!(report_delay(60_000) <= Duration::from_secs(1));
+            assert!(report_delay(2_000) <= Duration::from_millis(200));
+        }
+    }
 }
