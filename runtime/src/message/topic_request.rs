@@ -91,7 +91,7 @@ pub enum TopicRequest {
 impl TopicRequest {
     /// The message `source` sends to ask for it.
     pub fn into_message(self, id: String, source: &str) -> Message {
-        let (action, broker, target, publish) = match self {
+        let (action, broker, target) = match self {
             TopicRequest::Publish {
                 broker,
                 topic,
@@ -102,27 +102,30 @@ impl TopicRequest {
                 correlation,
                 properties,
                 payload,
-            } => (
-                PUBLISH,
-                broker,
-                ("topic", topic.to_string()),
-                Some((
-                    mode,
-                    retain,
-                    content_type,
-                    response_topic,
-                    correlation,
-                    properties,
-                    payload,
-                )),
-            ),
-            TopicRequest::Subscribe { broker, filter } => {
-                (SUBSCRIBE, broker, ("filter", filter.to_string()), None)
+            } => {
+                let qos = match mode {
+                    PublishMode::AtMostOnce => "0",
+                    PublishMode::AtLeastOnce => "1",
+                    PublishMode::Confirmed => CONFIRM,
+                };
+                let content_type = content_type.unwrap_or_default();
+                let mut msg = new_message(id, source, TOPICS, PUBLISH, &content_type, payload);
+                msg.headers = vec![
+                    ("broker".to_owned(), broker),
+                    ("topic".to_owned(), topic.to_string()),
+                    ("qos".to_owned(), qos.to_owned()),
+                    ("retain".to_owned(), retain.to_string()),
+                    (
+                        "response-topic".to_owned(),
+                        response_topic.map(String::from).unwrap_or_default(),
+                    ),
+                ];
+                msg.headers.extend(properties);
+                msg.correlation_id = correlation;
+                return msg;
             }
-            TopicRequest::Unsubscribe { broker, filter } => {
-                (UNSUBSCRIBE, broker, ("filter", filter.to_string()), None)
-            }
-
+            TopicRequest::Subscribe { broker, filter } => (SUBSCRIBE, broker, filter),
+            TopicRequest::Unsubscribe { broker, filter } => (UNSUBSCRIBE, broker, filter),
             TopicRequest::Prune { broker, keep } => {
                 let mut msg = new_message(id, source, TOPICS, PRUNE, "", Vec::new());
                 msg.headers = std::iter::once(("broker".to_owned(), broker))
@@ -131,46 +134,11 @@ impl TopicRequest {
                 return msg;
             }
         };
-        let mut headers = vec![
+        let mut msg = new_message(id, source, TOPICS, action, "", Vec::new());
+        msg.headers = vec![
             ("broker".to_owned(), broker),
-            (target.0.to_owned(), target.1),
+            ("filter".to_owned(), target.to_string()),
         ];
-        let mut msg = match publish {
-            None => new_message(id, source, TOPICS, action, "", Vec::new()),
-            Some((
-                mode,
-                retain,
-                content_type,
-                response_topic,
-                correlation,
-                properties,
-                payload,
-            )) => {
-                let qos = match mode {
-                    PublishMode::AtMostOnce => "0",
-                    PublishMode::AtLeastOnce => "1",
-                    PublishMode::Confirmed => CONFIRM,
-                };
-                headers.push(("qos".into(), qos.into()));
-                headers.push(("retain".into(), retain.to_string()));
-                headers.push((
-                    "response-topic".into(),
-                    response_topic.map(String::from).unwrap_or_default(),
-                ));
-                headers.extend(properties);
-                let mut msg = new_message(
-                    id,
-                    source,
-                    TOPICS,
-                    action,
-                    content_type.as_deref().unwrap_or(""),
-                    payload,
-                );
-                msg.correlation_id = correlation;
-                msg
-            }
-        };
-        msg.headers = headers;
         msg
     }
 
