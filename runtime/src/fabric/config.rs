@@ -11,6 +11,9 @@ use crate::topics::Brokers;
 use busbar_base::address::Place;
 use busbar_base::topic::TopicName;
 
+/// The longest `[fabric] prefix`.
+const MAX_PREFIX_BYTES: usize = 256;
+
 /// `[fabric]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +86,12 @@ impl FabricConfig {
             "[fabric] broker: `{}` is not a broker connection of this node (it has: {})",
             self.broker,
             names(brokers)
+        );
+        // Room under the topic limit for `/{node or group}/to/{service}/{node}` (64 each).
+        anyhow::ensure!(
+            self.prefix.len() <= MAX_PREFIX_BYTES,
+            "[fabric] prefix: {} bytes, at most {MAX_PREFIX_BYTES}",
+            self.prefix.len()
         );
         let topic = TopicName::parse(&self.prefix)
             .map_err(|e| anyhow::anyhow!("[fabric] prefix `{}`: {e}", self.prefix))?;
@@ -193,6 +202,14 @@ mod tests {
                 },
                 "gw1",
                 "resend_ms",
+            ),
+            (
+                FabricConfig {
+                    prefix: "p".repeat(300),
+                    ..ok.clone()
+                },
+                "gw1",
+                "at most 256",
             ),
         ];
         for (config, node, expected) in cases {
