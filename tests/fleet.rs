@@ -226,16 +226,14 @@ impl Hub {
             .unwrap()
     }
 
-    /// What node `id` last reported about service `name` (`sha256`, `state`), and its events.
+    /// What node `id` last reported (`GET /v1/admin/nodes/{id}`): its services, all the
+    /// events the hub keeps, its message rate.
     pub async fn node(&self, id: &str) -> Value {
-        let nodes = self.nodes().await;
-        nodes
-            .as_array()
+        self.admin_get(&format!("{}/v1/admin/nodes/{id}", self.url))
+            .await
+            .json()
+            .await
             .unwrap()
-            .iter()
-            .find(|n| n["node_id"] == id)
-            .cloned()
-            .unwrap_or_else(|| panic!("no node {id} in {nodes}"))
     }
 
     /// The log lines node `id` forwarded.

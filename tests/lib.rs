@@ -7,6 +7,7 @@
 //! waited for.
 
 pub mod admin;
+pub mod browser;
 pub mod field;
 pub mod fleet;
 pub mod mqtt;

@@ -28,7 +28,7 @@ pub struct Mosquitto {
 /// A loopback port no other broker of this test process was given: the OS may hand a
 /// just-freed port out again, and two tests sharing one mosquitto (and its client ids)
 /// would knock each other's clients off.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

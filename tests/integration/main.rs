@@ -4,6 +4,7 @@
 mod admin;
 mod artifacts;
 mod com;
+mod console;
 mod daemon;
 mod fabric;
 mod faults;

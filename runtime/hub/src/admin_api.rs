@@ -1,5 +1,6 @@
-//! The endpoints admins call: upload a signed component, publish or remove a service, list
-//! the nodes, read a node's forwarded logs.
+//! The endpoints admins call to change the fleet: upload a signed component or artifact,
+//! publish or remove a service (what they look at is in [`super::views`] and
+//! [`super::summary`]).
 
 use std::sync::Arc;
 
@@ -7,8 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest as _, Sha256};
 
 use super::config::check_id;
@@ -18,8 +18,7 @@ use super::layers::Layer;
 use super::node_api::check_sha;
 use super::state::Hub;
 use crate::protocol::{
-    self, Artifact, EngineGroup, Engines, NodeRecord, Publish, Published, Remove, SIGNATURE_HEADER,
-    Targets,
+    self, Artifact, EngineGroup, Engines, Publish, Published, Remove, SIGNATURE_HEADER, Targets,
 };
 use busbar_base::digest::{Fingerprint, Sha256 as Digest};
 
@@ -168,15 +167,32 @@ pub async fn engines(
     check_targets(&hub, &targets.nodes, &targets.tags)?;
     let config = hub.config.load_full();
     let everyone = targets.nodes.is_empty() && targets.tags.is_empty();
+    let reached: Vec<String> = config
+        .nodes
+        .iter()
+        .filter(|(id, entry)| {
+            !entry.revoked
+                && (everyone
+                    || targets.nodes.contains(*id)
+                    || entry.tags.iter().any(|t| targets.tags.contains(t)))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    let identities = hub
+        .store
+        .read(move |conn| {
+            reached
+                .into_iter()
+                .map(|id| {
+                    let identity = super::store::read::node(conn, &id, 0)?.and_then(|s| s.identity);
+                    Ok((id, identity))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await?;
     let mut out = Engines::default();
-    for (id, entry) in &config.nodes {
-        let reached = everyone
-            || targets.nodes.contains(id)
-            || entry.tags.iter().any(|t| targets.tags.contains(t));
-        if !reached || entry.revoked {
-            continue;
-        }
-        let identity = hub.records.get(id).await?.identity;
+    for (id, identity) in identities {
+        let id = &id;
         match identity.and_then(|i| i.engine.map(|e| (i.target, e))) {
             Some((target, engine)) => {
                 // One artifact serves every node of a target and fingerprint, with a compiler
@@ -282,11 +298,16 @@ pub async fn publish(
     let targets = Layer::targets(&publish.nodes, &publish.tags);
     let name = service.name.clone();
     let service = publish.service;
+    let kept = Box::new(service.clone());
     change_layers(&hub, &targets, move |layers, layer| {
         layers.upsert(layer.clone(), service.clone());
         true
     })
     .await?;
+    // Kept so it can be published again (the console's "a version the hub holds").
+    if let Err(e) = hub.store.write(super::store::Write::Entry(kept)).await {
+        tracing::warn!(service = %name, "published, but not kept for publishing again: {}", e.message);
+    }
     let manifests: Vec<String> = targets.iter().map(ToString::to_string).collect();
     tracing::info!(service = %name, sha256 = %sha, manifests = %manifests.join(","), "published");
     Ok(Json(Published { manifests }))
@@ -353,38 +374,4 @@ async fn change_layers(
     *busbar_base::sync::write(&hub.layers) = layers;
     hub.bump();
     Ok(changed)
-}
-
-/// `GET /v1/admin/nodes`: every node of `hub.toml` with what it reported.
-pub async fn nodes(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<NodeRecord>>, HubApiError> {
-    hub.authorize_admin(&headers)?;
-    let config = hub.config.load_full();
-    let mut records = Vec::with_capacity(config.nodes.len());
-    for (id, entry) in &config.nodes {
-        records.push(hub.records.get(id).await?.record(id, entry));
-    }
-    Ok(Json(records))
-}
-
-/// `GET /v1/admin/nodes/{id}/logs`: the node's forwarded log lines.
-pub async fn node_logs(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, HubApiError> {
-    hub.authorize_admin(&headers)?;
-    if !hub.config.load().nodes.contains_key(&id) {
-        return Err(HubApiError::not_found(format!("unknown node `{id}`")));
-    }
-    let path = hub.dir.log(&id);
-    let text = blocking(move || match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -160,6 +160,12 @@ impl NodeStatus {
         }
         for (i, e) in self.events.iter().enumerate() {
             word(&format!("events[{i}].service"), &e.service)?;
+            if i64::try_from(e.at_ms).is_err() {
+                return Err(format!(
+                    "events[{i}].at_ms: {} is not a time (ms since 1970)",
+                    e.at_ms
+                ));
+            }
             if e.detail.chars().count() > MAX_DETAIL_CHARS {
                 return Err(format!(
                     "events[{i}].detail: longer than {MAX_DETAIL_CHARS} characters"

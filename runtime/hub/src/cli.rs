@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{self, AdminArgs};
 use super::config::{HubConfig, NodeEntry, check_id, fresh_token, token_sha256};
+use super::entry::{self, HubSignArgs};
 use super::files::FleetDir;
 use super::publish::{self, ArtifactCompiler, HubPublishArgs};
 use super::server::HubServer;
@@ -85,6 +86,9 @@ enum HubCommand {
     },
     /// Upload a component, signed, and publish it as a service to nodes, tags or all nodes.
     Publish(Box<HubPublishArgs>),
+    /// Sign a component's entry into a file, without a hub: the console publishes it with the
+    /// component (nodes compile it themselves).
+    Sign(Box<HubSignArgs>),
     /// Take a service out of the manifests of nodes, tags or all nodes.
     Remove(client::RemoveArgs),
     /// List the nodes: last contact, target, version, services, events.
@@ -149,6 +153,7 @@ pub async fn run(
         HubCommand::Publish(args) => {
             busbar_base::command::until(shutdown, publish::publish(&args, compiler)).await
         }
+        HubCommand::Sign(args) => entry::sign(&args),
         HubCommand::Remove(args) => {
             busbar_base::command::until(shutdown, client::remove(&args)).await
         }
@@ -242,31 +247,33 @@ fn add_node(dir: &Path, id: &str, tags: Vec<String>) -> anyhow::Result<()> {
     for t in &tags {
         check_id(t).map_err(|e| anyhow::anyhow!("--tag: {e}"))?;
     }
-    let mut config = HubConfig::load(dir)?;
-    anyhow::ensure!(
-        !config.nodes.contains_key(id),
-        "hub.toml already has node `{id}` (revoke it, or pick another id)"
-    );
     let token = fresh_token();
-    config.nodes.insert(
-        id.into(),
-        NodeEntry {
-            token_sha256: token_sha256(&token),
-            tags,
-            debug: false,
-            revoked: false,
-        },
-    );
-    config.save(dir)?;
+    HubConfig::edit(dir, |config| {
+        anyhow::ensure!(
+            !config.nodes.contains_key(id),
+            "hub.toml already has node `{id}` (revoke it, or pick another id)"
+        );
+        config.nodes.insert(
+            id.into(),
+            NodeEntry {
+                token_sha256: token_sha256(&token),
+                tags,
+                debug: false,
+                revoked: false,
+            },
+        );
+        Ok(())
+    })?;
     println!("node token: {token}");
     Ok(())
 }
 
 /// Changes node `id` of `hub.toml` with `change`.
 fn edit_node(dir: &Path, id: &str, change: impl FnOnce(&mut NodeEntry)) -> anyhow::Result<()> {
-    let mut config = HubConfig::load(dir)?;
-    change(config.node_mut(id)?);
-    config.save(dir)
+    HubConfig::edit(dir, |config| {
+        change(config.node_mut(id)?);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -98,12 +98,31 @@ pub async fn remove(args: &RemoveArgs) -> anyhow::Result<()> {
 /// `busbar hub nodes`: a table of the nodes, then their last events.
 pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
     let hub = HubClient::new(args);
-    let records: Vec<NodeRecord> = hub
-        .send(hub.request(reqwest::Method::GET, "/v1/admin/nodes"))
-        .await?
-        .json()
-        .await
-        .context("the hub's node list is not JSON")?;
+    // Page by page (the hub sends at most 2,000 nodes a page), each with its last 10 events.
+    let mut records: Vec<NodeRecord> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let response = hub
+            .send(
+                hub.request(reqwest::Method::GET, "/v1/admin/nodes")
+                    .query(&[("limit", "2000"), ("events", "10"), ("after", &after)]),
+            )
+            .await?;
+        let next = response
+            .headers()
+            .get(crate::views::NEXT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let page: Vec<NodeRecord> = response
+            .json()
+            .await
+            .context("the hub's node list is not JSON")?;
+        records.extend(page);
+        match next {
+            Some(n) if n > after => after = n,
+            _ => break,
+        }
+    }
     let now = busbar_base::time::unix_ms();
     println!(
         "{:<20} {:<12} {:<28} {:<10} {:<30} {:>6}  SERVICES",

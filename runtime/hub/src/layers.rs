@@ -100,6 +100,11 @@ impl Layers {
         Ok(layers)
     }
 
+    /// Every layer with its services.
+    pub fn iter(&self) -> impl Iterator<Item = (&Layer, &[FleetService])> {
+        self.layers.iter().map(|(l, s)| (l, s.as_slice()))
+    }
+
     /// The services of one layer.
     pub fn services(&self, layer: &Layer) -> &[FleetService] {
         self.layers.get(layer).map_or(&[], Vec::as_slice)

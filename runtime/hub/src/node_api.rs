@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{HubApiError, blocking};
 use super::state::Hub;
+use super::store::Write;
 use crate::bounds::escape_line;
 use crate::protocol::{LogBatch, NodeStatus, SignIn, SignedIn};
 
@@ -38,9 +38,18 @@ pub async fn sign_in(
         hostname = %sign_in.hostname,
         "node signed in"
     );
-    hub.records
-        .update(&id, |d| d.identity = Some(sign_in))
-        .await?;
+    // A store that cannot take it now (a full disk) does not keep the node out: its
+    // manifest and blobs do not need it; the identity is stored at its next sign-in.
+    if let Err(e) = hub
+        .store
+        .write(Write::SignIn {
+            node: id.clone(),
+            identity: Box::new(sign_in),
+        })
+        .await
+    {
+        tracing::warn!(node = %id, "signed in, but its identity is not stored: {}", e.message);
+    }
     let config = hub.config.load();
     Ok(Json(SignedIn {
         node_id: id,
@@ -108,62 +117,19 @@ pub fn check_sha(sha: &str) -> Result<(), HubApiError> {
     }
 }
 
-/// `GET /v1/blobs/{sha256}`, optionally with `Range` (`bytes=N-` to resume): the component,
-/// served by tower-http's file service (ranges, `206`, `416` with `Content-Range: bytes */N`).
+/// `GET /v1/blobs/{sha256}`, optionally with `Range` (`bytes=N-` to resume): the component
+/// or artifact, from the hub's blob cache ([`super::blobs`]).
 pub async fn blob(
     State(hub): State<Arc<Hub>>,
     Path(sha): Path<String>,
-    request: axum::extract::Request,
+    headers: HeaderMap,
 ) -> Result<Response, HubApiError> {
-    hub.authorize_node(request.headers())?;
+    hub.authorize_node(&headers)?;
     check_sha(&sha)?;
-    // A component, else a precompiled artifact (sha256s do not collide).
-    let path = hub.dir.blob(&sha);
-    let path = if path.exists() {
-        path
-    } else {
-        hub.dir.artifact(&sha)
-    };
-    // Ranges only: the hub's blobs never change, so conditional requests are not served.
-    let (mut parts, body) = request.into_parts();
-    for h in [header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE] {
-        parts.headers.remove(h);
+    match hub.blobs.get(&hub.dir, &sha).await? {
+        Some((bytes, kind)) => Ok(super::blobs::answer(&sha, bytes, kind, &headers)),
+        None => Err(HubApiError::not_found(format!("no blob {sha} on the hub"))),
     }
-    let asked = parts.headers.get(header::RANGE).cloned();
-    let mut response = tower_http::services::ServeFile::new(&path)
-        .try_call(axum::extract::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| HubApiError::internal(format!("cannot read {}: {e}", path.display())))?
-        .map(Body::new);
-    let status = response.status();
-    if status.is_success() {
-        let kind = if path.extension().is_some_and(|e| e == "wasm") {
-            "application/wasm"
-        } else {
-            "application/octet-stream"
-        };
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-        return Ok(response);
-    }
-    // Errors as JSON like every other answer of the hub, keeping `Content-Range`.
-    let message = match status {
-        StatusCode::RANGE_NOT_SATISFIABLE => format!(
-            "Range {:?} is not satisfiable for blob {sha}: the hub serves `bytes=N-`, \
-             `bytes=N-M` and `bytes=-N` within the blob",
-            asked.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
-        ),
-        StatusCode::NOT_FOUND => format!("no blob {sha} on the hub"),
-        other => format!("blob {sha}: {other}"),
-    };
-    let mut error = HubApiError::new(status, message).into_response();
-    if let Some(range) = response.headers().get(header::CONTENT_RANGE) {
-        error
-            .headers_mut()
-            .insert(header::CONTENT_RANGE, range.clone());
-    }
-    Ok(error)
 }
 
 /// `POST /v1/status`: the node's services and events; also its heartbeat.
@@ -183,7 +149,7 @@ pub async fn status(
             tracing::info!(node = %id, service = %e.service, kind = %e.kind, sha256 = %sha, %detail, "node event");
         }
     }
-    hub.records.update(&id, |d| d.report(status)).await?;
+    hub.store.write(Write::Status { node: id, status }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,7 +173,7 @@ pub async fn logs(
     }
     let path = hub.dir.log(&id);
     blocking(move || append_rotated(&path, text.as_bytes(), MAX_NODE_LOG_BYTES)).await?;
-    hub.records.update(&id, |_| ()).await?;
+    hub.store.write(Write::Seen { node: id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -227,6 +227,9 @@ pub struct ServiceStatus {
     pub state: String,
     /// Restarts after faults.
     pub restarts: u32,
+    /// Messages it processed since the node started (absent from nodes before 0.1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed: Option<u64>,
 }
 
 /// Something a node reports once.

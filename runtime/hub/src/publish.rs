@@ -2,16 +2,15 @@
 //! the publisher's machine, with the compiler the `busbar` binary brings), sign the entry and
 //! each artifact, upload them, then publish.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::client::{AdminArgs, HubClient};
+use super::entry::{EntryArgs, Signed, sign_entry};
 use crate::protocol::{
-    self, Artifact, Engines, FleetService, NodeEngine, Publish, Published, SIGNATURE_HEADER,
-    Targets,
+    self, Artifact, Engines, NodeEngine, Publish, Published, SIGNATURE_HEADER, Targets,
 };
 use busbar_base::digest::{Fingerprint, Sha256};
 
@@ -39,44 +38,15 @@ pub struct HubPublishArgs {
     /// How to reach the hub.
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// The secret signing key (as `busbar hub keygen` wrote it).
-    #[arg(long)]
-    pub key: PathBuf,
-    /// The service's name on the bus.
-    #[arg(long)]
-    pub service: String,
-    /// The component (.wasm).
-    #[arg(long)]
-    pub component: PathBuf,
+    /// The entry.
+    #[command(flatten)]
+    pub entry: EntryArgs,
     /// Publish to this node (repeatable).
     #[arg(long = "node")]
     pub nodes: Vec<String>,
     /// Publish to nodes with this tag (repeatable). No --node and no --tag: every node.
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-    /// A configuration property, key=value; the value is JSON when it parses as JSON, else
-    /// a string (repeatable).
-    #[arg(long = "config", value_parser = parse_property)]
-    pub config: Vec<(String, serde_json::Value)>,
-    /// Publish it disabled: nodes keep it but do not run it.
-    #[arg(long)]
-    pub disabled: bool,
-    /// Its sandbox limits, as the JSON of a manifest's `limits`, e.g.
-    /// '{"mailbox": 1024, "deadline_ms": 500}'.
-    #[arg(long, value_parser = parse_json::<busbar_base::limits::Limits>)]
-    pub limits: Option<busbar_base::limits::Limits>,
-    /// Its grants, as the JSON of a manifest's `grants`, e.g.
-    /// '{"destinations": ["seq-receiver"]}'.
-    #[arg(long, value_parser = parse_json::<busbar_base::grants::Grants>)]
-    pub grants: Option<busbar_base::grants::Grants>,
-    /// An MQTT subscription made before it starts, as the JSON of a manifest's `subscribe`
-    /// item (repeatable), e.g. '{"filter": "/zigbee2mqtt/+/temperature", "broker": "field"}'.
-    #[arg(long, value_parser = parse_json::<busbar_base::grants::Subscription>)]
-    pub subscribe: Vec<busbar_base::grants::Subscription>,
-    /// Share it in this group across the fabric: `{name}@{group}` reaches one of the
-    /// group's instances, on whichever node.
-    #[arg(long, value_parser = |s: &str| busbar_base::address::Place::parse(s))]
-    pub shared: Option<busbar_base::address::Place>,
     /// Compile artifacts for this node target (repeatable), with the `[engine]` settings of
     /// --node-config. Without it: for every target and engine the nodes reached announced.
     #[arg(long = "target")]
@@ -88,23 +58,6 @@ pub struct HubPublishArgs {
     /// Publish the component alone: nodes compile it themselves (gateway builds cannot).
     #[arg(long, conflicts_with = "targets")]
     pub no_artifacts: bool,
-}
-
-/// Parses a JSON argument into `T`, naming what is wrong.
-fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("not valid: {e}"))
-}
-
-/// Parses `key=value`; the value is JSON when it parses, else a string.
-fn parse_property(text: &str) -> Result<(String, serde_json::Value), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}`: expected key=value"))?;
-    if key.is_empty() {
-        return Err(format!("`{text}`: the key is empty"));
-    }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
-    Ok((key.into(), value))
 }
 
 /// The targets and engines to compile for, with the nodes of each: those `--target` names,
@@ -253,36 +206,14 @@ pub async fn publish(
     args: &HubPublishArgs,
     compiler: Option<&dyn ArtifactCompiler>,
 ) -> anyhow::Result<()> {
-    busbar_base::names::check_name(&args.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
-    let key_text = std::fs::read_to_string(&args.key)
-        .with_context(|| format!("cannot read secret key {}", args.key.display()))?;
-    let key = protocol::parse_secret_key(&key_text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?;
-    let wasm = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read component {}", args.component.display()))?;
-    let digest = busbar_base::digest::Sha256::of(&wasm);
+    let Signed {
+        key,
+        wasm,
+        digest,
+        mut service,
+        signature,
+    } = sign_entry(&args.entry)?;
     let sha = digest.to_string();
-    let size = wasm.len() as u64;
-    let mut service = FleetService {
-        name: args.service.clone(),
-        sha256: digest.clone(),
-        size,
-        signature: String::new(),
-        enabled: !args.disabled,
-        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
-        limits: args.limits.clone().unwrap_or_default(),
-        grants: args.grants.clone().unwrap_or_default(),
-        subscribe: args.subscribe.clone(),
-        shared: args.shared.clone(),
-        artifacts: Vec::new(),
-    };
-    // Refused here with the words the hub and the nodes would use.
-    service
-        .check()
-        .map_err(|e| anyhow::anyhow!("service {e}"))?;
-    // The whole entry is signed here, on the publisher's machine: the hub cannot change it.
-    protocol::sign_entry(&key, &mut service);
-    let signature = protocol::sign(&key, &sha);
     let hub = HubClient::new(&args.admin);
     let wanted = engines_wanted(&hub, args, compiler).await?;
     hub.send(
@@ -345,31 +276,9 @@ pub async fn publish(
         .context("the hub's answer to the publish is not JSON")?;
     println!(
         "published {} {} to {}",
-        args.service,
+        args.entry.service,
         digest.short(),
         published.manifests.join(", ")
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_are_json_when_they_parse() {
-        assert_eq!(
-            parse_property("n=3").unwrap(),
-            ("n".into(), serde_json::json!(3))
-        );
-        assert_eq!(
-            parse_property("s=hello world").unwrap(),
-            ("s".into(), serde_json::json!("hello world"))
-        );
-        assert_eq!(
-            parse_property("o={\"a\":true}").unwrap().1,
-            serde_json::json!({"a": true})
-        );
-        assert!(parse_property("novalue").is_err());
-    }
 }

@@ -17,12 +17,15 @@ use super::error::HubApiError;
 use super::files::FleetDir;
 use super::node_api;
 use super::state::Hub;
+use super::{console, node_admin, rollout, summary, views};
 use crate::bounds::{MAX_LOG_BATCH_BYTES, MAX_SIGN_IN_BYTES, MAX_STATUS_BYTES};
 
 /// Default for `busbar hub serve --max-connections` (the open-files limit lowers it).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Time a client has to send a request's headers (also the idle keep-alive time).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the fleet is sampled (nodes online, for the console's plot).
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
 /// How often `hub.toml` is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_millis(250);
 
@@ -65,12 +68,59 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/admin/engines", post(admin_api::engines))
         .route("/v1/admin/publish", post(admin_api::publish))
         .route("/v1/admin/remove", post(admin_api::remove))
-        .route("/v1/admin/nodes", get(admin_api::nodes))
-        .route("/v1/admin/nodes/{id}/logs", get(admin_api::node_logs))
+        .route("/v1/admin/nodes", get(views::nodes))
+        .route("/v1/admin/nodes/{id}", get(views::node))
+        .route("/v1/admin/nodes/{id}/logs", get(views::node_logs))
+        .route("/v1/admin/nodes/{id}/debug", post(node_admin::debug))
+        .route("/v1/admin/nodes/{id}/revoke", post(node_admin::revoke))
+        .route("/v1/admin/summary", get(summary::summary))
+        .route("/v1/admin/rollout", get(rollout::rollout))
+        .route("/v1/admin/entries", get(rollout::entries))
+        .route("/", get(console::home))
+        .route("/console", get(console::home))
+        .route("/console/", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/style.css", get(console::style))
         .fallback(|uri: axum::http::Uri| async move {
             HubApiError::not_found(format!("no route {}", uri.path()))
         })
         .with_state(hub)
+}
+
+/// Stores a fleet sample (nodes online of nodes not revoked) and drops what the store keeps
+/// of nodes taken out of `hub.toml`.
+async fn sample(hub: &Arc<Hub>) -> anyhow::Result<()> {
+    use super::store::{Write, read};
+    let (online, total) = super::summary::online_now(hub)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    hub.store
+        .write(Write::Online { online, total })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let ids = hub
+        .store
+        .read(read::ids)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    // hub.toml as it is after the read: a node added meanwhile is not taken for gone.
+    hub.reload_if_changed();
+    let config = hub.config.load_full();
+    let gone: Vec<String> = ids
+        .into_iter()
+        .filter(|id| !config.nodes.contains_key(id))
+        .collect();
+    if !gone.is_empty() {
+        tracing::info!(
+            nodes = gone.len(),
+            "dropping what the hub kept of nodes no longer in hub.toml"
+        );
+        hub.store
+            .write(Write::Forget(gone))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    Ok(())
 }
 
 impl HubServer {
@@ -82,7 +132,7 @@ impl HubServer {
         max_connections: usize,
     ) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
-        let hub = Hub::open(FleetDir::new(dir), cancel.clone())?;
+        let (hub, writer) = Hub::open(FleetDir::new(dir), cancel.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("hub: cannot listen on {listen}"))?;
@@ -91,6 +141,25 @@ impl HubServer {
             tracing::warn!(%addr, "the hub listens beyond loopback without TLS: put a TLS proxy in front");
         }
         let health = busbar_base::supervise::Health::new();
+        tokio::spawn(busbar_base::supervise::watch(
+            &health,
+            "hub-store",
+            cancel.clone(),
+            writer,
+        ));
+        let (sampler, stop_sampling) = (hub.clone(), cancel.clone());
+        busbar_base::supervise::restart(&health, "hub-samples", cancel.clone(), move || {
+            let (sampler, stop) = (sampler.clone(), stop_sampling.clone());
+            async move {
+                let mut every = tokio::time::interval(SAMPLE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => sample(&sampler).await?,
+                        () = stop.cancelled() => return Ok(()),
+                    }
+                }
+            }
+        });
         let (reloader, stop_reload) = (hub.clone(), cancel.clone());
         busbar_base::supervise::restart(&health, "hub-reload", cancel.clone(), move || {
             let (reloader, stop_reload) = (reloader.clone(), stop_reload.clone());
@@ -110,12 +179,13 @@ impl HubServer {
             usize::try_from(n.saturating_sub(64)).unwrap_or(usize::MAX)
         });
         if let Some((before, after)) = raised {
-            // A node holds about two connections (its long poll and its reports).
+            // A node holds about one connection (its long poll; its reports open a second for
+            // a moment), so keep a tenth for those.
             tracing::info!(
                 before,
                 after,
-                nodes = fd_room / 2,
-                "open-files limit: the hub holds about this many nodes at two connections each (raise LimitNOFILE for more)"
+                nodes = fd_room / 10 * 9,
+                "open-files limit: the hub holds about this many nodes (each holds its long poll, and a second connection while it reports; raise LimitNOFILE for more)"
             );
         }
         let max_connections = max_connections.min(fd_room).max(1);

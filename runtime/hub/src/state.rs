@@ -1,5 +1,5 @@
 //! What the hub's handlers share: the fleet dir, `hub.toml` (re-read when it changes), the
-//! published layers, the nodes' records, and the signal that wakes long polls.
+//! published layers, the store of what nodes reported, and the signal that wakes long polls.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, header};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{HUB_TOML, HubConfig, NodeEntry};
+use super::config::{HUB_TOML, HubConfig, NodeEntry, TokenIndex};
 use super::error::HubApiError;
 use super::files::FleetDir;
 use super::layers::{Layers, etag};
-use super::records::Records;
+use super::store::Store;
 use crate::protocol::FleetManifest;
 
 /// The hub's shared state.
@@ -23,6 +23,8 @@ pub struct Hub {
     pub dir: FleetDir,
     /// `hub.toml` as last read.
     pub config: ArcSwap<HubConfig>,
+    /// Its nodes by token digest (set right after `config`).
+    tokens: ArcSwap<TokenIndex>,
     /// When `hub.toml` was last read: its modification time and size.
     stamp: Mutex<Option<(SystemTime, u64)>>,
     /// The published layers.
@@ -30,7 +32,9 @@ pub struct Hub {
     /// Held while the layers are changed, so changes are written one at a time.
     pub writer: tokio::sync::Mutex<()>,
     /// What nodes told the hub.
-    pub records: Records,
+    pub store: Arc<Store>,
+    /// The blobs in memory.
+    pub blobs: super::blobs::Blobs,
     /// Bumped whenever a node's manifest may have changed.
     pub changes: watch::Sender<u64>,
     /// Fires when the server stops (ends long polls).
@@ -38,24 +42,35 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Reads the fleet dir: `hub.toml` and the published layers.
-    pub fn open(dir: FleetDir, cancel: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    /// Reads the fleet dir: `hub.toml`, the published layers and the store; also returns the
+    /// store's writer, to be watched.
+    pub fn open(
+        dir: FleetDir,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<(
+        Arc<Self>,
+        impl Future<Output = anyhow::Result<()>> + Send + 'static + use<>,
+    )> {
         let stamp = stamp_of(dir.root());
         let config = HubConfig::load(dir.root())?;
         dir.create_subdirs().map_err(|e| {
             anyhow::anyhow!("cannot create the dirs of {}: {e}", dir.root().display())
         })?;
         let layers = Layers::load(&dir)?;
-        Ok(Arc::new(Self {
-            records: Records::new(dir.clone()),
+        let (store, writer) = Store::open(dir.root(), cancel.clone())?;
+        let hub = Arc::new(Self {
+            store: Arc::new(store),
+            blobs: super::blobs::Blobs::default(),
             dir,
+            tokens: ArcSwap::from_pointee(TokenIndex::of(&config)),
             config: ArcSwap::from_pointee(config),
             stamp: Mutex::new(stamp),
             layers: RwLock::new(layers),
             writer: tokio::sync::Mutex::new(()),
             changes: watch::Sender::new(0),
             cancel,
-        }))
+        });
+        Ok((hub, writer))
     }
 
     /// Re-reads `hub.toml` if it changed since it was last read; wakes long polls when it
@@ -71,12 +86,27 @@ impl Hub {
         }
         match HubConfig::load(self.dir.root()) {
             Ok(config) => {
-                self.config.store(Arc::new(config));
+                self.install(config);
                 self.bump();
                 tracing::info!("{HUB_TOML} re-read");
             }
             Err(e) => tracing::warn!("{e:#}; keeping the previous configuration"),
         }
+    }
+
+    /// Uses `config`, just written to `hub.toml`, at once (and not again when the file is
+    /// next checked); wakes the long polls.
+    pub fn use_config(&self, config: HubConfig) {
+        *busbar_base::sync::lock(&self.stamp) = stamp_of(self.dir.root());
+        self.install(config);
+        self.bump();
+    }
+
+    /// Makes `config` (and its token index) current.
+    fn install(&self, config: HubConfig) {
+        let tokens = TokenIndex::of(&config);
+        self.config.store(Arc::new(config));
+        self.tokens.store(Arc::new(tokens));
     }
 
     /// Wakes the long polls: some node's manifest may have changed.
@@ -99,8 +129,10 @@ impl Hub {
     pub fn authorize_node(&self, headers: &HeaderMap) -> Result<(String, NodeEntry), HubApiError> {
         self.reload_if_changed();
         let config = self.config.load();
-        let (id, node) = config
-            .node_by_token(bearer(headers)?)
+        let (id, node) = self
+            .tokens
+            .load()
+            .find(&config, bearer(headers)?)
             .ok_or_else(|| HubApiError::unauthorized("unknown node token"))?;
         if node.revoked {
             return Err(HubApiError::unauthorized(format!(

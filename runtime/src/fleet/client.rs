@@ -84,7 +84,12 @@ impl HubClient {
             // is an error, not a place to send the node token.
             .redirect(reqwest::redirect::Policy::none())
             // Above the longest long poll a hub may hold (hub::config::MAX_LONG_POLL_S).
-            .read_timeout(Duration::from_secs(330));
+            .read_timeout(Duration::from_secs(330))
+            // The long poll's connection is reused at once; the one a report used is closed
+            // soon after, so a node holds about one connection at the hub, not two (the
+            // hub's open files are what bound its fleet).
+            .pool_idle_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
         Ok(Self {
             http: builder.build().context("hub: HTTP client set-up")?,
             base,

@@ -124,6 +124,7 @@ impl Fleet {
                     .and_then(|s| Sha256::parse(s).ok()),
                 state: r.status.state.as_str().to_owned(),
                 restarts: r.status.restarts,
+                processed: Some(r.counters.processed),
             })
             .collect();
         let events = if take_events {

@@ -54,4 +54,7 @@ async fn error_of(resp: reqwest::Response) -> String {
     v["error"].as_str().unwrap().to_owned()
 }
 
+mod admin_views;
 mod round_trip;
+
+mod store;
