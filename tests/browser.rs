@@ -102,6 +102,11 @@ impl Browser {
         }
     }
 
+    /// Goes to `url`.
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
     /// Saves a screenshot of the page as `{name}.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();

@@ -5,6 +5,7 @@ mod bus;
 mod com;
 mod delivery;
 mod fabric;
+mod hub_scale;
 mod memory;
 mod mqtt;
 mod python;
@@ -79,6 +80,10 @@ fn selected(id: &str) -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
+    // A child of row B12: simulated fleet nodes, not the table.
+    if let Ok(spec) = std::env::var(hub_scale::SIM_ENV) {
+        return hub_scale::simulate(&spec);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -126,6 +131,10 @@ fn main() -> anyhow::Result<()> {
     if selected("B11") {
         eprintln!("B11 services across gateways ...");
         rows.extend(runtime.block_on(fabric::fabric())?);
+    }
+    if selected("B12") {
+        eprintln!("B12 one hub for 20,000 gateways ...");
+        rows.extend(runtime.block_on(hub_scale::hub_scale())?);
     }
     println!("{}", table(&rows));
     Ok(())

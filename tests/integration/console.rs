@@ -1,8 +1,9 @@
 //! The fleet console in a real headless browser (chromium over WebDriver) against a real hub
 //! process and a real `busbar run` node: log in (a wrong token refused), see the node and its
 //! service version, publish a new version from a signed bundle through the page and watch the
-//! version change, turn debug on and see a forwarded log line, see a rolled-back version
-//! flagged in the rollout view. Screenshots of each page are saved (not committed).
+//! version change, turn debug on and see a forwarded log line, publish the first version
+//! again from the entries the hub keeps, see a rolled-back version flagged in the rollout
+//! view. Screenshots of each page are saved (not committed).
 
 use busbar_tests::browser::Browser;
 use busbar_tests::fleet::{Hub, new_version, start_node};
@@ -23,7 +24,7 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
 
     let browser = Browser::start().await;
     let console = format!("{}/console/", hub.url);
-    browser.client.goto(&console).await.unwrap();
+    browser.open(&console).await;
 
     // A wrong token is refused with the hub's words, and nothing is shown.
     browser.fill("#token", "not-the-admin-token").await;
@@ -50,11 +51,7 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
     browser.screenshot("fleet").await;
 
     // Debug on from the node page.
-    browser
-        .client
-        .goto(&format!("{console}#/node/gw1"))
-        .await
-        .unwrap();
+    browser.open(&format!("{console}#/node/gw1")).await;
     browser
         .wait_text("the debug toggle", "#debug-toggle", |t| {
             t == "Turn debug on"
@@ -81,11 +78,7 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
         bundle.to_str().unwrap(),
     ]);
     assert!(signed.status.success(), "sign: {}", signed.all());
-    browser
-        .client
-        .goto(&format!("{console}#/publish"))
-        .await
-        .unwrap();
+    browser.open(&format!("{console}#/publish")).await;
     let file = |css: &'static str, path: std::path::PathBuf| {
         let browser = &browser;
         async move {
@@ -110,11 +103,7 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
     runs(&node, "seq-receiver", &v2_sha).await;
 
     // The node page shows v2 and, debug being on, the node's log line about the swap.
-    browser
-        .client
-        .goto(&format!("{console}#/node/gw1"))
-        .await
-        .unwrap();
+    browser.open(&format!("{console}#/node/gw1")).await;
     browser
         .wait_text(
             "v2 on the node page",
@@ -129,15 +118,26 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
         .await;
     browser.screenshot("node").await;
 
+    // Back to v1, an entry the hub kept from its first publish, from the page.
+    browser.open(&format!("{console}#/publish")).await;
+    let v1_option = format!(r#"#entry-version option[data-sha256="{v1_sha}"]"#);
+    browser.click(&v1_option).await;
+    browser.fill("#entry-nodes", "gw1").await;
+    browser.click("#publish-entry").await;
+    browser
+        .wait_text(
+            "the answer to publishing v1 again",
+            "#entry-result.ok",
+            |t| t.contains("node:gw1"),
+        )
+        .await;
+    runs(&node, "seq-receiver", &v1_sha).await;
+
     // A version that traps in start is rolled back by the node: flagged in the rollout view.
     let bad = guest("bad_start");
     let bad_sha = sha256(&bad);
     hub.publish("seq-receiver", &bad, "gw1", &[]);
-    browser
-        .client
-        .goto(&format!("{console}#/rollout"))
-        .await
-        .unwrap();
+    browser.open(&format!("{console}#/rollout")).await;
     let flagged = r#"section.rollout[data-service="seq-receiver"] tr.flagged[data-node="gw1"][data-kind="rolled-back"]"#;
     let row = browser
         .wait_text("gw1 flagged as rolled back", flagged, |t| {
@@ -146,7 +146,7 @@ async fn the_console_shows_the_fleet_publishes_and_flags_a_rollback() {
         .await;
     assert!(row.contains("trapped"), "{row}");
     browser.screenshot("rollout").await;
-    browser.client.goto(&console).await.unwrap();
+    browser.open(&console).await;
     browser
         .wait_text("the trouble count", "#count-trouble", |t| t == "1")
         .await;

@@ -290,6 +290,8 @@ impl Fleet {
                     return Ok(());
                 };
                 tracing::info!(etag = %etag, services = manifest.services.len(), "fleet: new manifest");
+                // Debug first: the lines of applying this manifest are forwarded too.
+                self.debug.send_replace(manifest.settings.debug);
                 let manifest = self.accepted(&manifest, true);
                 let ready = self.prepare(&manifest, &etag, Some(node)).await?;
                 let done = node

@@ -31,6 +31,18 @@ fn add_nodes(dir: &std::path::Path, n: usize) {
     .unwrap();
 }
 
+/// `GET {url}{path}` with `token`, as JSON.
+async fn get_json(http: &reqwest::Client, url: &str, path: &str, token: &str) -> Value {
+    let resp = http
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    resp.json().await.unwrap()
+}
+
 /// Every page of `GET /v1/admin/nodes?{query}&limit={limit}`: the ids, in order.
 async fn all_pages(http: &reqwest::Client, url: &str, query: &str, limit: usize) -> Vec<String> {
     let (mut ids, mut after, mut pages) = (Vec::new(), String::new(), 0);
@@ -151,81 +163,90 @@ async fn listings_page_filter_and_bound_and_actions_take_effect_at_once() {
         assert!(e.contains(words), "{query}: {e}");
     }
 
-    // Every admin route wants the admin token; a node's does not do.
-    for (method, path) in [
-        ("GET", "/v1/admin/nodes"),
-        ("GET", "/v1/admin/nodes/sim-01"),
-        ("GET", "/v1/admin/nodes/sim-01/logs"),
-        ("POST", "/v1/admin/nodes/sim-01/debug"),
-        ("POST", "/v1/admin/nodes/sim-01/revoke"),
-        ("GET", "/v1/admin/summary"),
-        ("GET", "/v1/admin/rollout"),
-        ("GET", "/v1/admin/entries?service=echo"),
+    // Every admin route wants the admin token (a node's does not do); unknown nodes are
+    // named.
+    let gw1 = format!("{url}/v1/admin/nodes/sim-01");
+    let nope = format!("{url}/v1/admin/nodes/nope");
+    for (method, path, token, status) in [
+        (
+            "GET",
+            format!("{url}/v1/admin/nodes"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("GET", gw1.clone(), GW1, StatusCode::UNAUTHORIZED),
+        ("GET", format!("{gw1}/logs"), GW1, StatusCode::UNAUTHORIZED),
+        (
+            "POST",
+            format!("{gw1}/debug"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "POST",
+            format!("{gw1}/revoke"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            format!("{url}/v1/admin/summary"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            format!("{url}/v1/admin/rollout"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            format!("{url}/v1/admin/entries?service=echo"),
+            GW1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("GET", nope.clone(), ADMIN, StatusCode::NOT_FOUND),
+        ("GET", format!("{nope}/logs"), ADMIN, StatusCode::NOT_FOUND),
+        (
+            "POST",
+            format!("{nope}/debug"),
+            ADMIN,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            format!("{nope}/revoke"),
+            ADMIN,
+            StatusCode::NOT_FOUND,
+        ),
     ] {
-        let req = http.request(method.parse().unwrap(), format!("{url}{path}"));
+        let req = http.request(method.parse().unwrap(), &path);
         let resp = req
-            .bearer_auth(GW1)
+            .bearer_auth(token)
             .json(&json!({"on": true}))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-    }
-    // Unknown nodes are named.
-    for (method, path) in [
-        ("GET", "/v1/admin/nodes/nope"),
-        ("GET", "/v1/admin/nodes/nope/logs"),
-        ("POST", "/v1/admin/nodes/nope/debug"),
-        ("POST", "/v1/admin/nodes/nope/revoke"),
-    ] {
-        let req = http.request(method.parse().unwrap(), format!("{url}{path}"));
-        let resp = req
-            .bearer_auth(ADMIN)
-            .json(&json!({"on": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
-        assert!(error_of(resp).await.contains("`nope`"));
+        assert_eq!(resp.status(), status, "{method} {path}");
+        if status == StatusCode::NOT_FOUND {
+            assert!(error_of(resp).await.contains("`nope`"));
+        }
     }
 
     // One node: its record, its rate, its events.
-    let one: Value = http
-        .get(format!("{url}/v1/admin/nodes/sim-03"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one = get_json(&http, &url, "/v1/admin/nodes/sim-03", ADMIN).await;
     assert_eq!(one["events"][0]["kind"], "rolled-back", "{one}");
     assert_eq!(one["trouble"], true);
     assert_eq!(one["status"]["services"][0]["processed"], 10);
 
     // The summary counts and the rollout flags.
-    let summary: Value = http
-        .get(format!("{url}/v1/admin/summary"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary = get_json(&http, &url, "/v1/admin/summary", ADMIN).await;
     assert_eq!(
         summary["nodes"],
         json!({"total": 27, "online": 10, "offline": 0, "never": 16, "revoked": 1, "trouble": 1})
     );
-    let rollout: Value = http
-        .get(format!("{url}/v1/admin/rollout"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rollout = get_json(&http, &url, "/v1/admin/rollout", ADMIN).await;
     let echo = &rollout["services"][0];
     assert_eq!(echo["service"], "echo");
     let counts: BTreeSet<u64> = echo["versions"]
@@ -269,15 +290,7 @@ async fn listings_page_filter_and_bound_and_actions_take_effect_at_once() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let manifest: Value = http
-        .get(format!("{url}/v1/manifest"))
-        .bearer_auth("sim-token-1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = get_json(&http, &url, "/v1/manifest", "sim-token-1").await;
     assert_eq!(manifest["settings"]["debug"], true, "{manifest}");
     assert!(
         HubConfig::load(tmp.path()).unwrap().nodes["sim-01"].debug,
