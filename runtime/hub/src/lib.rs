@@ -48,6 +48,8 @@ pub mod rollout;
 #[cfg(feature = "hub")]
 pub mod server;
 #[cfg(feature = "hub")]
+pub mod setup;
+#[cfg(feature = "hub")]
 pub mod state;
 #[cfg(feature = "hub")]
 pub mod store;

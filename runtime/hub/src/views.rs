@@ -116,7 +116,7 @@ pub struct ListQuery {
     tag: Option<String>,
     /// Only nodes in this state.
     state: Option<NodeState>,
-    /// Only nodes whose id contains this.
+    /// Only nodes whose id contains this (any case).
     q: Option<String>,
     /// The last events of each node (default 3, at most [`MAX_LISTED_EVENTS`]).
     events: Option<usize>,
@@ -171,14 +171,15 @@ pub async fn nodes(
              GET /v1/admin/nodes/ID, has all it keeps)"
         )));
     }
-    for (name, value) in [
-        ("after", &query.after),
-        ("tag", &query.tag),
-        ("q", &query.q),
-    ] {
+    for (name, value) in [("after", &query.after), ("tag", &query.tag)] {
         if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
             check_id(v).map_err(|e| HubApiError::bad_request(format!("{name}: {e}")))?;
         }
+    }
+    // Any text, matched without case; bounded like an id.
+    let q = query.q.as_deref().map(str::to_lowercase);
+    if q.as_ref().is_some_and(|q| q.chars().count() > 64) {
+        return Err(HubApiError::bad_request("q: at most 64 characters"));
     }
     let config = hub.config.load_full();
     let now = busbar_base::time::unix_ms();
@@ -203,7 +204,8 @@ pub async fn nodes(
                         .as_ref()
                         .filter(|t| !t.is_empty())
                         .is_none_or(|t| entry.tags.contains(t))
-                        && query.q.as_ref().is_none_or(|q| id.contains(q.as_str()))
+                        && q.as_ref()
+                            .is_none_or(|q| id.to_lowercase().contains(q.as_str()))
                         && query
                             .state
                             .is_none_or(|s| in_state(s, entry, light, online(light, now, window)))

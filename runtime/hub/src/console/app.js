@@ -214,11 +214,13 @@
 
   // ---- SVG line plot
 
-  /** Draws points [[time_ms, value], ...] (oldest first) into svg, as wide as it is shown. */
-  function plot(svg, points, label) {
-    const W = Math.max(320, Math.round(svg.clientWidth || 640)), H = 170, L = 46, R = 14, T = 14, B = 26;
+  /** Draws points [[time_ms, value], ...] (oldest first) of the last spanMs into svg, as
+   * wide as it is shown; the time axis is the whole span, ending now. */
+  function plot(svg, points, label, spanMs) {
+    const W = Math.max(320, Math.round(svg.clientWidth || 640)), H = 170, L = 64, R = 14, T = 14, B = 26;
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-    const pts = points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+    const end = hubNow(), start = end - spanMs;
+    const pts = points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && p[0] >= start);
     const kids = [];
     kids.push(svgEl('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B }));
     kids.push(svgEl('line', { class: 'axis', x1: L, y1: T, x2: L, y2: H - B }));
@@ -228,7 +230,7 @@
       svg.setAttribute('aria-label', `${label}: no data yet`);
       return;
     }
-    const x0 = pts[0][0], x1 = pts[pts.length - 1][0];
+    const x0 = start, x1 = end;
     const dataMax = Math.max(...pts.map((p) => p[1]));
     const yMax = dataMax > 0 ? dataMax : 1;
     const sx = (x) => (x1 === x0 ? W - R : L + ((x - x0) / (x1 - x0)) * (W - L - R));
@@ -237,11 +239,11 @@
     kids.push(svgEl('line', { class: 'grid', x1: L, y1: T, x2: W - R, y2: T }));
     kids.push(svgEl('polygon', {
       class: 'area',
-      points: `${sx(x0).toFixed(1)},${H - B} ${xy.join(' ')} ${sx(x1).toFixed(1)},${H - B}`,
+      points: `${sx(pts[0][0]).toFixed(1)},${H - B} ${xy.join(' ')} ${sx(pts[pts.length - 1][0]).toFixed(1)},${H - B}`,
     }));
     kids.push(svgEl('polyline', { class: 'line', points: xy.join(' ') }));
     if (pts.length === 1) {
-      kids.push(svgEl('circle', { class: 'dot', cx: sx(x1), cy: sy(pts[0][1]), r: 3 }));
+      kids.push(svgEl('circle', { class: 'dot', cx: sx(pts[0][0]), cy: sy(pts[0][1]), r: 3 }));
     }
     kids.push(svgEl('text', { class: 'lbl end y-max', x: L - 6, y: T + 4 }, fmtNum(yMax)));
     kids.push(svgEl('text', { class: 'lbl end y-min', x: L - 6, y: H - B + 4 }, '0'));
@@ -266,7 +268,7 @@
     }
     const versions = (s.versions || []).map((v) => `${v.version} on ${v.nodes}`);
     $('versions').textContent = versions.length ? `busbar versions: ${versions.join(' · ')}` : '';
-    plot($('plot-online'), (s.online_series || []).map((p) => [p.at_ms, p.online]), 'Nodes online');
+    plot($('plot-online'), (s.online_series || []).map((p) => [p.at_ms, p.online]), 'Nodes online', 24 * 3600 * 1000);
 
     const tags = s.tags || [];
     const key = JSON.stringify(tags);
@@ -311,14 +313,21 @@
     if (text) q.set('q', text);
     const after = pageAfters[pageAfters.length - 1];
     if (after) q.set('after', after);
-    const [summary, res] = await Promise.all([
+    // The summary is shown even when the listing is refused (e.g. a bad filter).
+    const [summary, listed] = await Promise.allSettled([
       apiJson('/v1/admin/summary'),
-      api(`/v1/admin/nodes?${q}`),
+      api(`/v1/admin/nodes?${q}`).then(async (res) => [res, await res.json()]),
     ]);
-    const nodes = await res.json();
     if (my !== gen) return;
-    if (Number.isFinite(summary.now_ms)) clockSkew = summary.now_ms - Date.now();
-    renderSummary(summary);
+    if (summary.status === 'rejected') throw summary.reason;
+    if (Number.isFinite(summary.value.now_ms)) clockSkew = summary.value.now_ms - Date.now();
+    renderSummary(summary.value);
+    if (listed.status === 'rejected') {
+      $('nodes').tBodies[0].replaceChildren();
+      $('nodes-empty').hidden = false;
+      throw listed.reason;
+    }
+    const [res, nodes] = listed.value;
     $('nodes').tBodies[0].replaceChildren(...nodes.map(nodeRow));
     $('nodes-empty').hidden = nodes.length > 0;
     fleetNext = res.headers.get('x-busbar-next-after');
@@ -386,7 +395,8 @@
     const dbg = $('debug-toggle');
     dbg.textContent = nodeDebug ? 'Turn debug off' : 'Turn debug on';
     dbg.setAttribute('aria-pressed', String(nodeDebug));
-    if (!dbg.classList.contains('busy')) dbg.disabled = false;
+    // A revoked node hears nothing more from the hub: no debug to switch.
+    if (!dbg.classList.contains('busy')) dbg.disabled = !!r.revoked;
     const rev = $('revoke');
     rev.textContent = r.revoked ? 'Revoked' : 'Revoke';
     if (!rev.classList.contains('busy')) rev.disabled = !!r.revoked;
@@ -412,7 +422,7 @@
         el('td', { class: 'detail' }, e.detail || '')))
       : [emptyRow(5, 'no events')]));
 
-    plot($('plot-messages'), (r.series || []).map((p) => [p.at_ms, p.messages_per_s]), 'Messages per second');
+    plot($('plot-messages'), (r.series || []).map((p) => [p.at_ms, p.messages_per_s]), 'Messages per second', 3600 * 1000);
   }
 
   async function loadNode(id, my) {
@@ -618,6 +628,8 @@
     const service = $('remove-service').value.trim();
     if (!service) throw new Error('enter the name of the service to remove');
     const nodes = list($('remove-nodes').value), tags = list($('remove-tags').value);
+    const where = nodes.length || tags.length ? 'the nodes and tags named' : 'every node';
+    if (!window.confirm(`Remove ${service} from ${where}? Their nodes stop it.`)) return 'not removed';
     const res = await step('remove', apiJson('/v1/admin/remove', { method: 'POST', json: { service, nodes, tags } }));
     return `removed ${service} from ${targetsText(res && res.manifests)}`;
   }

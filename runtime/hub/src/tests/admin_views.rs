@@ -142,13 +142,16 @@ async fn listings_page_filter_and_bound_and_actions_take_effect_at_once() {
     assert_eq!(all_pages(&http, &url, "state=revoked", 5).await, ["gw2"]);
     assert_eq!(all_pages(&http, &url, "state=trouble", 5).await, ["sim-03"]);
     assert_eq!(all_pages(&http, &url, "q=sim-1", 5).await.len(), 10);
+    assert_eq!(all_pages(&http, &url, "q=SIM-1", 5).await.len(), 10);
+    assert!(all_pages(&http, &url, "q=g%25_", 5).await.is_empty());
 
     // Bounds and bad queries are refused, naming what is wrong.
+    let long_q = format!("q={}", "x".repeat(65));
     for (query, words) in [
         ("limit=0", "limit"),
         ("limit=2001", "limit"),
         ("events=21", "events"),
-        ("q=a%20b", "q:"),
+        (long_q.as_str(), "q:"),
         ("state=sleeping", "state"),
         ("sort=id", "sort"),
     ] {
