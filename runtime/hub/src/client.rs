@@ -125,7 +125,7 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
     }
     let now = busbar_base::time::unix_ms();
     println!(
-        "{:<20} {:<12} {:<28} {:<10} {:<30} {:>6}  SERVICES",
+        "{:<20} {:<20} {:<28} {:<10} {:<30} {:>6}  SERVICES",
         "NODE", "LAST SEEN", "TARGET", "VERSION", "ENGINE", "EVENTS"
     );
     for r in &records {
@@ -157,7 +157,7 @@ pub async fn nodes(args: &AdminArgs) -> anyhow::Result<()> {
             },
         );
         println!(
-            "{:<20} {:<12} {:<28} {:<10} {:<30} {:>6}  {services}",
+            "{:<20} {:<20} {:<28} {:<10} {:<30} {:>6}  {services}",
             r.node_id,
             seen,
             identity.map_or("-", |i| i.target.as_str()),

@@ -237,9 +237,10 @@ impl Fleet {
 }
 
 fn render(line: &crate::observe::LogLine) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(line.ts_ms);
     let mut text = format!(
         "{} {} {}{}",
-        line.ts_ms,
+        humantime::format_rfc3339_millis(at),
         line.level,
         line.service
             .as_deref()
@@ -248,7 +249,11 @@ fn render(line: &crate::observe::LogLine) -> String {
         line.message
     );
     for (k, v) in &line.fields {
-        text.push_str(&format!(" {k}={v}"));
+        // Text as it is (not as a JSON string with its quotes escaped).
+        match v {
+            serde_json::Value::String(v) => text.push_str(&format!(" {k}={v}")),
+            v => text.push_str(&format!(" {k}={v}")),
+        }
     }
     cut(&text, MAX_LOG_LINE_CHARS - 1)
 }
