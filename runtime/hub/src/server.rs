@@ -87,6 +87,33 @@ fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// Runs `tick(hub)` every `period` as the supervised task `name` until `cancel`.
+fn every<F, Fut>(
+    health: &Arc<busbar_base::supervise::Health>,
+    name: &'static str,
+    cancel: &CancellationToken,
+    period: Duration,
+    hub: &Arc<Hub>,
+    tick: F,
+) where
+    F: Fn(Arc<Hub>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (hub, stop) = (hub.clone(), cancel.clone());
+    busbar_base::supervise::restart(health, name, cancel.clone(), move || {
+        let (hub, stop, tick) = (hub.clone(), stop.clone(), tick.clone());
+        async move {
+            let mut every = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => tick(hub.clone()).await?,
+                    () = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+    });
+}
+
 /// Stores a fleet sample (nodes online of nodes not revoked) and drops what the store keeps
 /// of nodes taken out of `hub.toml`.
 async fn sample(hub: &Arc<Hub>) -> anyhow::Result<()> {
@@ -147,32 +174,25 @@ impl HubServer {
             cancel.clone(),
             writer,
         ));
-        let (sampler, stop_sampling) = (hub.clone(), cancel.clone());
-        busbar_base::supervise::restart(&health, "hub-samples", cancel.clone(), move || {
-            let (sampler, stop) = (sampler.clone(), stop_sampling.clone());
-            async move {
-                let mut every = tokio::time::interval(SAMPLE_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => sample(&sampler).await?,
-                        () = stop.cancelled() => return Ok(()),
-                    }
-                }
-            }
-        });
-        let (reloader, stop_reload) = (hub.clone(), cancel.clone());
-        busbar_base::supervise::restart(&health, "hub-reload", cancel.clone(), move || {
-            let (reloader, stop_reload) = (reloader.clone(), stop_reload.clone());
-            async move {
-                let mut every = tokio::time::interval(RELOAD_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => reloader.reload_if_changed(),
-                        () = stop_reload.cancelled() => return Ok(()),
-                    }
-                }
-            }
-        });
+        every(
+            &health,
+            "hub-samples",
+            &cancel,
+            SAMPLE_EVERY,
+            &hub,
+            |hub| async move { sample(&hub).await },
+        );
+        every(
+            &health,
+            "hub-reload",
+            &cancel,
+            RELOAD_EVERY,
+            &hub,
+            |hub| async move {
+                hub.reload_if_changed();
+                Ok(())
+            },
+        );
         // Each connection takes a file descriptor; keep room for blobs and records.
         let raised = busbar_base::serve::raise_open_files_limit();
         let fd_room = busbar_base::serve::open_files_limit().map_or(usize::MAX, |n| {
