@@ -29,12 +29,7 @@ async fn edit(
     id: String,
     change: impl FnOnce(&mut NodeEntry) + Send + 'static,
 ) -> Result<(), HubApiError> {
-    if !hub.config.load().nodes.contains_key(&id) {
-        return Err(HubApiError::not_found(format!(
-            "unknown node `{}`",
-            crate::bounds::escape_line(&id.chars().take(64).collect::<String>())
-        )));
-    }
+    super::views::entry_of(hub, &id)?;
     let root = hub.dir.root().to_owned();
     let config = blocking(move || {
         HubConfig::edit(&root, |config| {

@@ -118,23 +118,21 @@ fn every<F, Fut>(
 /// of nodes taken out of `hub.toml`.
 async fn sample(hub: &Arc<Hub>) -> anyhow::Result<()> {
     use super::store::{Write, read};
-    let (online, total) = super::summary::online_now(hub)
+    let lights = hub
+        .store
+        .read(read::lights)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let (online, total) = super::summary::online_now(hub, &lights);
     hub.store
         .write(Write::Online { online, total })
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let ids = hub
-        .store
-        .read(read::ids)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     // hub.toml as it is after the read: a node added meanwhile is not taken for gone.
     hub.reload_if_changed();
     let config = hub.config.load_full();
-    let gone: Vec<String> = ids
-        .into_iter()
+    let gone: Vec<String> = lights
+        .into_keys()
         .filter(|id| !config.nodes.contains_key(id))
         .collect();
     if !gone.is_empty() {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::error::HubApiError;
 use super::state::Hub;
 use super::store::read;
-use super::views::online_window_ms;
+use super::views::{NodeState, contact, online_window_ms};
 
 /// How far back the fleet's online series goes, in ms.
 const SERIES_MS: u64 = 86_400_000;
@@ -94,15 +94,20 @@ fn count(hub: &Hub, lights: &std::collections::HashMap<String, read::Light>) -> 
     let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
     for (id, entry) in &config.nodes {
         let light = lights.get(id);
-        let seen = light.and_then(|l| l.last_seen_ms);
-        let on = !entry.revoked && seen.is_some_and(|s| now.saturating_sub(s) <= window);
+        let state = contact(
+            entry.revoked,
+            light.and_then(|l| l.last_seen_ms),
+            now,
+            window,
+        );
+        let on = state == NodeState::Online;
         counts.total += 1;
-        match (entry.revoked, seen, on) {
-            (true, _, _) => counts.revoked += 1,
-            (false, None, _) => counts.never += 1,
-            (false, Some(_), true) => counts.online += 1,
-            (false, Some(_), false) => counts.offline += 1,
-        }
+        *match state {
+            NodeState::Revoked => &mut counts.revoked,
+            NodeState::Never => &mut counts.never,
+            NodeState::Online => &mut counts.online,
+            _ => &mut counts.offline,
+        } += 1;
         counts.trouble += u64::from(light.is_some_and(|l| l.trouble));
         for t in &entry.tags {
             let c = tags.entry(t.as_str()).or_default();
@@ -137,11 +142,14 @@ fn count(hub: &Hub, lights: &std::collections::HashMap<String, read::Light>) -> 
     }
 }
 
-/// The fleet's counts now: `(online, total)` of the nodes not revoked.
-pub async fn online_now(hub: &Hub) -> Result<(u64, u64), HubApiError> {
-    let lights = hub.store.read(read::lights).await?;
-    let c = count(hub, &lights).nodes;
-    Ok((c.online, c.total - c.revoked))
+/// The fleet's counts, given every node's [`read::Light`]: `(online, total)` of the nodes
+/// not revoked.
+pub fn online_now(
+    hub: &Hub,
+    lights: &std::collections::HashMap<String, read::Light>,
+) -> (u64, u64) {
+    let c = count(hub, lights).nodes;
+    (c.online, c.total - c.revoked)
 }
 
 /// `GET /v1/admin/summary`.

@@ -80,11 +80,10 @@ pub enum NodeState {
     Debug,
 }
 
-/// Whether a node was heard from within `window_ms` of `now`.
-fn online(light: Option<&Light>, now: u64, window_ms: u64) -> bool {
-    light
-        .and_then(|l| l.last_seen_ms)
-        .is_some_and(|seen| now.saturating_sub(seen) <= window_ms)
+/// Whether a node last heard from at `last_seen_ms` was heard from within `window_ms` of
+/// `now`.
+pub fn seen_lately(last_seen_ms: Option<u64>, now: u64, window_ms: u64) -> bool {
+    last_seen_ms.is_some_and(|seen| now.saturating_sub(seen) <= window_ms)
 }
 
 /// How long after its last contact a node counts as online: two heartbeats and ten seconds.
@@ -92,15 +91,31 @@ pub fn online_window_ms(heartbeat_s: u64) -> u64 {
     heartbeat_s.saturating_mul(2000).saturating_add(10_000)
 }
 
+/// A node's contact state, exactly one of: revoked, never seen, online, offline.
+pub fn contact(revoked: bool, last_seen_ms: Option<u64>, now: u64, window_ms: u64) -> NodeState {
+    match (revoked, last_seen_ms) {
+        (true, _) => NodeState::Revoked,
+        (false, None) => NodeState::Never,
+        (false, seen) if seen_lately(seen, now, window_ms) => NodeState::Online,
+        (false, Some(_)) => NodeState::Offline,
+    }
+}
+
 /// Whether node `entry` is in `state`.
-fn in_state(state: NodeState, entry: &NodeEntry, light: Option<&Light>, on: bool) -> bool {
+fn in_state(
+    state: NodeState,
+    entry: &NodeEntry,
+    light: Option<&Light>,
+    now: u64,
+    window_ms: u64,
+) -> bool {
     match state {
-        NodeState::Revoked => entry.revoked,
         NodeState::Debug => entry.debug,
         NodeState::Trouble => light.is_some_and(|l| l.trouble),
-        NodeState::Online => !entry.revoked && on,
-        NodeState::Never => !entry.revoked && light.and_then(|l| l.last_seen_ms).is_none(),
-        NodeState::Offline => !entry.revoked && !on && light.and_then(|l| l.last_seen_ms).is_some(),
+        contact_state => {
+            let seen = light.and_then(|l| l.last_seen_ms);
+            contact(entry.revoked, seen, now, window_ms) == contact_state
+        }
     }
 }
 
@@ -125,9 +140,8 @@ pub struct ListQuery {
 /// Builds the view of node `id` from what the store holds.
 fn view(id: &str, entry: &NodeEntry, stored: Option<Stored>, now: u64, window_ms: u64) -> NodeView {
     let stored = stored.unwrap_or_default();
-    let on = stored
-        .last_seen_ms
-        .is_some_and(|seen| now.saturating_sub(seen) <= window_ms);
+    let lately = seen_lately(stored.last_seen_ms, now, window_ms);
+    let state = contact(entry.revoked, stored.last_seen_ms, now, window_ms);
     NodeView {
         record: NodeRecord {
             node_id: id.into(),
@@ -142,9 +156,9 @@ fn view(id: &str, entry: &NodeEntry, stored: Option<Stored>, now: u64, window_ms
             events: stored.events,
         },
         debug: entry.debug,
-        online: on && !entry.revoked,
+        online: state == NodeState::Online,
         // A node not heard from lately processes nothing the hub knows of.
-        messages_per_s: stored.messages_per_s.filter(|_| on),
+        messages_per_s: stored.messages_per_s.filter(|_| lately),
         trouble: stored.trouble,
     }
 }
@@ -208,7 +222,7 @@ pub async fn nodes(
                             .is_none_or(|q| id.to_lowercase().contains(q.as_str()))
                         && query
                             .state
-                            .is_none_or(|s| in_state(s, entry, light, online(light, now, window)))
+                            .is_none_or(|s| in_state(s, entry, light, now, window))
                 })
                 .take(limit + 1)
                 .map(|(id, e)| (id.clone(), e.clone()))
@@ -241,7 +255,7 @@ pub async fn nodes(
 }
 
 /// The node `id` of `hub.toml`, or a 404 naming it.
-fn entry_of(hub: &Hub, id: &str) -> Result<NodeEntry, HubApiError> {
+pub(crate) fn entry_of(hub: &Hub, id: &str) -> Result<NodeEntry, HubApiError> {
     hub.config
         .load()
         .nodes

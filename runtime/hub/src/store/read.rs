@@ -228,10 +228,3 @@ pub fn entries(conn: &Connection, service: &str) -> anyhow::Result<Vec<(u64, Fle
     })
     .collect()
 }
-
-/// The ids of every node the store holds.
-pub fn ids(conn: &Connection) -> anyhow::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM nodes")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
