@@ -1530,39 +1530,25 @@ fn node_id(i: usize) -> String {
 /// `heartbeat_s` and `long_poll_s` set, and `n` nodes `sim-00001`... tagged `sim`, each with
 /// a fresh token; the tokens go to `tokens` as `ID TOKEN` lines.
 fn write_fleet(fleet: &Path, tokens: &Path, n: usize) -> anyhow::Result<()> {
-    use sha2::Digest as _;
-    let path = fleet.join("hub.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let kept = |key: &str| -> anyhow::Result<String> {
-        text.lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix(key)
-                    .map(str::trim_start)
-                    .and_then(|rest| rest.strip_prefix('='))
-                    .map(|v| v.trim().to_owned())
-            })
-            .with_context(|| format!("{} has no `{key}`", path.display()))
-    };
-    let mut toml = format!(
-        "admin_token_sha256 = {}\npublic_key = {}\nheartbeat_s = {HEARTBEAT_S}\n\
-         long_poll_s = {LONG_POLL_S}\n",
-        kept("admin_token_sha256")?,
-        kept("public_key")?
-    );
+    use busbar_hub::config::{HubConfig, NodeEntry, fresh_token, token_sha256};
     let mut list = String::with_capacity(n * 80);
-    for i in 1..=n {
-        let id = node_id(i);
-        let token = hex::encode(rand::random::<[u8; 32]>());
-        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-        let _ = write!(
-            toml,
-            "\n[nodes.{id}]\ntoken_sha256 = \"{digest}\"\ntags = [\"sim\"]\n"
-        );
-        let _ = writeln!(list, "{id} {token}");
-    }
-    std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
+    HubConfig::edit(fleet, |config| {
+        config.heartbeat_s = HEARTBEAT_S;
+        config.long_poll_s = LONG_POLL_S;
+        for i in 1..=n {
+            let (id, token) = (node_id(i), fresh_token());
+            config.nodes.insert(
+                id.clone(),
+                NodeEntry {
+                    token_sha256: token_sha256(&token),
+                    tags: vec!["sim".into()],
+                    ..NodeEntry::default()
+                },
+            );
+            let _ = writeln!(list, "{id} {token}");
+        }
+        Ok(())
+    })?;
     std::fs::write(tokens, list).with_context(|| format!("cannot write {}", tokens.display()))
 }
 
